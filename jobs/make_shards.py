@@ -1,0 +1,7 @@
+"""Make crop shards: `python jobs/make_shards.py {synthetic,mot,coco,folder} --out DIR ...` (see --help)."""
+import sys
+
+from patchray.shards.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Turning detector boxes into crops: checks, context margin, padding, rescaling. Pure numpy/PIL."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+PAD_MODES = ("zero", "edge")
+
+
+@dataclass(frozen=True)
+class CropOptions:
+    """How every ingest path cuts crops. Defaults keep the detector's box as it is."""
+    context: float = 0.0          # fraction of the box's width/height added on each side
+    pad: str = "zero"             # fill where the enlarged box leaves the frame
+    height: int | None = None     # rescale crops to this height (aspect kept); None keeps their own size
+    min_score: float | None = None
+    min_height: float = 0.0       # in source pixels, before the context margin
+    every: int = 1                # keep every N-th frame (video sources)
+
+    def __post_init__(self):
+        if self.context < 0 or not math.isfinite(self.context):
+            raise ValueError(f"context must be a finite number >= 0, got {self.context}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
+        if self.height is not None and self.height < 1:
+            raise ValueError(f"height must be >= 1, got {self.height}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+
+
+Box = tuple[float, float, float, float]
+
+
+def check_box(box: Box, frame_width: int, frame_height: int) -> str | None:
+    """A skip reason for a box that cannot give a crop, else None.
+
+    Boxes that only partly leave the frame (negative x, say) are fine: detectors
+    emit them for people at the border, and the crop is padded there.
+    """
+    if not all(math.isfinite(v) for v in box):
+        return "box_not_finite"
+    x, y, w, h = box
+    if w <= 0 or h <= 0 or round(w) < 1 or round(h) < 1:
+        return "box_empty"
+    if x >= frame_width or y >= frame_height or x + w <= 0 or y + h <= 0:
+        return "box_outside_frame"
+    return None
+
+
+def filter_reason(box: Box, score: float | None, options: CropOptions) -> str | None:
+    """A reason the user's filters drop this box (counted apart from bad input)."""
+    if options.min_score is not None and score is not None and score < options.min_score:
+        return "below_min_score"
+    if box[3] < options.min_height:
+        return "below_min_height"
+    return None
+
+
+def enlarge(box: Box, context: float) -> Box:
+    x, y, w, h = box
+    return (x - context * w, y - context * h, w * (1 + 2 * context), h * (1 + 2 * context))
+
+
+def cut_crop(frame: np.ndarray, box: Box, pad: str = "zero") -> np.ndarray:
+    """Pixels of ``box`` from an [H, W, 3] frame; outside the frame: zeros or the nearest edge pixel."""
+    fh, fw = frame.shape[:2]
+    x0, y0 = int(round(box[0])), int(round(box[1]))
+    x1, y1 = x0 + max(1, int(round(box[2]))), y0 + max(1, int(round(box[3])))
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
+    inside = frame[iy0:iy1, ix0:ix1]
+    widths = ((iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1), (0, 0))
+    if not any(a or b for a, b in widths[:2]):
+        return inside.copy()
+    if pad == "edge":
+        return np.pad(inside, widths, mode="edge")
+    return np.pad(inside, widths, mode="constant", constant_values=0)
+
+
+def make_crop(frame: np.ndarray, box: Box, options: CropOptions) -> Image.Image:
+    crop = Image.fromarray(cut_crop(frame, enlarge(box, options.context), options.pad))
+    if options.height is not None and crop.height != options.height:
+        width = max(1, int(round(crop.width * options.height / crop.height)))
+        crop = crop.resize((width, options.height), Image.Resampling.BILINEAR)
+    return crop

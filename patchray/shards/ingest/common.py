@@ -1,0 +1,86 @@
+"""The part every detector-output ingest shares: load a frame once, cut its boxes, write, count."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from patchray.shards.images import BadImage, encode_image, open_image, to_rgb
+from patchray.shards.ingest.boxes import Box, CropOptions, check_box, filter_reason, make_crop
+from patchray.shards.report import RunReport
+from patchray.shards.writer import CropRecord, ShardWriter
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Detection:
+    box: Box
+    score: float | None
+    crop_id: str
+    where: str  # "file:line" or "file#annotation", for messages
+
+
+@dataclass
+class FrameJob:
+    source: str
+    frame: int | None
+    where: str
+    load: Callable[[], tuple[np.ndarray, str | None]]  # pixels, and the mode converted from (or None)
+    detections: list[Detection] = field(default_factory=list)
+
+
+def load_image_file(path: Path) -> tuple[np.ndarray, str | None]:
+    """RGB pixels of an image file; raises BadImage or FileNotFoundError."""
+    image = open_image(Path(path).read_bytes())
+    rgb, converted = to_rgb(image)
+    return np.asarray(rgb), (image.mode if converted else None)
+
+
+def write_frame_jobs(jobs: Iterable[FrameJob], writer: ShardWriter, report: RunReport, options: CropOptions,
+                     split: str | None = None, progress_every: int = 500) -> None:
+    """Cut and write every detection; each lost box is counted under a reason."""
+    frames_done = 0
+    for job in jobs:
+        frames_done += 1
+        if progress_every and frames_done % progress_every == 0:
+            print(f"  {frames_done} frames, {report.written} crops written, "
+                  f"{sum(report.skipped.values())} skipped", flush=True)
+        # Filters first: a frame whose boxes are all filtered out need not be decoded.
+        kept = []
+        for det in job.detections:
+            reason = filter_reason(det.box, det.score, options)
+            if reason:
+                report.skip(reason, det.where)
+            else:
+                kept.append(det)
+        if not kept:
+            continue
+        try:
+            pixels, converted_from = job.load()
+        except FileNotFoundError as e:
+            for det in kept:
+                report.skip("missing_frame", det.where, str(e))
+            continue
+        except BadImage as e:
+            for det in kept:
+                report.skip(e.reason, det.where, f"{job.where}: {e.detail}")
+            continue
+        if converted_from:
+            report.convert(f"{converted_from}->RGB")
+        height, width = pixels.shape[:2]
+        for det in kept:
+            reason = check_box(det.box, width, height)
+            if reason:
+                report.skip(reason, det.where, f"box {tuple(round(v, 1) for v in det.box)} in {width}x{height}")
+                continue
+            crop = make_crop(pixels, det.box, options)
+            record = CropRecord(image=encode_image(crop), crop_id=det.crop_id, source=job.source, frame=job.frame,
+                                box=det.box, score=det.score, split=split)
+            reason = writer.add(record)
+            if reason:
+                report.skip(reason, det.where, det.crop_id)
+            else:
+                report.written += 1

@@ -1,0 +1,129 @@
+"""Ingest MOTChallenge-style detections: ``frame, id, x, y, w, h, conf, ...`` per line, frames 1-based.
+
+Frames come from a folder of images named by number (``000001.jpg``) or from a
+video file (decoded with PyAV, the optional ``video`` extra).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from patchray.shards.ingest.boxes import CropOptions
+from patchray.shards.ingest.common import IMAGE_SUFFIXES, Detection, FrameJob, load_image_file, write_frame_jobs
+from patchray.shards.report import RunReport
+from patchray.shards.writer import ShardWriter
+
+MIN_FIELDS = 6  # frame, id, x, y, w, h; confidence and the 3D fields are optional
+
+
+def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[int, list[Detection]]:
+    """Detections by frame. A malformed line is counted with its file and line number and skipped."""
+    by_frame: dict[int, list[Detection]] = defaultdict(list)
+    name = os.fspath(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            where = f"{name}:{lineno}"
+            fields = [p.strip() for p in text.replace(";", ",").split(",")]
+            if len(fields) < MIN_FIELDS:
+                report.skip("malformed_line", where, f"expected at least {MIN_FIELDS} comma-separated fields, got {len(fields)}")
+                continue
+            try:
+                frame = int(float(fields[0]))
+                track = int(float(fields[1]))
+                box = tuple(float(v) for v in fields[2:6])
+                score = float(fields[6]) if len(fields) > 6 and fields[6] != "" else None
+            except ValueError as e:
+                report.skip("malformed_line", where, f"not a number: {e}")
+                continue
+            if frame < 1 or float(fields[0]) != frame:
+                report.skip("malformed_line", where, f"frame {fields[0]!r} is not a 1-based frame number")
+                continue
+            if score is not None and not math.isfinite(score):
+                score = None
+            crop_id = f"{source}-f{frame:06d}-id{track}"
+            by_frame[frame].append(Detection(box=box, score=score, crop_id=crop_id, where=where))
+    return dict(by_frame)
+
+
+def index_frames(frames_dir: str | os.PathLike) -> dict[int, Path]:
+    """Frame number -> image file, for files named by their number (any zero padding)."""
+    index = {}
+    for p in Path(frames_dir).iterdir():
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit():
+            index[int(p.stem)] = p
+    return index
+
+
+def _skip_every(by_frame: dict[int, list[Detection]], options: CropOptions, report: RunReport) -> list[int]:
+    frames = []
+    for frame in sorted(by_frame):
+        if (frame - 1) % options.every:
+            for det in by_frame[frame]:
+                report.skip("not_every_nth_frame", det.where)
+        else:
+            frames.append(frame)
+    return frames
+
+
+def frame_jobs_from_folder(by_frame, frames_dir, source, options, report) -> Iterator[FrameJob]:
+    index = index_frames(frames_dir)
+    for frame in _skip_every(by_frame, options, report):
+        path = index.get(frame)
+        if path is None:
+            def load(frame=frame):
+                raise FileNotFoundError(f"no image for frame {frame} in {frames_dir}")
+        else:
+            def load(path=path):
+                return load_image_file(path)
+        yield FrameJob(source=source, frame=frame, where=str(path or frames_dir), load=load,
+                       detections=by_frame[frame])
+
+
+def frame_jobs_from_video(by_frame, video, source, options, report) -> Iterator[FrameJob]:
+    try:
+        import av
+    except ImportError:
+        raise SystemExit("--video needs PyAV: pip install 'patchray[video]' (or pip install av)") from None
+    wanted = set(_skip_every(by_frame, options, report))
+    last = max(wanted, default=0)
+    with av.open(os.fspath(video)) as container:
+        for number, decoded in enumerate(container.decode(video=0), 1):
+            if number > last:
+                break
+            if number in wanted:
+                wanted.discard(number)
+                pixels = decoded.to_ndarray(format="rgb24")
+                yield FrameJob(source=source, frame=number, where=f"{video}#frame{number}",
+                               load=lambda pixels=pixels: (np.ascontiguousarray(pixels), None),
+                               detections=by_frame[number])
+    for number in sorted(wanted):  # boxes for frames past the end of the video
+        def load(number=number):
+            raise FileNotFoundError(f"{video} has fewer than {number} frames")
+        yield FrameJob(source=source, frame=number, where=f"{video}#frame{number}", load=load,
+                       detections=by_frame[number])
+
+
+def ingest_mot(boxes: str | os.PathLike, writer: ShardWriter, report: RunReport, options: CropOptions, *,
+               frames: str | os.PathLike | None = None, video: str | os.PathLike | None = None,
+               source: str | None = None, split: str | None = None) -> None:
+    if (frames is None) == (video is None):
+        raise ValueError("give exactly one of --frames DIR or --video FILE")
+    if frames is not None and not Path(frames).is_dir():
+        raise FileNotFoundError(f"--frames {frames}: not a folder")
+    if video is not None and not Path(video).is_file():
+        raise FileNotFoundError(f"--video {video}: no such file")
+    source = source or Path(frames or video).resolve().name.rsplit(".", 1)[0]
+    if frames is not None and Path(frames).name == "img1":  # MOTChallenge layout: SEQ/img1/000001.jpg
+        source = Path(frames).resolve().parent.name if source == "img1" else source
+    by_frame = parse_mot(boxes, source, report)
+    jobs = (frame_jobs_from_folder(by_frame, frames, source, options, report) if frames is not None
+            else frame_jobs_from_video(by_frame, video, source, options, report))
+    write_frame_jobs(jobs, writer, report, options, split)

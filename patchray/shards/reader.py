@@ -1,0 +1,118 @@
+"""Finding and validating shards before a job starts, locally or on any pyarrow filesystem."""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from patchray.shards.schema import DatasetMeta, ShardSchemaError, validate_schema
+
+
+class NoShardsError(FileNotFoundError):
+    pass
+
+
+def _is_uri(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def resolve_paths(specs: str | list[str]) -> tuple[list[str], pafs.FileSystem | None]:
+    """Expand globs, folders and URIs into a sorted list of Parquet files.
+
+    Local specs give plain paths (filesystem None); ``s3://``/``gs://`` specs go
+    through pyarrow's filesystems, which is also what Ray Data reads them with.
+    """
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise NoShardsError("no shard paths given")
+    files: list[str] = []
+    remote_fs: pafs.FileSystem | None = None
+    for spec in specs:
+        spec = str(spec)
+        if _is_uri(spec):
+            fs, path = pafs.FileSystem.from_uri(spec)
+            if remote_fs is not None and type(fs) is not type(remote_fs):
+                raise ValueError(f"{spec}: all shard URIs must use one filesystem")
+            remote_fs = fs
+            files += _expand_remote(fs, path, spec)
+            continue
+        if spec.startswith("file://"):
+            spec = spec[len("file://"):]
+        if os.path.isdir(spec):
+            found = sorted(glob.glob(os.path.join(spec, "*.parquet")))
+        else:
+            found = sorted(glob.glob(spec))
+        if not found:
+            raise NoShardsError(f"{spec}: no Parquet shards match")
+        files += found
+    if remote_fs is not None and any(not _is_uri(str(s)) for s in specs):
+        raise ValueError("shard specs mix local paths and URIs; one dataset reads through one filesystem")
+    return sorted(dict.fromkeys(files)), remote_fs
+
+
+def _expand_remote(fs: pafs.FileSystem, path: str, spec: str) -> list[str]:
+    if any(ch in path for ch in "*?["):
+        base = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        found = sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path))
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path))
+            found = sorted(i.path for i in infos if i.path.endswith(".parquet"))
+        elif info.type == pafs.FileType.File:
+            found = [path]
+        else:
+            found = []
+    if not found:
+        raise NoShardsError(f"{spec}: no Parquet shards match")
+    return found
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    files: tuple[str, ...]
+    filesystem: pafs.FileSystem | None
+    meta: DatasetMeta
+    num_rows: int
+
+    @property
+    def attributes(self):
+        return self.meta.attributes
+
+
+def open_shards(specs: str | list[str], require_attributes: bool = False) -> ShardSet:
+    """Resolve and validate every file's schema; raise before any job starts.
+
+    All files must agree on their attributes (a labeled dataset cannot silently
+    mix in files with other label sets).
+    """
+    files, fs = resolve_paths(specs)
+    meta: DatasetMeta | None = None
+    first = None
+    rows = 0
+    for path in files:
+        try:
+            metadata = pq.read_metadata(path, filesystem=fs)
+        except (OSError, ValueError) as e:
+            raise ShardSchemaError(path, None, f"not a readable Parquet file: {e}") from None
+        file_meta = validate_schema(metadata.schema.to_arrow_schema(), path)
+        rows += metadata.num_rows
+        if meta is None:
+            meta, first = file_meta, path
+        elif file_meta.attributes != meta.attributes:
+            raise ShardSchemaError(path, None, f"attributes {file_meta.attributes.names} differ from "
+                                               f"{meta.attributes.names} in {first}")
+    assert meta is not None
+    if require_attributes and not len(meta.attributes):
+        raise ShardSchemaError(files[0], None, "has no attribute columns (attr_*); a labeled dataset is needed here")
+    return ShardSet(files=tuple(files), filesystem=fs, meta=meta, num_rows=rows)
+
+
+def read_table(path: str, columns: list[str] | None = None, filesystem: pafs.FileSystem | None = None):
+    return pq.read_table(path, columns=columns, filesystem=filesystem)

@@ -1,0 +1,1 @@
+"""Ray Train loops, checkpoints and resource sizing."""

@@ -1,0 +1,53 @@
+"""Checkpoints as plain state_dicts (``torch.load(..., weights_only=True)``) plus a JSON history.
+
+A checkpoint folder holds ``model.pt`` ({"trunk", "head", "optimizer", "epoch",
+"config"}) and ``history.json`` (every epoch's metrics so far), so that the
+metrics of a resumed run are whole: no gap, no repeated epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.json"
+
+
+def save_checkpoint(folder: str | Path, *, trunk: dict, head: dict, optimizer: dict, epoch: int, config: dict,
+                    history: list[dict]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"trunk": trunk, "head": head, "optimizer": optimizer, "epoch": epoch, "config": config},
+               folder / MODEL_FILE)
+    (folder / HISTORY_FILE).write_text(json.dumps(history))
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> tuple[dict, list[dict]]:
+    folder = Path(folder)
+    state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    history = json.loads((folder / HISTORY_FILE).read_text())
+    return state, history
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    """Write next to the target and rename, so a crash never leaves a half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def prefixed(state: dict, prefix: str) -> dict:
+    return {f"{prefix}.{k}": v for k, v in state.items()}

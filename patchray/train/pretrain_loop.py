@@ -1,0 +1,199 @@
+"""The Ray Train worker loop of PatchTask pretraining (runs inside each training worker)."""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from contextlib import nullcontext
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from patchray import config as configlib
+from patchray.models import PretextNet, build_trunk
+from patchray.patches import normalize_patches, validation_patches
+from patchray.pipeline import PatchCollate
+from patchray.train.checkpoint import load_checkpoint, save_checkpoint
+from patchray.train.config import PretrainConfig
+from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
+
+EVAL_BATCH = 512
+PROGRESS_EVERY_S = 30.0
+# Settings that must match for a checkpoint to be resumed: anything else would load wrong shapes or silently
+# change the task halfway through.
+RESUME_MUST_MATCH = ("model", "task", "seed")
+
+
+def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
+    trunk = build_trunk(cfg.model)
+    return PretextNet(trunk, cfg.task.num_classes, patch_size=cfg.task.patch_size, pairwise=cfg.task.pairwise)
+
+
+def _sum_across_workers(values: list[float], device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _gather_counters(counter: Counter) -> Counter:
+    if not (dist.is_available() and dist.is_initialized()):
+        return counter
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, dict(counter))
+    total = Counter()
+    for c in gathered:
+        total.update(c)
+    return total
+
+
+def _autocast(device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int):
+    """Loss sum, correct count, count and confusion matrix on this worker's validation slice."""
+    net.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    loss_sum = correct = 0.0
+    with torch.no_grad(), _autocast(device, cfg.amp):
+        for start in range(0, len(labels), EVAL_BATCH):
+            x = normalize_patches(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device), cfg.task.normalize)
+            y = torch.from_numpy(labels[start:start + EVAL_BATCH]).to(device)
+            logits = net(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            pred = logits.argmax(1)
+            correct += (pred == y).sum().item()
+            confusion.index_put_((y, pred), torch.ones_like(y, dtype=torch.float64), accumulate=True)
+    net.train()
+    return loss_sum, correct, len(labels), confusion
+
+
+def pretrain_loop(loop_config: dict) -> None:
+    cfg = configlib.build(PretrainConfig, loop_config["config"])
+    torch.set_num_threads(loop_config["torch_threads"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    net = build_pretext_net(cfg)
+    optimizer = build_optimizer(net.parameters(), cfg.optim)
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state, history = load_checkpoint(folder)
+        for key in RESUME_MUST_MATCH:
+            if state["config"].get(key) != loop_config["config"].get(key):
+                raise ValueError(f"cannot resume: checkpoint has {key}={state['config'].get(key)!r}, this run "
+                                 f"{loop_config['config'].get(key)!r}; use another name")
+        net.trunk.load_state_dict(state["trunk"])
+        net.head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+        history = [h for h in history if h["epoch"] < start_epoch]
+        if rank == 0:
+            print(f"[pretrain] resuming after epoch {state['epoch']}", flush=True)
+    model = ray.train.torch.prepare_model(net)
+    base = model.module if hasattr(model, "module") else model
+
+    val_pixels, val_ids = ray.get(loop_config["val_ref"])
+    mine = slice(rank, None, world)
+    val_patches, val_labels = validation_patches(val_pixels[mine], list(val_ids[mine]), cfg.task, cfg.seed)
+    num_classes = cfg.task.num_classes
+
+    shard = ray.train.get_dataset_shard("train")
+    patches_seen = history[-1]["patches_seen"] if history else 0
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
+        set_lr(optimizer, lr)
+        batches = shard.iter_torch_batches(
+            batch_size=cfg.crops_per_batch, collate_fn=PatchCollate(cfg.task, cfg.seed, epoch), drop_last=True,
+            prefetch_batches=4, local_shuffle_buffer_size=cfg.crops_per_batch * 8,
+            local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank)
+        loss_sum = correct = count = steps = 0.0
+        wait_s = 0.0
+        skipped: Counter = Counter()
+        t_epoch = last_print = time.perf_counter()
+        iterator = iter(batches)
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            wait_s += time.perf_counter() - t_wait
+            skipped.update(batch["skipped"])
+            y = batch["labels"].to(device, non_blocking=True)
+            patches = batch["patches"]
+            # A batch whose rows were all bad still takes its step: skipping it on one rank would leave
+            # the others waiting in DDP's all-reduce forever. Its loss is weighted to zero.
+            weight = 1.0 if len(y) else 0.0
+            if not len(y):
+                patches = torch.zeros((1, *patches.shape[1:]), dtype=torch.uint8)
+                y = torch.zeros(1, dtype=torch.long, device=device)
+            x = normalize_patches(patches.to(device, non_blocking=True), cfg.task.normalize)
+            with _autocast(device, cfg.amp):
+                logits = model(x).float()
+            loss = F.cross_entropy(logits, y) * weight
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y) * weight
+            correct += (logits.argmax(1) == y).sum().item() * weight
+            count += len(y) * weight
+            steps += 1
+            now = time.perf_counter()
+            if rank == 0 and now - last_print > PROGRESS_EVERY_S:
+                print(f"[pretrain] epoch {epoch + 1}/{cfg.epochs} step {int(steps)}: loss {loss_sum / count:.3f} "
+                      f"acc {correct / count:.3f}, {count / (now - t_epoch):.0f} patches/s on this worker",
+                      flush=True)
+                last_print = now
+        elapsed = time.perf_counter() - t_epoch
+        totals = _sum_across_workers([loss_sum, correct, count, wait_s, elapsed], device)
+        skipped = _gather_counters(skipped)
+        v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(confusion)
+        v_loss, v_correct, v_count = _sum_across_workers([v_loss, v_correct, v_count], device)
+        patches_seen += int(totals[2])
+        metrics = {
+            "epoch": epoch,
+            "lr": lr,
+            "loss": totals[0] / max(totals[2], 1),
+            "train_acc": totals[1] / max(totals[2], 1),
+            "val_loss": v_loss / max(v_count, 1),
+            "val_acc": v_correct / max(v_count, 1),
+            "chance": 1.0 / num_classes,
+            "patches": int(totals[2]),
+            "patches_seen": patches_seen,
+            # per worker, averaged: what one accelerator sustains
+            "patches_per_s": totals[2] / max(totals[4], 1e-9),
+            "data_wait_frac": totals[3] / max(totals[4], 1e-9),
+            "epoch_s": totals[4] / world,
+            "skipped_rows": int(sum(skipped.values())),
+            "workers": world,
+        }
+        history.append(metrics | {"skipped": dict(skipped),
+                                  "val_confusion": confusion.cpu().numpy().astype(int).tolist()
+                                  if not cfg.task.pairwise else None})
+        if rank == 0:
+            print(f"[pretrain] epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f} "
+                  f"train acc {metrics['train_acc']:.3f} val acc {metrics['val_acc']:.3f} "
+                  f"(chance {metrics['chance']:.3f}), {metrics['patches_per_s'] * world:.0f} patches/s, "
+                  f"data wait {metrics['data_wait_frac']:.0%}, skipped rows {metrics['skipped_rows']}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(folder, trunk=base.trunk.state_dict(), head=base.head.state_dict(),
+                                optimizer=optimizer.state_dict(), epoch=epoch, config=loop_config["config"],
+                                history=history)
+                ckpt = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=ckpt)

@@ -1,0 +1,82 @@
+"""Sizing training workers against the cluster so that Ray Data always keeps CPUs.
+
+Ray Train reserves its workers' resources first and Ray Data gets what is left;
+with nothing left, the data stage never runs and the job hangs without an
+error (../shared/RAY-NOTES.md). Every plan made here leaves Data at least one
+CPU, and a request that would not is refused with a message saying so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# CPU-only clusters: half the CPUs (at least one) decode crops, the rest train.
+DATA_CPU_SHARE = 0.5
+DEFAULT_CPU_WORKERS = 2
+MIN_DATA_CPUS = 1.0
+
+
+@dataclass
+class ResourcesConfig:
+    num_workers: int | None = None        # None: one per GPU, or 2 on a CPU-only cluster
+    use_gpu: bool | None = None           # None: use GPUs when the cluster has any
+    cpus_per_worker: float | None = None  # None: sized so that Ray Data keeps its share
+    trainer_resources: dict[str, float] | None = None  # custom resources each worker must land on
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    data_cpus: float
+    torch_threads: int
+    resources_per_worker: dict
+
+    def describe(self) -> str:
+        device = "GPU" if self.use_gpu else "CPU"
+        return (f"{self.num_workers} training worker(s) on {device}, {self.cpus_per_worker:g} CPU each; "
+                f"{self.data_cpus:g} CPU(s) left for Ray Data")
+
+
+class ResourceError(ValueError):
+    pass
+
+
+def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: ResourcesConfig) -> ResourcePlan:
+    if cluster_cpus < 1:
+        raise ResourceError(f"the cluster has {cluster_cpus:g} CPUs; at least 1 is needed for Ray Data")
+    use_gpu = requested.use_gpu if requested.use_gpu is not None else cluster_gpus >= 1
+    if use_gpu and cluster_gpus < 1:
+        raise ResourceError("use_gpu=true but the cluster has no GPU")
+    if requested.num_workers is not None and requested.num_workers < 1:
+        raise ResourceError(f"num_workers must be >= 1, got {requested.num_workers}")
+    if use_gpu:
+        num_workers = requested.num_workers or int(cluster_gpus)
+        if num_workers > cluster_gpus:
+            raise ResourceError(f"{num_workers} GPU workers asked for, the cluster has {cluster_gpus:g} GPUs")
+        default_cpus = max(min(1.0, (cluster_cpus - MIN_DATA_CPUS) / num_workers), 0.1)
+    else:
+        num_workers = requested.num_workers or DEFAULT_CPU_WORKERS
+        data_share = max(MIN_DATA_CPUS, math.ceil(cluster_cpus * DATA_CPU_SHARE))
+        default_cpus = (cluster_cpus - data_share) / num_workers
+        if default_cpus <= 0:
+            default_cpus = (cluster_cpus - MIN_DATA_CPUS) / num_workers
+    cpus_per_worker = requested.cpus_per_worker if requested.cpus_per_worker is not None else round(default_cpus, 3)
+    if cpus_per_worker <= 0:
+        raise ResourceError(
+            f"{num_workers} training worker(s) on {cluster_cpus:g} CPUs leave no CPU for Ray Data; "
+            "lower num_workers")
+    data_cpus = cluster_cpus - num_workers * cpus_per_worker
+    if data_cpus < MIN_DATA_CPUS - 1e-9:
+        raise ResourceError(
+            f"{num_workers} worker(s) x {cpus_per_worker:g} CPU leave {data_cpus:g} of {cluster_cpus:g} CPUs for "
+            f"Ray Data (at least {MIN_DATA_CPUS:g} needed, else the data stage never runs and the job hangs); "
+            "lower num_workers or cpus_per_worker")
+    resources = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    resources.update(requested.trainer_resources or {})
+    return ResourcePlan(num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
+                        data_cpus=data_cpus, torch_threads=max(1, int(cpus_per_worker)),
+                        resources_per_worker=resources)

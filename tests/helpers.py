@@ -1,0 +1,22 @@
+"""Small inputs the tests make themselves: encoded images, frames whose pixels say where they are."""
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg_bytes(width=20, height=40, color=(200, 30, 30), mode="RGB", fmt="JPEG", noise=False):
+    image = Image.new("RGB", (width, height), color)
+    if noise:  # incompressible content, so that cutting the file lands inside the image data
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def gradient_frame(width=64, height=48):
+    """Frame whose pixels encode their own position: R = x, G = y."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x, y, np.full_like(x, 77)], axis=-1).astype(np.uint8)

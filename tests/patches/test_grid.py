@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from patchray.patches import PRESETS, PatchGrid
+
+
+def test_reference_grid_is_pt18_centred_at_offsets_2_4():
+    grid = PatchGrid()
+    assert (grid.cols, grid.rows, grid.num_classes) == (3, 6, 18)
+    origins = grid.cell_origins()
+    assert origins.shape == (18, 2)
+    assert tuple(origins[0]) == (2, 4)
+    assert tuple(origins[-1]) == (2 + 2 * 32, 4 + 5 * 32)
+
+
+def test_labels_are_row_major():
+    grid = PatchGrid()
+    origins = grid.cell_origins()
+    for label, (x, y) in enumerate(origins):
+        row, col = divmod(label, grid.cols)
+        assert (x, y) == (2 + 32 * col, 4 + 32 * row)
+
+
+def test_presets():
+    assert PRESETS == {"pt8": (2, 4), "pt18": (3, 6)}
+    pt8 = PatchGrid.from_preset("pt8")
+    assert (pt8.cols, pt8.rows, pt8.num_classes) == (2, 4, 8)
+    # 2 x 32 = 64 of 100 px, 4 x 32 = 128 of 200 px: centred at (18, 36).
+    assert tuple(pt8.cell_origins()[0]) == (18, 36)
+    assert PatchGrid.from_preset("pt18") == PatchGrid()
+
+
+def test_preset_overrides_and_errors():
+    grid = PatchGrid.from_preset("pt8", patch_size=24, jitter=0)
+    assert (grid.patch_size, grid.jitter, grid.cols) == (24, 0, 2)
+    with pytest.raises(ValueError, match=r"pt18"):
+        PatchGrid.from_preset("pt99")
+    with pytest.raises(ValueError, match="cols"):
+        PatchGrid.from_preset("pt8", cols=3)
+
+
+def test_gap_spreads_the_cells_and_recentres():
+    grid = PatchGrid(gap=1)
+    origins = grid.cell_origins()
+    # Width 3*32 + 2 = 98 -> offset 1; height 6*32 + 5 = 197 -> offset 1; pitch 33.
+    assert tuple(origins[0]) == (1, 1)
+    assert tuple(origins[1]) == (34, 1)
+    assert tuple(origins[3]) == (1, 34)
+    assert not np.array_equal(origins, PatchGrid().cell_origins())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"cols": 0}, "cols"),
+        ({"rows": -1}, "rows"),
+        ({"patch_size": 0}, "patch_size"),
+        ({"crop_width": 0}, "crop_width"),
+        ({"jitter": -1}, "jitter"),
+        ({"gap": -2}, "gap"),
+        ({"cols": 1.5}, "cols"),
+        ({"cols": True}, "cols"),
+        ({"cols": 4}, "crop_width"),  # 4 x 32 > 100
+        ({"rows": 7}, "crop_height"),  # 7 x 32 > 200
+        ({"gap": 2}, "crop_height"),  # 6 x 32 + 5 x 2 = 202 > 200
+    ],
+)
+def test_invalid_grids_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        PatchGrid(**kwargs)
+
+
+def test_grid_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PatchGrid().cols = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("grid", [PatchGrid(), PatchGrid(jitter=20), PatchGrid.from_preset("pt8", gap=3)])
+def test_jitter_bounds_keep_patches_inside_the_crop(grid):
+    origins = grid.cell_origins()
+    low, high = grid.jitter_bounds()
+    assert low.shape == high.shape == (grid.num_classes, 2)
+    assert np.all(low >= -grid.jitter) and np.all(high <= grid.jitter)
+    assert np.all(low <= 0) and np.all(high >= 0)
+    assert np.all(origins + low >= 0)
+    assert np.all(origins[:, 0] + high[:, 0] + grid.patch_size <= grid.crop_width)
+    assert np.all(origins[:, 1] + high[:, 1] + grid.patch_size <= grid.crop_height)
+
+
+def test_jitter_bounds_are_clipped_only_at_the_border():
+    grid = PatchGrid()
+    low, high = grid.jitter_bounds()
+    # Top-left cell sits 2 px from the left, 4 px from the top.
+    assert tuple(low[0]) == (-2, -4) and tuple(high[0]) == (4, 4)
+    # Bottom-right cell: 100 - 32 - 66 = 2 px right margin, 200 - 32 - 164 = 4 px bottom.
+    assert tuple(low[-1]) == (-4, -4) and tuple(high[-1]) == (2, 4)
+    # Middle column is free in x: window centred on its origin.
+    assert tuple(low[1]) == (-4, -4) and tuple(high[1]) == (4, 4)
+    assert np.array_equal(PatchGrid(jitter=0).jitter_bounds()[0], np.zeros((18, 2)))

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patchray.patches import dataset_channel_stats, normalize_patches
+
+
+def random_patches(*shape: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.parametrize("mode", ["patch", "none"])
+def test_shapes_become_channels_first_float32(mode):
+    single = normalize_patches(random_patches(4, 32, 32, 3), mode)
+    assert single.shape == (4, 3, 32, 32) and single.dtype == torch.float32 and single.is_contiguous()
+    pairs = normalize_patches(random_patches(4, 2, 32, 32, 3), mode)
+    assert pairs.shape == (4, 2, 3, 32, 32) and pairs.dtype == torch.float32
+
+
+def test_none_scales_to_unit_range_and_keeps_channel_identity():
+    patches = random_patches(3, 8, 8, 3)
+    out = normalize_patches(patches, "none")
+    assert torch.equal(out, patches.permute(0, 3, 1, 2).float() / 255)
+    pairs = random_patches(3, 2, 8, 8, 3)
+    assert torch.equal(normalize_patches(pairs, "none")[:, 1, 2], pairs[:, 1, :, :, 2].float() / 255)
+
+
+def test_patch_mode_standardises_each_patch_and_channel():
+    out = normalize_patches(random_patches(16, 32, 32, 3), "patch")
+    assert torch.allclose(out.mean(dim=(-2, -1)), torch.zeros(16, 3), atol=1e-5)
+    assert torch.allclose(out.std(dim=(-2, -1), correction=0), torch.ones(16, 3), atol=2e-3)
+    pairs = normalize_patches(random_patches(4, 2, 32, 32, 3), "patch")
+    assert torch.allclose(pairs.mean(dim=(-2, -1)), torch.zeros(4, 2, 3), atol=1e-5)
+    assert torch.allclose(pairs.std(dim=(-2, -1), correction=0), torch.ones(4, 2, 3), atol=2e-3)
+
+
+def test_patch_mode_ignores_brightness_and_contrast():
+    # Such global cues (lighting varies with height in the crop) should not reach the net.
+    patches = random_patches(4, 16, 16, 3).float() * 0.5 + 20
+    brighter = patches * 1.5 + 40
+    # Without the variance floor the invariance is exact; with it, it holds for contrasty patches.
+    exact = dict(mode="patch", eps=1e-12)
+    assert torch.allclose(normalize_patches(patches, **exact), normalize_patches(brighter, **exact), atol=1e-4)
+    assert torch.allclose(normalize_patches(patches, "patch"), normalize_patches(brighter, "patch"), atol=1e-2)
+
+
+def test_patch_mode_keeps_flat_patches_finite():
+    flat = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    flat[1] = 200
+    out = normalize_patches(flat, "patch")
+    assert torch.all(out == 0)
+    # One gray level of noise must not be amplified to unit variance.
+    almost_flat = flat.clone()
+    almost_flat[0, ::2] = 1
+    assert normalize_patches(almost_flat, "patch")[0].std() < 0.5
+
+
+def test_uint8_and_float_inputs_agree():
+    patches = random_patches(4, 16, 16, 3)
+    for mode in ("patch", "none"):
+        assert torch.allclose(normalize_patches(patches, mode), normalize_patches(patches.double(), mode), atol=1e-6)
+
+
+def test_dataset_mode_uses_given_stats():
+    patches = random_patches(8, 16, 16, 3)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    out = normalize_patches(patches, "dataset", mean=mean, std=std)
+    channels_first = patches.permute(0, 3, 1, 2).float() / 255
+    expected = (channels_first - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_dataset_stats_round_trip():
+    generator = torch.Generator().manual_seed(1)
+    # Channels with clearly different statistics.
+    scale = torch.tensor([255.0, 100.0, 30.0])
+    patches = (torch.rand(64, 16, 16, 3, generator=generator) * scale).to(torch.uint8)
+    mean, std = dataset_channel_stats(patches.numpy())
+    assert len(mean) == len(std) == 3 and mean[0] > mean[1] > mean[2]
+    out = normalize_patches(patches, "dataset", mean=mean, std=std)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(out.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(mode="dataset"), ValueError, "mean and std"),
+        (dict(mode="dataset", mean=[0.5] * 3, std=[0.0, 1.0, 1.0]), ValueError, "positive"),
+        (dict(mode="dataset", mean=[0.5] * 2, std=[1.0] * 3), ValueError, "3"),
+        (dict(mode="patch", mean=[0.5] * 3, std=[1.0] * 3), ValueError, "only used"),
+        (dict(mode="zca"), ValueError, "zca"),
+    ],
+)
+def test_invalid_modes_and_stats(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        normalize_patches(random_patches(2, 8, 8, 3), **kwargs)
+
+
+def test_invalid_inputs():
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_patches(torch.zeros(2, 8, 8, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="P, P, 3"):
+        normalize_patches(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))  # already channels-first
+    with pytest.raises(ValueError, match="2, P, P, 3"):
+        normalize_patches(torch.zeros(2, 3, 8, 8, 3, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mode", ["patch", "dataset", "none"])
+def test_runs_on_the_batch_device(mode):
+    patches = random_patches(4, 16, 16, 3)
+    stats = dict(mean=[0.5] * 3, std=[0.25] * 3) if mode == "dataset" else {}
+    on_gpu = normalize_patches(patches.cuda(), mode, **stats)
+    assert on_gpu.is_cuda
+    assert torch.allclose(on_gpu.cpu(), normalize_patches(patches, mode, **stats), atol=1e-5)

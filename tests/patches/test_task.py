@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from patchray.patches import (
+    VALIDATION_EPOCH,
+    PatchGrid,
+    PatchTaskConfig,
+    sample_patches,
+    training_patches,
+    validation_patches,
+)
+
+
+def test_defaults_are_the_reference_pt18_task():
+    cfg = PatchTaskConfig()
+    assert cfg.grid() == PatchGrid()
+    assert (cfg.preset, cfg.num_classes, cfg.patches_per_crop, cfg.normalize) == ("pt18", 18, 8, "patch")
+    assert (cfg.patch_size, cfg.jitter, cfg.gap, cfg.crop_width, cfg.crop_height) == (32, 4, 0, 100, 200)
+    assert not cfg.pairwise and cfg.channel_drop == 0 and cfg.grayscale == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "cells", "classes"),
+    [
+        (dict(), 18, 18),
+        (dict(pairwise=True), 18, 306),
+        (dict(preset="pt8"), 8, 8),
+        (dict(preset="pt8", pairwise=True), 8, 56),
+        (dict(preset=None, cols=2, rows=3), 6, 6),
+        (dict(preset="pt18", cols=3, rows=6), 18, 18),  # spelled out, consistent
+    ],
+)
+def test_class_counts(kwargs, cells, classes):
+    cfg = PatchTaskConfig(**kwargs)
+    assert cfg.num_cells == cells and cfg.num_classes == classes
+
+
+def test_grid_follows_the_knobs():
+    grid = PatchTaskConfig(preset="pt8", patch_size=24, jitter=2, gap=4, crop_width=64, crop_height=128).grid()
+    assert grid == PatchGrid(crop_width=64, crop_height=128, cols=2, rows=4, patch_size=24, jitter=2, gap=4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(preset="pt99"), "pt18"),
+        (dict(preset=None), "cols and rows"),
+        (dict(preset=None, cols=3), "cols and rows"),
+        (dict(preset="pt18", cols=4), "contradicts"),
+        (dict(preset=None, cols=1, rows=1), "2 cells"),
+        (dict(patch_size=40), "crop_width"),
+        (dict(jitter=-1), "jitter"),
+        (dict(patches_per_crop=0), "patches_per_crop"),
+        (dict(patches_per_crop=2.5), "patches_per_crop"),
+        (dict(pairwise="yes"), "pairwise"),
+        (dict(channel_drop=1.5), "channel_drop"),
+        (dict(grayscale=-0.1), "grayscale"),
+        (dict(normalize="zca"), "normalize"),
+    ],
+)
+def test_invalid_configs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PatchTaskConfig(**kwargs)
+
+
+def test_dict_round_trip_and_unknown_keys():
+    cfg = PatchTaskConfig(preset="pt8", pairwise=True, channel_drop=0.5)
+    assert PatchTaskConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="patch_szie"):
+        PatchTaskConfig.from_dict({"patch_szie": 24})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.jitter = 0  # type: ignore[misc]
+
+
+def _images(count: int) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (count, 200, 100, 3), dtype=np.uint8), [f"c{i}" for i in range(count)]
+
+
+def test_validation_set_is_fixed_and_apart_from_training():
+    images, crop_ids = _images(6)
+    cfg = PatchTaskConfig()
+    patches, labels = validation_patches(images, crop_ids, cfg, seed=3)
+    again, again_labels = validation_patches(images, crop_ids, cfg, seed=3)
+    assert np.array_equal(patches, again) and np.array_equal(labels, again_labels)
+    reference = sample_patches(images, crop_ids, cfg.grid(), 8, seed=3, epoch=VALIDATION_EPOCH)
+    assert np.array_equal(patches, reference[0]) and np.array_equal(labels, reference[1])
+    for epoch in (0, 1):
+        train, _ = training_patches(images, crop_ids, cfg, seed=3, epoch=epoch)
+        assert not np.array_equal(train, patches)
+    with pytest.raises(ValueError, match="reserved"):
+        training_patches(images, crop_ids, cfg, seed=3, epoch=VALIDATION_EPOCH)
+
+
+def test_config_knobs_reach_the_sampler():
+    images, crop_ids = _images(3)
+    cfg = PatchTaskConfig(preset="pt8", pairwise=True, patches_per_crop=5, grayscale=1.0)
+    patches, labels = training_patches(images, crop_ids, cfg, seed=0, epoch=0)
+    assert patches.shape == (15, 2, 32, 32, 3)
+    assert labels.max() < cfg.num_classes
+    assert np.array_equal(patches[..., 0], patches[..., 1])

@@ -1,0 +1,48 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patchray.shards.images import BadImage, decode_rgb, normalise_encoded, open_image
+
+from helpers import jpeg_bytes
+
+
+def test_truncated_and_garbage_images_are_named():
+    data = jpeg_bytes(64, 64, noise=True)
+    for cut in (len(data) // 2, 300):  # inside the pixel data, inside the headers
+        with pytest.raises(BadImage) as err:
+            open_image(data[:cut])
+        assert err.value.reason == "truncated_image"
+    with pytest.raises(BadImage) as err:
+        open_image(b"this is not an image")
+    assert err.value.reason == "unreadable_image"
+    with pytest.raises(BadImage) as err:
+        open_image(b"")
+    assert err.value.reason == "empty_image"
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA"])
+def test_other_modes_become_rgb(mode):
+    fmt = "PNG" if mode in ("RGBA", "P", "LA") else "JPEG"
+    data = jpeg_bytes(8, 8, (10, 200, 60), mode=mode, fmt=fmt)
+    data2, converted_from = normalise_encoded(data)
+    assert converted_from == mode
+    image = decode_rgb(data2)
+    assert image.mode == "RGB" and image.size == (8, 8)
+
+
+def test_alpha_is_composited_on_black():
+    rgba = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
+    rgba.putpixel((0, 0), (255, 0, 0, 255))
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    pixels = np.asarray(decode_rgb(buffer.getvalue()))
+    assert tuple(pixels[0, 0]) == (255, 0, 0)
+    assert tuple(pixels[1, 1]) == (0, 0, 0)
+
+
+def test_rgb_jpeg_is_kept_byte_for_byte():
+    data = jpeg_bytes()
+    assert normalise_encoded(data) == (data, None)
