@@ -44,12 +44,20 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
     return {"pixels": pixels, CROP_ID: np.array(crop_ids, dtype=object), "skip": np.array(reasons, dtype=object)}
 
 
-def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), override_num_blocks=None):
-    """A Ray Dataset of decoded crops: columns ``pixels`` [H, W, 3] uint8, ``crop_id``, ``skip``."""
-    import ray.data
+def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), seed: int = 0,
+                 override_num_blocks=None):
+    """A Ray Dataset of decoded crops: columns ``pixels`` [H, W, 3] uint8, ``crop_id``, ``skip``.
 
-    ds = ray.data.read_parquet(list(shards.files), filesystem=shards.filesystem, columns=[IMAGE, CROP_ID],
-                               override_num_blocks=override_num_blocks)
+    It streams: nothing here materialises the dataset (no all-to-all step). Each
+    execution (epoch) reads the files in a new, seeded order; workers shuffle
+    further within a small buffer.
+    """
+    import ray.data
+    from ray.data import FileShuffleConfig
+
+    ds = ray.data.read_parquet(list(shards.files), filesystem=shards.filesystem,
+                               shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
+                               override_num_blocks=override_num_blocks).select_columns([IMAGE, CROP_ID])
     return ds.map_batches(decode_batch, fn_kwargs={"width": width, "height": height,
                                                    "exclude_ids": frozenset(exclude_ids)},
                           batch_size=DECODE_BATCH_ROWS, batch_format="pyarrow", zero_copy_batch=True)

@@ -20,3 +20,12 @@ def gradient_frame(width=64, height=48):
     """Frame whose pixels encode their own position: R = x, G = y."""
     y, x = np.mgrid[0:height, 0:width]
     return np.stack([x, y, np.full_like(x, 77)], axis=-1).astype(np.uint8)
+
+
+def small_config(out, name, data, **overrides):
+    from patchray import config as configlib
+    from patchray.train.config import PretrainConfig
+
+    base = {"out": str(out), "name": name, "data": [str(d) for d in data], "epochs": 2, "val_crops": 100,
+            "batch_size": 64}
+    return configlib.build(PretrainConfig, base | overrides)

@@ -7,6 +7,8 @@ end an epoch.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
@@ -14,6 +16,10 @@ from PIL import Image
 from patchray.shards.images import BadImage, open_image, to_rgb
 
 _JPEG_MAGIC = b"\xff\xd8"
+# torchvision 0.29 deprecates its codecs in favour of torchcodec, which is not installable here; the
+# decoder still works and is the fastest on hand. Silence the notice rather than flood every data task's log.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 
 def _torchvision_rgb(data: bytes) -> np.ndarray | None:

@@ -352,14 +352,14 @@ class _Figure:
     # drawing ------------------------------------------------------------------
     def parts(self) -> list[tuple[float, object]]:
         """(painter's key, draw function(canvas)) for every part of this person."""
-        p, H = self.p, self.H
+        p = self.p
         parts = []
         far = -0.02  # parts deeper than this are in shadow
 
         # legs and feet
         leg_keys = []
         for side in (LEFT, RIGHT):
-            hip, knee, ankle, heel, toe = self.legs[side]
+            hip = self.legs[side][0]
             key = self.depth(hip[0], hip[1])
             leg_keys.append(key)
             parts.append((key, self._leg_fn(side, key < far)))
@@ -372,8 +372,8 @@ class _Figure:
 
         # arms
         for side in (LEFT, RIGHT):
-            sh, el, hd = self.arms[side]
-            d = self.depth(*self.arms[side][2][:2]) * 0.5 + self.depth(sh[0], sh[1]) * 0.5
+            sh, _, hd = self.arms[side]
+            d = 0.5 * (self.depth(hd[0], hd[1]) + self.depth(sh[0], sh[1]))
             if p.phone == side:  # the raised hand is in front of the head unless seen from behind
                 key = HEAD_LAYER + (0.01 if self.depth(hd[0], hd[1]) > -0.02 else -0.01)
             else:
@@ -394,9 +394,9 @@ class _Figure:
         for side in p.shoulder_bags:
             parts.append((self.depth(side * (self.Wh + 0.03), 0.02) + LIMB_LAYER - 0.001, self._shoulder_bag_fn(side)))
         for side in p.hand_bags:
-            hd = self.arms[side][2]
-            parts.append((self.depth(hd[0], hd[1]) * 0.5 + self.depth(*self.arms[side][0][:2]) * 0.5 + LIMB_LAYER + 0.002,
-                          self._hand_bag_fn(side)))
+            sh, _, hd = self.arms[side]
+            d = 0.5 * (self.depth(hd[0], hd[1]) + self.depth(sh[0], sh[1]))
+            parts.append((d + LIMB_LAYER + 0.002, self._hand_bag_fn(side)))  # just in front of its arm
         if p.trolley:
             parts.append((self.depth(p.trolley * (self.Ws + 0.03), -0.27) + LIMB_LAYER, self._trolley_fn(p.trolley)))
         if p.pushing:
@@ -492,7 +492,7 @@ class _Figure:
             _limb(d, [sh, el, hd], width * 0.85, skin)
             canvas.paint(upper, lambda dd, f: _limb(dd, sleeve, width, f))
             if phone:  # small dark handset between the hand and the ear
-                px, py = hx + side * 0.0 * H, hy - 0.012 * H
+                px, py = hx, hy - 0.012 * H
                 d.rectangle((px - 0.011 * H, py - 0.028 * H, px + 0.011 * H, py + 0.012 * H), fill=(22, 22, 26))
             _ellipse(d, hx, hy, 0.019 * H, 0.021 * H, skin)
         return draw
@@ -706,7 +706,9 @@ class _Canvas:
             tex = self._textures[paint] = _texture(paint, *self.image.size)
         mask = Image.new("L", self.image.size, 0)
         shape(ImageDraw.Draw(mask), 255)
-        self.image.paste(tex, (0, 0), mask)
+        box = mask.getbbox()  # pasting only the touched rectangle is several times faster
+        if box is not None:
+            self.image.paste(tex.crop(box), box, mask.crop(box))
 
 
 def _draw_person(canvas: _Canvas, person: Person) -> None:
@@ -804,11 +806,12 @@ def _blur(arr: np.ndarray, sigma: float) -> np.ndarray:
     for _ in range(passes):
         for axis in (0, 1):
             a = np.moveaxis(arr, axis, 0)
-            out = a * (1 - 2 * w)
-            out[1:] += w * a[:-1]
-            out[:1] += w * a[:1]
-            out[:-1] += w * a[1:]
-            out[-1:] += w * a[-1:]
+            side = a * w
+            out = a - 2 * side
+            out[1:] += side[:-1]
+            out[:-1] += side[1:]
+            out[0] += side[0]
+            out[-1] += side[-1]
             arr = np.moveaxis(out, 0, axis)
     return arr
 

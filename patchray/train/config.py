@@ -32,8 +32,9 @@ class OptimConfig:
 class SyntheticDataConfig:
     """The embedded default data, rendered once and cached under ``dir``."""
     dir: str = os.path.join("~", ".cache", "patchray", "synthetic")
-    num_crops: int = 20000
-    labeled: int = 8000
+    # Sized so that the default run (render + pretrain) ends within 5 minutes on 2 CPU cores.
+    num_crops: int = 6000
+    labeled: int = 6000
     seed: int = 0
 
     def path(self) -> str:

@@ -5,7 +5,6 @@ import json
 import os
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -57,23 +56,24 @@ def init_ray(log=print):
 
 
 def read_validation_crops(shards: ShardSet, count: int, width: int, height: int):
-    """The first ``count`` good crops of the first shards: the fixed validation set, held out of training."""
-    pixels, ids, skipped = [], [], Counter()
+    """The first ``count`` good crops of the first shards: the fixed validation set, held out of training.
+
+    Bad rows met here are not counted: they stay in the training stream, which counts each bad row once.
+    """
+    pixels, ids = [], []
     for path in shards.files:
         parquet = pq.ParquetFile(path, filesystem=shards.filesystem)
         for batch in parquet.iter_batches(batch_size=256, columns=[IMAGE, CROP_ID]):
             decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
             for px, crop_id, reason in zip(decoded, batch.column(CROP_ID).to_pylist(), reasons):
-                if reason:
-                    skipped[reason] += 1
-                elif len(ids) < count:
+                if not reason and len(ids) < count:
                     pixels.append(px)
                     ids.append(crop_id)
             if len(ids) >= count:
-                return np.stack(pixels), np.array(ids, dtype=object), skipped
+                return np.stack(pixels), np.array(ids, dtype=object)
     if not ids:
         raise ValueError(f"no decodable crop in {list(shards.files)} for the validation set")
-    return np.stack(pixels), np.array(ids, dtype=object), skipped
+    return np.stack(pixels), np.array(ids, dtype=object)
 
 
 def output_dir(cfg: PretrainConfig) -> Path:
@@ -103,8 +103,9 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
     log(f"[pretrain] {plan.describe()}")
 
     task = cfg.task
-    val_pixels, val_ids, val_skipped = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
-    dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()))
+    val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
+    dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
+                           seed=cfg.seed)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     storage = cfg.storage or str(out / "ray")
@@ -124,13 +125,13 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
         raise RuntimeError(f"training ended without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as folder:
         state, history = load_checkpoint(folder)
-    summary = write_outputs(out, resolved_cfg, state, history, val_skipped, plan, time.time() - t0)
+    summary = write_outputs(out, resolved_cfg, state, history, plan, time.time() - t0)
     log(format_summary(summary))
     return summary
 
 
-def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], val_skipped: Counter,
-                  plan: ResourcePlan, wall_s: float) -> dict:
+def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
+                  wall_s: float) -> dict:
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
@@ -146,8 +147,7 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         grid = cfg.task.grid()
         plots.append(str(plot_grid_confusion(np.array(last["val_confusion"]), grid.cols, grid.rows,
                                              out / "confusion.png")))
-    skipped = Counter(last.get("skipped", {}))
-    skipped.update(val_skipped)
+    skipped = dict(sorted(last.get("skipped", {}).items()))  # each epoch reads every row: the last one says all
     summary = {
         "name": cfg.name,
         "output": str(out),
@@ -159,7 +159,7 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "patches_per_s": last["patches_per_s"] * last["workers"],
         "patches_per_s_per_worker": last["patches_per_s"],
         "data_wait_frac": last["data_wait_frac"],
-        "skipped_rows": dict(skipped),
+        "skipped_rows": skipped,
         "resources": plan.describe(),
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),

@@ -116,8 +116,10 @@ def pretrain_loop(loop_config: dict) -> None:
         set_lr(optimizer, lr)
         batches = shard.iter_torch_batches(
             batch_size=cfg.crops_per_batch, collate_fn=PatchCollate(cfg.task, cfg.seed, epoch), drop_last=True,
-            prefetch_batches=4, local_shuffle_buffer_size=cfg.crops_per_batch * 8,
-            local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank)
+            # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
+            # 60 kB crops for little gain (the file order already changes every epoch).
+            prefetch_batches=4, local_shuffle_buffer_size=cfg.crops_per_batch * 4,
+            local_shuffle_seed=(cfg.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31)
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
         skipped: Counter = Counter()

@@ -44,8 +44,10 @@ class ResourceError(ValueError):
 
 
 def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: ResourcesConfig) -> ResourcePlan:
-    if cluster_cpus < 1:
-        raise ResourceError(f"the cluster has {cluster_cpus:g} CPUs; at least 1 is needed for Ray Data")
+    if cluster_cpus < MIN_DATA_CPUS + 0.5:
+        # Data tasks take a whole CPU each; below this, training would squeeze them out and hang.
+        raise ResourceError(f"the cluster has {cluster_cpus:g} CPU(s); at least 2 are needed "
+                            "(Ray Data decodes on one while the trainers use the rest)")
     use_gpu = requested.use_gpu if requested.use_gpu is not None else cluster_gpus >= 1
     if use_gpu and cluster_gpus < 1:
         raise ResourceError("use_gpu=true but the cluster has no GPU")

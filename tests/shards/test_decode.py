@@ -1,0 +1,18 @@
+import numpy as np
+
+from patchray.shards.decode import decode_crops
+
+from helpers import jpeg_bytes
+
+
+def test_jpeg_png_gray_and_bad_rows():
+    jpeg = jpeg_bytes(100, 200, (250, 10, 10))
+    png = jpeg_bytes(20, 40, (10, 250, 10), fmt="PNG")
+    gray = jpeg_bytes(100, 200, (90, 90, 90), mode="L")
+    pixels, reasons = decode_crops([jpeg, png, gray, b"", None, jpeg[:100]], 100, 200)
+    assert reasons == ["", "", "", "empty_image", "empty_image", "truncated_image"]
+    assert pixels.shape == (6, 200, 100, 3)
+    assert tuple(np.round(pixels[0].reshape(-1, 3).mean(0) / 10)) == (25, 1, 1)
+    assert tuple(pixels[1, 100, 50]) == (10, 250, 10)  # PNG through the fallback, resized 5x
+    assert np.all(np.abs(pixels[2].astype(int) - 90) <= 2)  # grayscale JPEG comes out RGB
+    assert pixels[3:].max() == 0

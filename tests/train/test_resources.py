@@ -1,0 +1,43 @@
+import pytest
+
+from patchray.train.resources import ResourceError, ResourcesConfig, plan_resources
+
+
+def test_two_cpus_give_two_workers_and_keep_a_cpu_for_data():
+    plan = plan_resources(2, 0, ResourcesConfig())
+    assert plan.num_workers == 2 and not plan.use_gpu
+    assert plan.cpus_per_worker == 0.5 and plan.data_cpus == 1
+    assert plan.resources_per_worker == {"CPU": 0.5}
+
+
+def test_gpu_cluster_one_worker_per_gpu_data_on_cpus():
+    plan = plan_resources(16, 4, ResourcesConfig())
+    assert plan.num_workers == 4 and plan.use_gpu
+    assert plan.resources_per_worker == {"CPU": 1.0, "GPU": 1}
+    assert plan.data_cpus == 12
+
+
+@pytest.mark.parametrize("cpus", [2, 3, 4, 8, 64])
+def test_no_default_can_starve_ray_data(cpus):
+    plan = plan_resources(cpus, 0, ResourcesConfig())
+    assert plan.data_cpus >= 1 and plan.cpus_per_worker > 0
+
+
+def test_requests_that_would_hang_are_refused_with_a_reason():
+    with pytest.raises(ResourceError, match="hangs"):
+        plan_resources(2, 0, ResourcesConfig(num_workers=2, cpus_per_worker=1))
+    with pytest.raises(ResourceError, match="at least 2 are needed"):
+        plan_resources(1, 0, ResourcesConfig())
+    with pytest.raises(ResourceError, match="no GPU"):
+        plan_resources(2, 0, ResourcesConfig(use_gpu=True))
+    with pytest.raises(ResourceError, match="has 2 GPUs"):
+        plan_resources(8, 2, ResourcesConfig(num_workers=3))
+    assert plan_resources(8, 0, ResourcesConfig(num_workers=3, cpus_per_worker=2)).data_cpus == 2
+
+
+def test_flags_and_custom_resources_override():
+    plan = plan_resources(8, 2, ResourcesConfig(use_gpu=False, num_workers=3,
+                                                trainer_resources={"trainer_node": 0.01}))
+    assert not plan.use_gpu and plan.num_workers == 3
+    assert plan.resources_per_worker["trainer_node"] == 0.01
+    assert plan.data_cpus >= 1
