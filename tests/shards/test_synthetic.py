@@ -14,6 +14,7 @@ from patchray.shards.synthetic import (
     RIGHT,
     Background,
     Paint,
+    Scene,
     mirror_scene,
     orientation_of,
     render_batch,
@@ -36,12 +37,12 @@ def many_labels() -> np.ndarray:
     return np.array([label_row(sample_scene(11, i)) for i in range(2000)])
 
 
-def label_row(scene) -> list[int]:
+def label_row(scene: Scene) -> list[int]:
     labels = scene_labels(scene)
     return [labels[a] for a in PARSE27K.names]
 
 
-def clean_scene(yaw: float, **person) -> "Scene":  # noqa: F821 - Scene is only a type hint
+def clean_scene(yaw: float, **person) -> Scene:
     """A scene on a flat grey background, without noise, blur, clutter or random N/A.
 
     The person stands in the middle (cx = 50) in plain grey clothes, so that the

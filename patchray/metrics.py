@@ -1,0 +1,263 @@
+"""Evaluation metrics for person attribute recognition (PARSE-27k protocol), in plain numpy.
+
+The PARSE-27k benchmark reports, per attribute, the balanced error rate (BER:
+one minus the mean per-class recall, so that a classifier cannot score well
+by always answering the majority class) and, for binary attributes, the
+average precision (AP) of the positive class. Examples labeled N/A (stored
+value 0) carry no ground truth and are left out of every metric.
+
+Conventions used throughout:
+
+* Class indices passed to :func:`accuracy` and :func:`balanced_accuracy` are
+  0-based (``stored value - 1``); :func:`attribute_metrics` does that shift.
+* A quantity with nothing to average over is ``NaN`` (never 0), so that it
+  cannot pass for a real score; :func:`to_jsonable` turns it into ``None``.
+* Predictions are the argmax of the probabilities; equal probabilities go to
+  the lower class index (numpy's argmax).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from patchray.shards.attributes import NA, AttributeSet
+
+ORIENTATION = "Orientation"
+_MISSING = "–"  # table cell for a metric that is undefined or does not apply
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Non-interpolated average precision of ranking ``scores`` in descending order.
+
+    AP = (1 / P) * sum over positives p of precision@rank(p), with P the number
+    of positives. ``positives`` is a bool (or 0/1) array of the same length.
+
+    Ties: examples with equal scores form one block that is retrieved all at
+    once, so every positive in a block gets the precision measured at the end
+    of that block (the same as sklearn's ``average_precision_score``, which
+    thresholds at each distinct score). The result therefore does not depend on
+    the order of tied examples. Example: scores [0.8, 0.8, 0.8], positives
+    [1, 1, 0] give 2/3 (not 1 or 7/12, as an optimistic or pessimistic order would).
+
+    Returns NaN when there is no positive (AP is undefined, not zero).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = _as_bool(positives, "positives")
+    if scores.ndim != 1 or positives.shape != scores.shape:
+        raise ValueError(f"scores and positives must be 1-D of equal length, got {scores.shape} and {positives.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite: a NaN or infinite score has no place in a ranking")
+    num_positives = int(positives.sum())
+    if num_positives == 0:
+        return math.nan
+
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    true_positives = np.cumsum(positives[order])
+    # Index of the last example of each block of equal scores: the block's cut-off rank.
+    block_ends = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
+    tp_at_block_end = true_positives[block_ends]
+    precision_at_block_end = tp_at_block_end / (block_ends + 1)
+    positives_in_block = np.diff(tp_at_block_end, prepend=0)
+    return float(np.sum(positives_in_block * precision_at_block_end) / num_positives)
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of predictions equal to the truth; NaN for no example."""
+    y_true, y_pred = _paired_labels(y_true, y_pred)
+    if y_true.size == 0:
+        return math.nan
+    return float(np.mean(y_true == y_pred))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Mean per-class recall over the classes present in ``y_true`` (0-based indices).
+
+    Classes absent from ``y_true`` have no recall and are not averaged;
+    predicting them still counts as a miss for the true class. NaN for no example.
+    """
+    y_true, y_pred = _paired_labels(y_true, y_pred)
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} holds class indices outside 0..{num_classes - 1}")
+    if y_true.size == 0:
+        return math.nan
+    support = np.bincount(y_true, minlength=num_classes)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=num_classes)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
+
+
+def balanced_error_rate(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """1 - :func:`balanced_accuracy`: PARSE-27k's headline error measure."""
+    return 1.0 - balanced_accuracy(y_true, y_pred, num_classes)
+
+
+def attribute_metrics(probs: Sequence[np.ndarray], labels: np.ndarray, attributes: AttributeSet) -> dict[str, Any]:
+    """Per-attribute and summary metrics of predicted class probabilities.
+
+    ``probs[a]`` is [N, K_a]: probabilities of the K real classes of attribute a
+    (column 0 = stored value 1). ``labels`` is [N, A] stored values (0 = N/A),
+    columns in ``attributes``' order.
+
+    Returns::
+
+        {"attributes": {name: {"accuracy", "balanced_accuracy", "ber", "count"[, "ap"]}},
+         "mA", "mBER", "mAP", "mean_accuracy", "orientation_accuracy",
+         "num_examples", "excluded", "ap_undefined"}
+
+    * ``"ap"`` appears for binary attributes only: AP of the positive class
+      (stored value 2, the second class name) ranked by its probability.
+    * ``"excluded"``: attributes without a single labeled example. Their
+      entries are NaN (count 0) and they are left out of every mean.
+    * ``"ap_undefined"``: binary attributes that have labeled examples but no
+      positive among them; their AP is NaN and left out of mAP only.
+    * mA / mean_accuracy average over all attributes not excluded (multi-class
+      ones such as Orientation included); mBER = 1 - mA; mAP averages the
+      defined APs. ``orientation_accuracy`` is the plain accuracy of the
+      attribute named "Orientation", NaN when there is none or it is excluded.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[1] != len(attributes):
+        raise ValueError(f"labels must be [N, {len(attributes)}] (one column per attribute), got {labels.shape}")
+    if len(probs) != len(attributes):
+        raise ValueError(f"expected {len(attributes)} probability arrays (one per attribute), got {len(probs)}")
+    num_examples = labels.shape[0]
+
+    per_attribute: dict[str, dict[str, float | int]] = {}
+    excluded: list[str] = []
+    ap_undefined: list[str] = []
+    for column, (attribute, attribute_probs) in enumerate(zip(attributes, probs)):
+        attribute_probs = np.asarray(attribute_probs, dtype=np.float64)
+        expected_shape = (num_examples, attribute.num_classes)
+        if attribute_probs.shape != expected_shape:
+            raise ValueError(f"probs for {attribute.name!r} must be {expected_shape}, got {attribute_probs.shape}")
+        stored = labels[:, column]
+        if stored.min(initial=NA) < NA or stored.max(initial=NA) > attribute.num_classes:
+            raise ValueError(f"labels of {attribute.name!r} must lie in 0..{attribute.num_classes}")
+
+        labeled = stored != NA
+        y_true = stored[labeled].astype(np.int64) - 1
+        labeled_probs = attribute_probs[labeled]
+        if not np.all(np.isfinite(labeled_probs)):
+            raise ValueError(f"probs for {attribute.name!r} hold NaN or infinite values on labeled examples")
+        y_pred = np.argmax(labeled_probs, axis=1)
+
+        entry: dict[str, float | int] = {
+            "accuracy": accuracy(y_true, y_pred),
+            "balanced_accuracy": balanced_accuracy(y_true, y_pred, attribute.num_classes),
+            "ber": balanced_error_rate(y_true, y_pred, attribute.num_classes),
+            "count": int(labeled.sum()),
+        }
+        if attribute.is_binary:
+            # Column 1 = stored value 2 = the positive class ("yes", "female", "walking").
+            entry["ap"] = average_precision(labeled_probs[:, 1], y_true == 1)
+            if entry["count"] > 0 and math.isnan(entry["ap"]):
+                ap_undefined.append(attribute.name)
+        if entry["count"] == 0:
+            excluded.append(attribute.name)
+        per_attribute[attribute.name] = entry
+
+    included = [entry for name, entry in per_attribute.items() if name not in excluded]
+    mean_balanced_accuracy = _mean([entry["balanced_accuracy"] for entry in included])
+    orientation = per_attribute.get(ORIENTATION)
+    return {
+        "attributes": per_attribute,
+        "mA": mean_balanced_accuracy,
+        "mBER": 1.0 - mean_balanced_accuracy,
+        "mAP": _mean([entry["ap"] for entry in included if "ap" in entry and not math.isnan(entry["ap"])]),
+        "mean_accuracy": _mean([entry["accuracy"] for entry in included]),
+        "orientation_accuracy": orientation["accuracy"] if orientation is not None else math.nan,
+        "num_examples": num_examples,
+        "excluded": excluded,
+        "ap_undefined": ap_undefined,
+    }
+
+
+def metrics_table_markdown(metrics: dict[str, Any]) -> str:
+    """Markdown table of :func:`attribute_metrics`' result: one row per attribute, then summary rows.
+
+    Rates are percentages with one decimal; "–" marks a value that is undefined
+    (NaN, or None after :func:`to_jsonable`) or does not apply (AP of a
+    multi-class attribute). Each summary row puts its value in the column of
+    the quantity it averages (mA under balanced accuracy, mAP under AP, ...).
+    Accepts the output of :func:`to_jsonable` as well, so a table can be made
+    from a metrics file read back from disk.
+    """
+    header = ["Attribute", "Accuracy (%)", "Balanced acc. (%)", "BER (%)", "AP (%)", "Count"]
+    rows = [header, ["---"] + ["---:"] * (len(header) - 1)]
+    for name, entry in metrics["attributes"].items():
+        rows.append([
+            name,
+            _percent(entry.get("accuracy")),
+            _percent(entry.get("balanced_accuracy")),
+            _percent(entry.get("ber")),
+            _percent(entry.get("ap")),
+            str(entry.get("count", _MISSING)),
+        ])
+    blank = ""
+    rows += [
+        ["**mA**", blank, _percent(metrics.get("mA")), blank, blank, blank],
+        ["**mBER**", blank, blank, _percent(metrics.get("mBER")), blank, blank],
+        ["**mAP**", blank, blank, blank, _percent(metrics.get("mAP")), blank],
+        ["**Mean accuracy**", _percent(metrics.get("mean_accuracy")), blank, blank, blank, blank],
+        ["**Orientation accuracy**", _percent(metrics.get("orientation_accuracy")), blank, blank, blank, blank],
+    ]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    if metrics.get("excluded"):
+        lines.append("")
+        lines.append("No labeled example, left out of the means: " + ", ".join(metrics["excluded"]) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Copy of ``value`` that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    NaN and infinities become None (JSON has no NaN; Python's json would write
+    a non-standard ``NaN`` token other parsers reject); numpy scalars and arrays
+    become Python numbers and lists; tuples become lists.
+    """
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _as_bool(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype == np.bool_:
+        return values
+    if values.size and not np.all((values == 0) | (values == 1)):
+        raise ValueError(f"{name} must be bool or 0/1")
+    return values.astype(bool)
+
+
+def _paired_labels(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true).astype(np.int64, copy=False)
+    y_pred = np.asarray(y_pred).astype(np.int64, copy=False)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
+    return y_true, y_pred
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _percent(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return _MISSING
+    return f"{100.0 * value:.1f}"
