@@ -57,3 +57,14 @@ def test_shipped_config_file_is_valid():
 
     shipped = configlib.load(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain.yaml")
     assert shipped.task == PretrainConfig().task and shipped.optim == PretrainConfig().optim
+
+
+def test_shipped_finetune_and_compare_files_are_valid():
+    from pathlib import Path
+
+    from patchray.experiments.compare_inits import CompareConfig
+    from patchray.train.config import FinetuneConfig
+
+    root = Path(__file__).parents[1] / "configs"
+    assert configlib.load(FinetuneConfig, root / "finetune.yaml") == FinetuneConfig()
+    assert configlib.load(CompareConfig, root / "compare_inits.yaml") == CompareConfig()

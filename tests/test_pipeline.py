@@ -3,23 +3,41 @@ import numpy as np
 import pyarrow as pa
 
 from patchray.patches import PatchTaskConfig, training_patches
-from patchray.pipeline import HELD_OUT, PatchCollate, decode_batch
+from patchray.pipeline import AttributeCollate, PatchCollate, decode_batch
+from patchray.shards import PARSE27K
 
 from helpers import jpeg_bytes
+
+
+def _np(table, column):
+    return table.column(column).combine_chunks().to_numpy()
 
 
 def _table(images, ids):
     return pa.table({"image": pa.array(images, pa.binary()), "crop_id": ids})
 
 
-def test_decode_batch_resizes_marks_bad_and_held_out_rows():
+def test_decode_batch_resizes_marks_bad_rows_and_drops_held_out_ones():
     good = jpeg_bytes(50, 100, (10, 200, 30))
     batch = _table([good, b"junk", good[:40], good], ["a", "b", "c", "val0"])
     out = decode_batch(batch, 100, 200, exclude_ids=frozenset({"val0"}))
-    assert out["pixels"].shape == (4, 200, 100, 3) and out["pixels"].dtype == np.uint8
-    assert list(out["skip"]) == ["", "unreadable_image", "truncated_image", HELD_OUT]
-    assert abs(int(out["pixels"][0, 100, 50, 1]) - 200) <= 3  # resized, colour kept
-    assert out["pixels"][3].max() == 0  # held-out rows are not decoded
+    pixels = _np(out, "pixels")
+    assert pixels.shape == (3, 200, 100, 3) and pixels.dtype == np.uint8
+    assert out.column("crop_id").to_pylist() == ["a", "b", "c"]
+    assert out.column("skip").to_pylist() == ["", "unreadable_image", "truncated_image"]
+    assert abs(int(pixels[0, 100, 50, 1]) - 200) <= 3  # resized, colour kept
+    # a label budget keeps only its crops; a block left empty is still well typed
+    assert decode_batch(batch, 100, 200, include_ids=frozenset({"c"})).column("crop_id").to_pylist() == ["c"]
+    empty = decode_batch(batch, 100, 200, include_ids=frozenset())
+    assert empty.num_rows == 0 and "pixels" in empty.column_names
+
+
+def test_decode_batch_carries_labels():
+    good = jpeg_bytes()
+    batch = pa.table({"image": pa.array([good, good], pa.binary()), "crop_id": ["a", "b"],
+                      "attr_Gender": pa.array([2, 0], pa.int16()), "attr_Posture": pa.array([1, 2], pa.int16())})
+    out = decode_batch(batch, 100, 200, label_columns=("attr_Gender", "attr_Posture"))
+    assert _np(out, "labels").tolist() == [[2, 1], [0, 2]]
 
 
 def test_collate_cuts_epoch_patches_and_counts_bad_rows_only():
@@ -27,11 +45,38 @@ def test_collate_cuts_epoch_patches_and_counts_bad_rows_only():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (4, 200, 100, 3), dtype=np.uint8)
     batch = {"pixels": pixels, "crop_id": np.array(["a", "b", "c", "d"], dtype=object),
-             "skip": np.array(["", "truncated_image", HELD_OUT, ""], dtype=object)}
+             "skip": np.array(["", "truncated_image", "truncated_image", ""], dtype=object)}
     out = PatchCollate(task, seed=5, epoch=2)(batch)
-    assert dict(out["skipped"]) == {"truncated_image": 1}
+    assert dict(out["skipped"]) == {"truncated_image": 2}
     assert out["patches"].shape == (2 * task.patches_per_crop, 32, 32, 3)
     expected, labels = training_patches(pixels[[0, 3]], ["a", "d"], task, 5, 2)
     assert np.array_equal(out["patches"].numpy(), expected) and np.array_equal(out["labels"].numpy(), labels)
     other_epoch = PatchCollate(task, seed=5, epoch=3)(batch)
     assert not np.array_equal(other_epoch["patches"].numpy(), expected)
+
+
+def test_attribute_collate_mirrors_pixels_and_labels_together():
+    names = PARSE27K.names
+    n = 64
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (n, 200, 100, 3), dtype=np.uint8)
+    labels = np.zeros((n, len(names)), dtype=np.int16)
+    labels[:, names.index("Orientation")] = 3  # left
+    labels[:, names.index("HasBagInHandLeft")] = 2
+    ids = np.array([f"c{i}" for i in range(n)], dtype=object)
+    batch = {"pixels": pixels, "crop_id": ids, "skip": np.array([""] * n, dtype=object), "labels": labels}
+    out = AttributeCollate(PARSE27K, seed=0, epoch=0)(batch)
+    images, got = out["images"].numpy(), out["labels"].numpy()
+    flipped = got[:, names.index("Orientation")] == 4
+    assert 10 < flipped.sum() < n - 10  # about half are mirrored
+    assert np.array_equal(images[flipped], pixels[flipped][:, :, ::-1])
+    assert np.array_equal(images[~flipped], pixels[~flipped])
+    assert (got[flipped, names.index("HasBagInHandRight")] == 2).all()
+    assert (got[flipped, names.index("HasBagInHandLeft")] == 0).all()
+    assert (got[~flipped, names.index("HasBagInHandLeft")] == 2).all()
+    # deterministic for (seed, epoch, crop id), different in another epoch
+    again = AttributeCollate(PARSE27K, seed=0, epoch=0)(batch)["labels"].numpy()
+    assert np.array_equal(again, got)
+    other = AttributeCollate(PARSE27K, seed=0, epoch=1)(batch)["labels"].numpy()
+    assert not np.array_equal(other, got)
+    assert np.array_equal(AttributeCollate(PARSE27K, 0, 0, mirror=False)(batch)["labels"].numpy(), labels)

@@ -52,6 +52,26 @@ def normalize_patches(
     if patches.ndim == 5 and patches.shape[1] != 2:
         raise ValueError(f"pairwise patches must be [B, 2, P, P, 3], got {tuple(patches.shape)}")
 
+    return _standardise(patches, mode, mean, std, eps)
+
+
+def normalize_images(
+    images: torch.Tensor,
+    mode: str = "patch",
+    mean: Sequence[float] | torch.Tensor | None = None,
+    std: Sequence[float] | torch.Tensor | None = None,
+    eps: float = PATCH_VARIANCE_EPS,
+) -> torch.Tensor:
+    """Whole crops [B, H, W, 3] -> float32 [B, 3, H, W], with the same modes as ``normalize_patches``
+    ("patch" standardises each crop), so that a fine-tuned trunk sees the statistics it was pretrained on."""
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"unknown normalize mode {mode!r}; expected one of {NORMALIZE_MODES}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
+    return _standardise(images, mode, mean, std, eps)
+
+
+def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float) -> torch.Tensor:
     pixels = patches.movedim(-1, -3).to(torch.float32) / 255.0
     if mode == "patch":
         variance, mean_value = torch.var_mean(pixels, dim=(-2, -1), keepdim=True, correction=0)

@@ -51,3 +51,65 @@ def plot_grid_confusion(confusion: np.ndarray, cols: int, rows: int, path: str |
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_finetune_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([h["epoch"] + 1 for h in history], [h["loss"] for h in history], "o-")
+    ax_loss.set(xlabel="epoch", ylabel="sum of attribute cross-entropies", title="Training loss")
+    scored = [h for h in history if h.get("val_mA") is not None]
+    for key, label in (("val_mA", "validation mA"), ("val_mAP", "validation mAP")):
+        ax_score.plot([h["epoch"] + 1 for h in scored], [h[key] for h in scored], "s-", label=label)
+    ax_score.set(xlabel="epoch", ylabel="score", title="Attributes (validation)", ylim=(0, 1))
+    for ax in (ax_loss, ax_score):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_score.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_init_bars(table: list[dict], path: str | Path) -> Path:
+    """Test mA and mAP per label budget, one bar per init, error bars = std over seeds."""
+    budgets = sorted({row["budget"] for row in table})
+    inits = list(dict.fromkeys(row["init"] for row in table))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(inits)
+    for ax, key in zip(axes, ("mA", "mAP")):
+        for i, init in enumerate(inits):
+            rows = [next(r for r in table if r["budget"] == b and r["init"] == init) for b in budgets]
+            means = [r[key]["mean"] or 0 for r in rows]
+            stds = [r[key]["std"] or 0 for r in rows]
+            ax.bar(np.arange(len(budgets)) + (i - (len(inits) - 1) / 2) * width, means, width, yerr=stds,
+                   capsize=3, label=init)
+        ax.set(xticks=range(len(budgets)), xticklabels=[str(b) for b in budgets], xlabel="labeled training crops",
+               ylabel=f"test {key}", title=f"Test {key} by init", ylim=(0, 1))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_init_curves(runs: list[dict], path: str | Path) -> Path:
+    """Validation mA over epochs, mean over seeds, one panel per budget and one line per init."""
+    budgets = sorted({r["budget"] for r in runs})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for init in dict.fromkeys(r["init"] for r in runs):
+            curves = [dict(r["curve"]) for r in runs if r["budget"] == budget and r["init"] == init]
+            epochs = sorted(set().union(*curves)) if curves else []
+            means = [np.mean([c[e] for c in curves if e in c]) for e in epochs]
+            ax.plot(epochs, means, "o-", label=init)
+        ax.set(xlabel="epoch", ylabel="validation mA", title=f"{budget} labels", ylim=(0.4, 1))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

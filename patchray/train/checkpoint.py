@@ -1,7 +1,7 @@
 """Checkpoints as plain state_dicts (``torch.load(..., weights_only=True)``) plus a JSON history.
 
-A checkpoint folder holds ``model.pt`` ({"trunk", "head", "optimizer", "epoch",
-"config"}) and ``history.json`` (every epoch's metrics so far), so that the
+A checkpoint folder holds ``model.pt`` ({"model", "optimizer", "epoch", "config"},
+"model" being the whole network's state_dict) and ``history.json`` (every epoch's metrics so far), so that the
 metrics of a resumed run are whole: no gap, no repeated epoch.
 """
 from __future__ import annotations
@@ -17,12 +17,11 @@ MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
 
 
-def save_checkpoint(folder: str | Path, *, trunk: dict, head: dict, optimizer: dict, epoch: int, config: dict,
+def save_checkpoint(folder: str | Path, *, model: dict, optimizer: dict, epoch: int, config: dict,
                     history: list[dict]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"trunk": trunk, "head": head, "optimizer": optimizer, "epoch": epoch, "config": config},
-               folder / MODEL_FILE)
+    torch.save({"model": model, "optimizer": optimizer, "epoch": epoch, "config": config}, folder / MODEL_FILE)
     (folder / HISTORY_FILE).write_text(json.dumps(history))
     return folder
 
@@ -49,5 +48,6 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     return path
 
 
-def prefixed(state: dict, prefix: str) -> dict:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
+def sub_state(state: dict, prefix: str) -> dict:
+    """The entries of a network's state_dict under ``prefix.``, with the prefix removed (e.g. the trunk's)."""
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}

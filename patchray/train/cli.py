@@ -1,48 +1,87 @@
-"""Command line of ``jobs/pretrain.py``: config file, then flags, then ``key=value`` overrides."""
+"""Command lines of the training jobs: config file, then flags, then ``key=value`` overrides."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from patchray import config as configlib
-from patchray.train.config import PretrainConfig
+from patchray.train.config import FinetuneConfig, PretrainConfig
+
+_OVERRIDES_HELP = "Extra arguments are key=value overrides of the config (dotted keys for sections)."
 
 
-def parse(argv: list[str] | None = None) -> PretrainConfig:
-    parser = argparse.ArgumentParser(
-        prog="pretrain.py", description="PatchTask pretraining on Ray. Extra arguments are key=value overrides "
-                                        "of the config (e.g. epochs=5 task.preset=pt8 optim.lr=0.02).")
-    parser.add_argument("--config", help="YAML config file (see configs/pretrain.yaml)")
-    parser.add_argument("--data", nargs="+", help="shard globs, folders or URIs (default: synthetic data)")
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=f"{description} {_OVERRIDES_HELP}")
+    parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--out", help="output root; the run goes to OUT/NAME")
     parser.add_argument("--name", help="run name; re-running with the same name resumes")
-    parser.add_argument("--storage", help="Ray Train storage (shared URI on multi-node clusters)")
+    parser.add_argument("--storage", help="Ray Train storage (a shared URI on multi-node clusters)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _load(cls, args, extra: dict) -> object:
     overrides = list(args.overrides)
     for flag in ("out", "name", "storage"):
         if getattr(args, flag) is not None:
             overrides.append(f"{flag}={getattr(args, flag)}")
-    cfg = configlib.load(PretrainConfig, args.config, overrides)
-    if args.data:
-        cfg = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": args.data})
-    return cfg
+    cfg = configlib.load(cls, args.config, overrides)
+    extra = {k: v for k, v in extra.items() if v is not None}
+    return configlib.build(cls, configlib.to_dict(cfg) | extra) if extra else cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse(argv)
-    except configlib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def parse_pretrain(argv: list[str] | None = None) -> PretrainConfig:
+    parser = _parser("pretrain.py", "PatchTask pretraining on Ray.")
+    parser.add_argument("--data", nargs="+", help="shard globs, folders or URIs (default: synthetic data)")
+    args = parser.parse_args(argv)
+    return _load(PretrainConfig, args, {"data": args.data})
+
+
+def parse_finetune(argv: list[str] | None = None) -> FinetuneConfig:
+    parser = _parser("finetune.py", "Attribute fine-tuning on Ray.")
+    parser.add_argument("--data", help="folder of labeled shards (*-train-*, *-val-*, *-test-*); "
+                                       "default: the synthetic data's labeled part")
+    parser.add_argument("--init", help="random | patchtask:<checkpoint or pretraining run folder> | imagenet")
+    args = parser.parse_args(argv)
+    return _load(FinetuneConfig, args, {"data": args.data, "init": args.init})
+
+
+def run_job(parse, run, argv=None) -> int:
+    """Parse, run, and turn the errors a user can fix into one clear line and exit code 2."""
+    from patchray.models.init import InitError
     from patchray.shards.reader import NoShardsError
     from patchray.shards.schema import ShardSchemaError
-    from patchray.train.pretrain import run_pretrain
     from patchray.train.resources import ResourceError
 
     try:
-        run_pretrain(cfg)
-    except (ShardSchemaError, NoShardsError, ResourceError) as e:
+        run(parse(argv))
+    except (configlib.ConfigError, ShardSchemaError, NoShardsError, ResourceError, InitError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def pretrain_main(argv: list[str] | None = None) -> int:
+    from patchray.train.pretrain import run_pretrain
+
+    return run_job(parse_pretrain, run_pretrain, argv)
+
+
+def finetune_main(argv: list[str] | None = None) -> int:
+    from patchray.train.finetune import run_finetune
+
+    return run_job(parse_finetune, run_finetune, argv)
+
+
+def parse_compare(argv: list[str] | None = None):
+    from patchray.experiments.compare_inits import CompareConfig
+
+    args = _parser("compare_inits.py", "Fine-tune from random vs PatchTask inits over seeds and label budgets.")
+    args = args.parse_args(argv)
+    return _load(CompareConfig, args, {})
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    from patchray.experiments.compare_inits import run_compare
+
+    return run_job(parse_compare, run_compare, argv)

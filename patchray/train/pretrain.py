@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,10 @@ from patchray import config as configlib
 from patchray.shards.decode import decode_crops
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
-from patchray.train.checkpoint import atomic_torch_save, load_checkpoint, prefixed
+from patchray.train.checkpoint import atomic_torch_save, sub_state
 from patchray.train.config import PretrainConfig, SyntheticDataConfig
-from patchray.train.resources import ResourcePlan, plan_resources
+from patchray.train.resources import ResourcePlan
+from patchray.train.runner import fit, init_ray, plan_for_cluster, storage_for
 
 RAY_RUN_NAME = "pretrain"
 
@@ -39,20 +39,6 @@ def resolve_data(cfg: PretrainConfig, log=print) -> list[str]:
     if cfg.data:
         return list(cfg.data)
     return [os.path.join(ensure_synthetic(cfg.synthetic, log), "unlabeled")]
-
-
-def init_ray(log=print):
-    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
-    import ray
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False  # our own per-epoch lines say more, in less space
-    return ray
 
 
 def read_validation_crops(shards: ShardSet, count: int, width: int, height: int):
@@ -81,9 +67,6 @@ def output_dir(cfg: PretrainConfig) -> Path:
 
 
 def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     from patchray.pipeline import crop_dataset
     from patchray.train.pretrain_loop import pretrain_loop
 
@@ -97,9 +80,8 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
     configlib.dump_yaml(resolved_cfg, out / "config.yaml")
     log(f"[pretrain] {shards.num_rows} crops in {len(shards.files)} shard(s); output -> {out}")
 
-    ray = init_ray(log)
-    resources = ray.cluster_resources()
-    plan: ResourcePlan = plan_resources(resources.get("CPU", 0), resources.get("GPU", 0), cfg.resources)
+    ray = init_ray()
+    plan = plan_for_cluster(cfg.resources)
     log(f"[pretrain] {plan.describe()}")
 
     task = cfg.task
@@ -108,23 +90,10 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
                            seed=cfg.seed)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
-    storage = cfg.storage or str(out / "ray")
-    trainer = TorchTrainer(
-        pretrain_loop,
-        train_loop_config={"config": configlib.to_dict(resolved_cfg), "torch_threads": plan.torch_threads,
-                           "val_ref": ray.put((val_pixels, val_ids))},
-        scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
-                                               resources_per_worker=plan.resources_per_worker),
-        run_config=ray.train.RunConfig(storage_path=storage, name=RAY_RUN_NAME,
-                                       failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-        datasets={"train": dataset},
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training ended without a checkpoint (error: {result.error})")
-    with result.checkpoint.as_directory() as folder:
-        state, history = load_checkpoint(folder)
+    state, history = fit(pretrain_loop, {"config": configlib.to_dict(resolved_cfg),
+                                         "val_ref": ray.put((val_pixels, val_ids))},
+                         plan, storage=storage_for(out, cfg.storage), run_name=RAY_RUN_NAME,
+                         max_failures=cfg.max_failures, datasets={"train": dataset})
     summary = write_outputs(out, resolved_cfg, state, history, plan, time.time() - t0)
     log(format_summary(summary))
     return summary
@@ -135,9 +104,8 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
-    pretext_path = atomic_torch_save(prefixed(state["trunk"], "trunk") | prefixed(state["head"], "head"),
-                                     checkpoints / "pretext.pt")
-    trunk_path = atomic_torch_save(state["trunk"], checkpoints / "trunk.pt")
+    pretext_path = atomic_torch_save(state["model"], checkpoints / "pretext.pt")
+    trunk_path = atomic_torch_save(sub_state(state["model"], "trunk"), checkpoints / "trunk.pt")
     with open(out / "metrics.jsonl", "w") as f:
         for h in history:
             f.write(json.dumps({k: v for k, v in h.items() if k != "val_confusion"}) + "\n")

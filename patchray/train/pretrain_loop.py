@@ -1,10 +1,8 @@
 """The Ray Train worker loop of PatchTask pretraining (runs inside each training worker)."""
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
-from contextlib import nullcontext
 
 import numpy as np
 import ray.train
@@ -17,9 +15,9 @@ from patchray import config as configlib
 from patchray.models import PretextNet, build_trunk
 from patchray.patches import normalize_patches, validation_patches
 from patchray.pipeline import PatchCollate
-from patchray.train.checkpoint import load_checkpoint, save_checkpoint
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
+from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
@@ -33,36 +31,12 @@ def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
     return PretextNet(trunk, cfg.task.num_classes, patch_size=cfg.task.patch_size, pairwise=cfg.task.pairwise)
 
 
-def _sum_across_workers(values: list[float], device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def _gather_counters(counter: Counter) -> Counter:
-    if not (dist.is_available() and dist.is_initialized()):
-        return counter
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, dict(counter))
-    total = Counter()
-    for c in gathered:
-        total.update(c)
-    return total
-
-
-def _autocast(device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int):
     """Loss sum, correct count, count and confusion matrix on this worker's validation slice."""
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     loss_sum = correct = 0.0
-    with torch.no_grad(), _autocast(device, cfg.amp):
+    with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(labels), EVAL_BATCH):
             x = normalize_patches(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device), cfg.task.normalize)
             y = torch.from_numpy(labels[start:start + EVAL_BATCH]).to(device)
@@ -85,22 +59,7 @@ def pretrain_loop(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     net = build_pretext_net(cfg)
     optimizer = build_optimizer(net.parameters(), cfg.optim)
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state, history = load_checkpoint(folder)
-        for key in RESUME_MUST_MATCH:
-            if state["config"].get(key) != loop_config["config"].get(key):
-                raise ValueError(f"cannot resume: checkpoint has {key}={state['config'].get(key)!r}, this run "
-                                 f"{loop_config['config'].get(key)!r}; use another name")
-        net.trunk.load_state_dict(state["trunk"])
-        net.head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = state["epoch"] + 1
-        history = [h for h in history if h["epoch"] < start_epoch]
-        if rank == 0:
-            print(f"[pretrain] resuming after epoch {state['epoch']}", flush=True)
+    start_epoch, history = resume(net, optimizer, loop_config, RESUME_MUST_MATCH, "pretrain", rank)
     model = ray.train.torch.prepare_model(net)
     base = model.module if hasattr(model, "module") else model
 
@@ -142,7 +101,7 @@ def pretrain_loop(loop_config: dict) -> None:
                 patches = torch.zeros((1, *patches.shape[1:]), dtype=torch.uint8)
                 y = torch.zeros(1, dtype=torch.long, device=device)
             x = normalize_patches(patches.to(device, non_blocking=True), cfg.task.normalize)
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 logits = model(x).float()
             loss = F.cross_entropy(logits, y) * weight
             optimizer.zero_grad(set_to_none=True)
@@ -159,12 +118,12 @@ def pretrain_loop(loop_config: dict) -> None:
                       flush=True)
                 last_print = now
         elapsed = time.perf_counter() - t_epoch
-        totals = _sum_across_workers([loss_sum, correct, count, wait_s, elapsed], device)
-        skipped = _gather_counters(skipped)
+        totals = sum_across_workers([loss_sum, correct, count, wait_s, elapsed], device)
+        skipped = gather_counters(skipped)
         v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(confusion)
-        v_loss, v_correct, v_count = _sum_across_workers([v_loss, v_correct, v_count], device)
+        v_loss, v_correct, v_count = sum_across_workers([v_loss, v_correct, v_count], device)
         patches_seen += int(totals[2])
         metrics = {
             "epoch": epoch,
@@ -191,11 +150,5 @@ def pretrain_loop(loop_config: dict) -> None:
                   f"train acc {metrics['train_acc']:.3f} val acc {metrics['val_acc']:.3f} "
                   f"(chance {metrics['chance']:.3f}), {metrics['patches_per_s'] * world:.0f} patches/s, "
                   f"data wait {metrics['data_wait_frac']:.0%}, skipped rows {metrics['skipped_rows']}", flush=True)
-        with tempfile.TemporaryDirectory() as folder:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(folder, trunk=base.trunk.state_dict(), head=base.head.state_dict(),
-                                optimizer=optimizer.state_dict(), epoch=epoch, config=loop_config["config"],
-                                history=history)
-                ckpt = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=ckpt)
+        report_epoch(metrics, rank=rank, net=base, optimizer=optimizer, epoch=epoch, loop_config=loop_config,
+                     history=history)

@@ -117,3 +117,18 @@ def test_runs_on_the_batch_device(mode):
     on_gpu = normalize_patches(patches.cuda(), mode, **stats)
     assert on_gpu.is_cuda
     assert torch.allclose(on_gpu.cpu(), normalize_patches(patches, mode, **stats), atol=1e-5)
+
+
+def test_normalize_images_standardises_whole_crops():
+    import torch
+
+    from patchray.patches import normalize_images
+
+    images = torch.randint(0, 256, (3, 20, 10, 3), dtype=torch.uint8)
+    out = normalize_images(images, "patch")
+    assert out.shape == (3, 3, 20, 10)
+    assert torch.allclose(out.mean(dim=(-2, -1)), torch.zeros(3, 3), atol=1e-5)
+    assert torch.allclose(out.std(dim=(-2, -1), unbiased=False), torch.ones(3, 3), atol=1e-3)
+    imagenet = normalize_images(images, "dataset", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    expected = (images[0, 0, 0, 0].float() / 255 - 0.485) / 0.229
+    assert torch.isclose(imagenet[0, 0, 0, 0], expected)

@@ -1,0 +1,12 @@
+"""The paper's comparison on our data: `python jobs/compare_inits.py [--config FILE] [key=value ...]`.
+
+Pretrains once (or reuses pretrained=PATH), fine-tunes from random and PatchTask
+(and ImageNet where its weights are cached) at each label budget and seed, and
+writes comparison.md / .json / .png and learning_curves.png.
+"""
+import sys
+
+from patchray.train.cli import compare_main as main
+
+if __name__ == "__main__":
+    sys.exit(main())

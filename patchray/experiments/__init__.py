@@ -1,0 +1,1 @@
+"""Experiments built from the jobs: the init comparison of the paper."""

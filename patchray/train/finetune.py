@@ -1,0 +1,172 @@
+"""Driver of attribute fine-tuning: labeled shards, trunk init, Ray Train, then metrics, plots and a summary."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from patchray import config as configlib
+from patchray.metrics import metrics_table_markdown, to_jsonable
+from patchray.models.init import parse_init
+from patchray.patches import crop_seed
+from patchray.shards.decode import decode_crops
+from patchray.shards.reader import ShardSet, open_shards
+from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
+from patchray.train.checkpoint import atomic_torch_save
+from patchray.train.config import FinetuneConfig
+from patchray.train.pretrain import ensure_synthetic
+from patchray.train.runner import fit, init_ray, plan_for_cluster, storage_for
+
+RAY_RUN_NAME = "finetune"
+# Seeds the label-budget draw apart from the patch sampler's epochs (which are >= -1).
+BUDGET_EPOCH = -2
+
+
+def resolve_splits(cfg: FinetuneConfig, log=print) -> dict[str, list[str]]:
+    folder = cfg.data
+    if folder is None and not (cfg.train_data and cfg.val_data and cfg.test_data):
+        folder = os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")
+    splits = {}
+    for split, explicit in (("train", cfg.train_data), ("val", cfg.val_data), ("test", cfg.test_data)):
+        splits[split] = list(explicit) if explicit else [os.path.join(folder, f"*-{split}-*.parquet")]
+    return splits
+
+
+def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] | None:
+    """The label budget: ``labels`` training crops in an order set by ``seed`` alone (so every init compared
+    under one seed sees the same crops)."""
+    if labels is None:
+        return None
+    ids = [c for f in shards.files for c in pq.read_table(f, columns=[CROP_ID], filesystem=shards.filesystem)
+           .column(CROP_ID).to_pylist()]
+    if labels > len(ids):
+        raise ValueError(f"labels={labels} but the training split has only {len(ids)} crops")
+    return set(sorted(ids, key=lambda c: crop_seed(seed, BUDGET_EPOCH, c))[:labels])
+
+
+def read_labeled(shards: ShardSet, width: int, height: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """All crops of a (val or test) split, decoded, with their labels [N, A]; bad rows counted."""
+    pixels, labels, skipped = [], [], {}
+    columns = shards.attributes.columns
+    for path in shards.files:
+        for batch in pq.ParquetFile(path, filesystem=shards.filesystem).iter_batches(
+                batch_size=256, columns=[IMAGE, *columns]):
+            decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
+            good = [i for i, r in enumerate(reasons) if not r]
+            for r in reasons:
+                if r:
+                    skipped[r] = skipped.get(r, 0) + 1
+            pixels.append(decoded[good])
+            labels.append(np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns], 1)[good])
+    return np.concatenate(pixels), np.concatenate(labels).astype(np.int64), skipped
+
+
+def output_dir(cfg: FinetuneConfig) -> Path:
+    return Path(cfg.out).expanduser().resolve() / cfg.name
+
+
+def run_finetune(cfg: FinetuneConfig, log=print) -> dict:
+    from patchray.pipeline import crop_dataset
+    from patchray.train.finetune_loop import build_attribute_net, finetune_loop
+
+    t0 = time.time()
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = resolve_splits(cfg, log)
+    shards = {split: open_shards(specs, require_attributes=True) for split, specs in splits.items()}
+    attributes = shards["train"].attributes
+    for split in ("val", "test"):
+        if shards[split].attributes != attributes:
+            raise ShardSchemaError(shards[split].files[0], None,
+                                   f"attributes differ from the training split's ({attributes.names})")
+    init = parse_init(cfg.init)
+    if init.kind == "patchtask":  # absolute, so that the recorded config works from anywhere
+        init = f"patchtask:{Path(os.path.expanduser(init.path)).resolve()}"
+    cfg = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {"init": str(init)})
+    resolved = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {
+        "train_data": list(shards["train"].files), "val_data": list(shards["val"].files),
+        "test_data": list(shards["test"].files)})
+    configlib.dump_yaml(resolved, out / "config.yaml")
+
+    # Build once here: a bad init (missing checkpoint, no ImageNet weights) stops before any cluster work,
+    # and the transfer report is written where people look.
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    net, report = build_attribute_net(cfg, attributes)
+    transfer_text = report.summary() if report else "random init (He): nothing transferred"
+    (out / "transfer.txt").write_text(f"init: {cfg.init}\n{transfer_text}\n")
+    log(f"[finetune] init {cfg.init}: {transfer_text.splitlines()[0]}")
+
+    budget = choose_budget(shards["train"], cfg.labels, cfg.seed)
+    train_rows = len(budget) if budget is not None else shards["train"].num_rows
+    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height)
+    if cfg.val_crops is not None:
+        val = (val[0][:cfg.val_crops], val[1][:cfg.val_crops], val[2])
+    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height)
+    log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {len(test[0])} test; output -> {out}")
+
+    ray = init_ray()
+    plan = plan_for_cluster(cfg.resources)
+    log(f"[finetune] {plan.describe()}")
+    dataset = crop_dataset(shards["train"], cfg.crop_width, cfg.crop_height, include_ids=budget,
+                           label_columns=tuple(attributes.columns), seed=cfg.seed)
+    state, history = fit(finetune_loop, {"config": configlib.to_dict(resolved), "attributes": attributes.to_list(),
+                                         "initial_ref": ray.put(net.state_dict()),
+                                         "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
+                         plan, storage=storage_for(out, cfg.storage), run_name=RAY_RUN_NAME,
+                         max_failures=cfg.max_failures, datasets={"train": dataset})
+    summary = write_outputs(out, resolved, state, history, train_rows, {"val": val[2], "test": test[2]},
+                            plan.describe(), time.time() - t0)
+    log(format_summary(summary))
+    return summary
+
+
+def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dict], train_rows: int,
+                  eval_skipped: dict, resources: str, wall_s: float) -> dict:
+    from patchray.report.plots import plot_finetune_curves
+
+    model_path = atomic_torch_save(state["model"], out / "checkpoints" / "model.pt")
+    with open(out / "metrics.jsonl", "w") as f:
+        for h in history:
+            f.write(json.dumps({k: v for k, v in h.items() if k not in ("val", "test")}) + "\n")
+    last = history[-1]
+    test = last["test"]
+    (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
+    (out / "val_metrics.json").write_text(json.dumps(last["val"], indent=2) + "\n")
+    (out / "test_metrics.md").write_text(f"# Test metrics: {cfg.name} (init {cfg.init})\n\n"
+                                         + metrics_table_markdown(test) + "\n")
+    curves = plot_finetune_curves(history, out / "curves.png", f"{cfg.name}: init {cfg.init}")
+    summary = {
+        "name": cfg.name, "output": str(out), "init": cfg.init, "model": cfg.model, "seed": cfg.seed,
+        "labels": train_rows, "epochs": last["epoch"] + 1,
+        "val": {k: last["val"][k] for k in ("mA", "mAP", "mBER", "orientation_accuracy")},
+        "test": {k: test[k] for k in ("mA", "mAP", "mBER", "orientation_accuracy")},
+        "crops_per_s": last["crops_per_s"] * last["workers"],
+        "skipped_rows": {"train": last.get("skipped", {}), **eval_skipped},
+        "resources": resources, "checkpoint": str(model_path),
+        "tables": [str(out / "test_metrics.md")], "plots": [str(curves)], "wall_s": round(wall_s, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    return summary
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def format_summary(s: dict) -> str:
+    t = s["test"]
+    return "\n".join([
+        f"[finetune] done in {s['wall_s']:.0f} s: {s['epochs']} epoch(s) on {s['labels']} labeled crops, "
+        f"init {s['init']}",
+        f"  test mA {_pct(t['mA'])}  mAP {_pct(t['mAP'])}  mBER {_pct(t['mBER'])}  "
+        f"orientation accuracy {_pct(t['orientation_accuracy'])}",
+        f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, test_metrics.md/.json, "
+        "val_metrics.json, transfer.txt, curves.png",
+        f"  checkpoint (AttributeNet state_dict): {s['checkpoint']}",
+    ])

@@ -1,0 +1,58 @@
+"""What every training job shares at the Ray edge: joining a cluster, sizing, building and running a trainer."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from patchray.train.checkpoint import load_checkpoint
+from patchray.train.resources import ResourcePlan, ResourcesConfig, plan_resources
+
+
+def init_ray():
+    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
+    import ray
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # our own per-epoch lines say more, in less space
+    return ray
+
+
+def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
+    import ray
+
+    resources = ray.cluster_resources()
+    return plan_resources(resources.get("CPU", 0), resources.get("GPU", 0), requested)
+
+
+def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: str, max_failures: int,
+        datasets: dict, datasets_to_split="all") -> tuple[dict, list[dict]]:
+    """Run a TorchTrainer to the end; return the last checkpoint's state and metric history."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=loop_config | {"torch_threads": plan.torch_threads},
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
+                                               resources_per_worker=plan.resources_per_worker),
+        run_config=ray.train.RunConfig(storage_path=storage, name=run_name,
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=datasets_to_split),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training ended without a checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as folder:
+        return load_checkpoint(folder)
+
+
+def storage_for(out: Path, storage: str | None) -> str:
+    return storage or str(out / "ray")

@@ -1,0 +1,77 @@
+"""What the pretraining and fine-tuning worker loops share: cross-worker sums, autocast, resume, reporting."""
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from contextlib import nullcontext
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from patchray.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def sum_across_workers(values: list[float], device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if distributed():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_counters(counter: Counter) -> Counter:
+    if not distributed():
+        return counter
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, dict(counter))
+    total = Counter()
+    for c in gathered:
+        total.update(c)
+    return total
+
+
+def autocast(device, enabled: bool):
+    """bf16 autocast on GPU; on the CPU a no-op (bf16 there is slower than fp32 for these nets)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def resume(net, optimizer, loop_config: dict, must_match: tuple[str, ...], tag: str, rank: int
+           ) -> tuple[int, list[dict]]:
+    """Load the last checkpoint Ray Train hands this run, if any: (first epoch to run, metric history).
+
+    Refuses a checkpoint whose settings in ``must_match`` differ from this run's:
+    that would load wrong shapes or silently change the experiment halfway.
+    """
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as folder:
+        state, history = load_checkpoint(folder)
+    for key in must_match:
+        if state["config"].get(key) != loop_config["config"].get(key):
+            raise ValueError(f"cannot resume: checkpoint has {key}={state['config'].get(key)!r}, this run "
+                             f"{loop_config['config'].get(key)!r}; use another name")
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    start = state["epoch"] + 1
+    if rank == 0:
+        print(f"[{tag}] resuming after epoch {state['epoch']}", flush=True)
+    return start, [h for h in history if h["epoch"] < start]
+
+
+def report_epoch(metrics: dict, *, rank: int, net, optimizer, epoch: int, loop_config: dict,
+                 history: list[dict]) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint (model, optimizer, epoch, config, history)."""
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(folder, model=net.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                            config=loop_config["config"], history=history)
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint)

@@ -1,0 +1,153 @@
+"""The search space of ``configs/tune.yaml``: parameters of pretraining (the pretext task) and of fine-tuning.
+
+Pure data and checks, no Ray: every key must name a real config field, every
+candidate value must pass that config's own validation, and ranges must make
+sense, so that a typo fails at load time and not in trial 37.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from patchray import config as configlib
+from patchray.train.config import FinetuneConfig, PretrainConfig
+
+SECTIONS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+# "task.grid: 3x6" stands for task.preset=null, task.cols=3, task.rows=6.
+GRID_KEY = "task.grid"
+_GRID = re.compile(r"^(\d+)x(\d+)$")
+
+
+class SpaceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Param:
+    section: str        # "pretrain" or "finetune"
+    key: str            # dotted key in that section's config
+    kind: str           # one of DISTRIBUTIONS
+    values: tuple = ()  # choice
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    def candidates(self) -> list:
+        """Values to check against the config: all choices, or the ends of a range."""
+        if self.kind == "choice":
+            return list(self.values)
+        if self.kind == "randint":
+            return [int(self.low), int(self.high) - 1]
+        return [self.low, self.high]
+
+
+def grid_overrides(value: str) -> dict:
+    match = _GRID.match(str(value))
+    if not match:
+        raise SpaceError(f"{GRID_KEY}: {value!r} is not COLSxROWS (e.g. 3x6)")
+    return {"task.preset": None, "task.cols": int(match.group(1)), "task.rows": int(match.group(2))}
+
+
+def overrides_for(section: str, key: str, value) -> dict:
+    if section == "pretrain" and key == GRID_KEY:
+        return grid_overrides(value)
+    return {key: value}
+
+
+def _nested(flat: dict) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_section(section: str, base: dict, flat_overrides: dict):
+    """The config of ``section`` from a base mapping plus dotted overrides; ConfigError names the key."""
+    return configlib.build(SECTIONS[section], _merge(base, _nested(flat_overrides)))
+
+
+def _parse_param(section: str, key: str, spec: Any) -> Param:
+    where = f"space.{section}.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise SpaceError(f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {spec!r}")
+    kind, arg = next(iter(spec.items()))
+    if kind not in DISTRIBUTIONS:
+        raise SpaceError(f"{where}: unknown distribution {kind!r}; known: {list(DISTRIBUTIONS)}")
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise SpaceError(f"{where}: choice needs a non-empty list, got {arg!r}")
+        return Param(section, key, kind, values=tuple(arg))
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                           for v in arg)):
+        raise SpaceError(f"{where}: {kind} needs [low, high], got {arg!r}")
+    low, high = arg
+    if not low < high:
+        raise SpaceError(f"{where}: low {low} must be below high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}: loguniform needs low > 0, got {low}")
+    if kind == "randint" and not (float(low).is_integer() and float(high).is_integer()):
+        raise SpaceError(f"{where}: randint needs integer bounds, got {arg!r}")
+    return Param(section, key, kind, low=low, high=high)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+
+    @classmethod
+    def from_dict(cls, space: dict, base: dict | None = None) -> "SearchSpace":
+        base = base or {}
+        if not isinstance(space, dict) or not space:
+            raise SpaceError("space: expected sections 'pretrain' and/or 'finetune' with parameters")
+        unknown = set(space) - set(SECTIONS)
+        if unknown:
+            raise SpaceError(f"space: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
+        params = []
+        for section, entries in space.items():
+            if not isinstance(entries, dict):
+                raise SpaceError(f"space.{section}: expected a mapping of dotted keys to distributions")
+            for key, spec in entries.items():
+                param = _parse_param(section, key, spec)
+                if section == "finetune" and key in ("init", "labels", "name", "out", "data"):
+                    raise SpaceError(f"space.finetune.{key}: set by the tuner, not searchable")
+                for value in param.candidates():
+                    try:
+                        build_section(section, base.get(section, {}), overrides_for(section, key, value))
+                    except (configlib.ConfigError, SpaceError) as e:
+                        raise SpaceError(f"space.{section}.{key}: value {value!r} is refused: {e}") from None
+                params.append(param)
+        return cls(tuple(params))
+
+    def pretext_params(self) -> list[Param]:
+        return [p for p in self.params if p.section == "pretrain"]
+
+    def split(self, sample: dict) -> tuple[dict, dict]:
+        """A trial's sampled values (keyed by Param.name) as dotted overrides for pretrain and finetune."""
+        pretrain, finetune = {}, {}
+        for p in self.params:
+            if p.name not in sample:
+                raise SpaceError(f"sample lacks {p.name}")
+            target = pretrain if p.section == "pretrain" else finetune
+            target.update(overrides_for(p.section, p.key, sample[p.name]))
+        return pretrain, finetune
+
+    def grid_size(self) -> int:
+        """Number of points of the full grid; ranges count as their two ends (what a coarse grid tries)."""
+        return math.prod(len(p.candidates()) for p in self.params)

@@ -1,0 +1,83 @@
+"""Attribute fine-tuning (and the init comparison) end to end on a real local Ray cluster."""
+import json
+
+import pytest
+import torch
+
+from patchray import config as configlib
+from patchray.models import AttributeNet, build_trunk
+from patchray.shards import PARSE27K
+from patchray.train.config import FinetuneConfig
+from patchray.train.finetune import run_finetune
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def labeled_small(tmp_path_factory):
+    from patchray.shards.generate import generate_synthetic
+
+    root = tmp_path_factory.mktemp("labeled")
+    generate_synthetic(root, num_crops=0, labeled=480, seed=5, workers=2, progress=False)
+    return root / "labeled"
+
+
+@pytest.fixture(scope="module")
+def pretext_checkpoint(tmp_path_factory):
+    from patchray.models import PretextNet
+
+    folder = tmp_path_factory.mktemp("pretrained")
+    (folder / "checkpoints").mkdir()
+    torch.manual_seed(0)
+    net = PretextNet(build_trunk("tiny"), 18)
+    torch.save(net.state_dict(), folder / "checkpoints" / "pretext.pt")
+    return folder, net
+
+
+def _cfg(tmp_path, name, data, **overrides):
+    base = {"out": str(tmp_path), "name": name, "data": str(data), "epochs": 2, "batch_size": 16}
+    return configlib.build(FinetuneConfig, base | overrides)
+
+
+def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled_small, pretext_checkpoint,
+                                                            tmp_path):
+    folder, pretext = pretext_checkpoint
+    summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100))
+    out = tmp_path / "ft"
+    assert summary["labels"] == 100 and summary["epochs"] == 2
+    for split in ("val", "test"):
+        assert 0.0 <= summary[split]["mA"] <= 1.0 and 0.0 <= summary[split]["mAP"] <= 1.0
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert set(test["attributes"]) == set(PARSE27K.names)
+    assert sum(a["count"] for a in test["attributes"].values()) > 0
+    table = (out / "test_metrics.md").read_text()
+    assert "| Orientation |" in table and "mA" in table
+    assert "copied 16 trunk tensors" in (out / "transfer.txt").read_text()
+    assert (out / "curves.png").stat().st_size > 0
+    state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
+    net = AttributeNet(build_trunk("tiny"), [a.num_classes for a in PARSE27K])
+    net.load_state_dict(state)
+    # the trunk started from the pretext checkpoint and moved from it by training
+    start = pretext.trunk.state_dict()["features.0.weight"] if "features.0.weight" in pretext.trunk.state_dict() \
+        else next(iter(pretext.trunk.state_dict().values()))
+    key = next(k for k in state if k.startswith("trunk.") and k.endswith("weight"))
+    assert not torch.equal(state[key], pretext.state_dict()[key])
+    assert torch.allclose(state[key], pretext.state_dict()[key], atol=0.5)
+    assert start is not None
+    # same name, more epochs: resumes, epochs continue without repeats
+    summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100, epochs=3))
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2] and summary["epochs"] == 3
+
+
+def test_label_budget_is_the_same_crops_for_every_init(labeled_small):
+    from patchray.shards import open_shards
+    from patchray.train.finetune import choose_budget
+
+    shards = open_shards(str(labeled_small / "*-train-*.parquet"))
+    a = choose_budget(shards, 50, seed=1)
+    assert len(a) == 50 and a == choose_budget(shards, 50, seed=1)
+    assert a != choose_budget(shards, 50, seed=2)
+    assert choose_budget(shards, 60, seed=1) > a  # a bigger budget adds crops, keeps the smaller one's
+    with pytest.raises(ValueError, match="only"):
+        choose_budget(shards, 10**6, seed=1)

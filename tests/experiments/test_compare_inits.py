@@ -1,0 +1,34 @@
+import pytest
+
+from patchray import config as configlib
+from patchray.experiments.compare_inits import CompareConfig, aggregate, table_markdown
+
+
+def _run(budget, seed, init, ma, map_=0.3):
+    return {"budget": budget, "seed": seed, "init": init,
+            "test": {"mA": ma, "mAP": map_, "mBER": 1 - ma, "orientation_accuracy": None}}
+
+
+def test_aggregate_means_stds_and_the_smallest_budget_gain():
+    runs = [_run(250, 0, "random", 0.50), _run(250, 0, "patchtask", 0.56),
+            _run(250, 1, "random", 0.52), _run(250, 1, "patchtask", 0.54),
+            _run(1000, 0, "random", 0.60), _run(1000, 0, "patchtask", 0.61)]
+    result = aggregate(runs, ["random", "patchtask"], [250, 1000])
+    row = next(r for r in result["table"] if r["budget"] == 250 and r["init"] == "patchtask")
+    assert row["mA"]["mean"] == pytest.approx(0.55) and row["mA"]["std"] == pytest.approx(0.01)
+    assert row["seeds"] == 2 and row["orientation_accuracy"]["mean"] is None
+    assert result["smallest_budget"] == 250
+    assert result["patchtask_minus_random_mA"] == pytest.approx(0.04)  # (+0.06 + 0.02) / 2
+    assert result["patchtask_minus_random_mA_per_seed"] == pytest.approx([0.06, 0.02])
+    table = table_markdown(result)
+    assert "| 250 | patchtask | 55.0 ± 1.0 |" in table and "| 1000 | random | 60.0 ± 0.0 |" in table
+
+
+def test_compare_config_nests_job_configs():
+    cfg = configlib.load(CompareConfig, None, ["seeds=[0]", "budgets=[100, 200]", "finetune.epochs=3",
+                                               "pretrain.epochs=1", "pretrain.task.preset=pt8"])
+    assert cfg.finetune.epochs == 3 and cfg.pretrain.task.num_classes == 8 and cfg.budgets == [100, 200]
+    with pytest.raises(configlib.ConfigError, match="unknown key 'finetune.epoch'"):
+        configlib.load(CompareConfig, None, ["finetune.epoch=3"])
+    with pytest.raises(configlib.ConfigError, match="budgets must be >= 1"):
+        configlib.load(CompareConfig, None, ["budgets=[0]"])
