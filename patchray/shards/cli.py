@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.generate import generate_synthetic

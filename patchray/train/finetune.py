@@ -19,7 +19,7 @@ from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
 from patchray.train.checkpoint import atomic_torch_save
 from patchray.train.config import FinetuneConfig
 from patchray.train.pretrain import ensure_synthetic
-from patchray.train.runner import fit, init_ray, plan_for_cluster, storage_for
+from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, storage_for
 
 RAY_RUN_NAME = "finetune"
 # Seeds the label-budget draw apart from the patch sampler's epochs (which are >= -1).
@@ -65,16 +65,12 @@ def read_labeled(shards: ShardSet, width: int, height: int) -> tuple[np.ndarray,
     return np.concatenate(pixels), np.concatenate(labels).astype(np.int64), skipped
 
 
-def output_dir(cfg: FinetuneConfig) -> Path:
-    return Path(cfg.out).expanduser().resolve() / cfg.name
-
-
 def run_finetune(cfg: FinetuneConfig, log=print) -> dict:
     from patchray.pipeline import crop_dataset
     from patchray.train.finetune_loop import build_attribute_net, finetune_loop
 
     t0 = time.time()
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     splits = resolve_splits(cfg, log)
     shards = {split: open_shards(specs, require_attributes=True) for split, specs in splits.items()}

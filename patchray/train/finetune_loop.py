@@ -19,7 +19,7 @@ from patchray.pipeline import AttributeCollate
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch
-from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers
+from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 64
 RESUME_MUST_MATCH = ("model", "init", "seed", "labels", "hidden")
@@ -118,14 +118,8 @@ def finetune_loop(loop_config: dict) -> None:
         loss_sum = count = wait_s = 0.0
         skipped: Counter = Counter()
         t_epoch = time.perf_counter()
-        iterator = iter(batches)
-        while True:
-            t_wait = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            wait_s += time.perf_counter() - t_wait
+        for waited, batch in timed(batches):
+            wait_s += waited
             skipped.update(batch["skipped"])
             images, labels = batch["images"], batch["labels"]
             # An all-bad batch still steps (with zero weight): DDP ranks must take the same number of steps.

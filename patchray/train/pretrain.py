@@ -16,7 +16,7 @@ from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import atomic_torch_save, sub_state
 from patchray.train.config import PretrainConfig, SyntheticDataConfig
 from patchray.train.resources import ResourcePlan
-from patchray.train.runner import fit, init_ray, plan_for_cluster, storage_for
+from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, storage_for
 
 RAY_RUN_NAME = "pretrain"
 
@@ -62,16 +62,12 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int)
     return np.stack(pixels), np.array(ids, dtype=object)
 
 
-def output_dir(cfg: PretrainConfig) -> Path:
-    return Path(cfg.out).expanduser().resolve() / cfg.name
-
-
 def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
     from patchray.pipeline import crop_dataset
     from patchray.train.pretrain_loop import pretrain_loop
 
     t0 = time.time()
-    out = output_dir(cfg)
+    out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     data = resolve_data(cfg, log)
     shards = open_shards(data)  # schema errors stop here, before any cluster work

@@ -17,7 +17,7 @@ from patchray.patches import normalize_patches, validation_patches
 from patchray.pipeline import PatchCollate
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
-from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers
+from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
@@ -83,14 +83,8 @@ def pretrain_loop(loop_config: dict) -> None:
         wait_s = 0.0
         skipped: Counter = Counter()
         t_epoch = last_print = time.perf_counter()
-        iterator = iter(batches)
-        while True:
-            t_wait = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            wait_s += time.perf_counter() - t_wait
+        for waited, batch in timed(batches):
+            wait_s += waited
             skipped.update(batch["skipped"])
             y = batch["labels"].to(device, non_blocking=True)
             patches = batch["patches"]

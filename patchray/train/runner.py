@@ -56,3 +56,8 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: 
 
 def storage_for(out: Path, storage: str | None) -> str:
     return storage or str(out / "ray")
+
+
+def run_dir(cfg) -> Path:
+    """Where a job with ``out`` and ``name`` writes: OUT/NAME, absolute."""
+    return Path(cfg.out).expanduser().resolve() / cfg.name

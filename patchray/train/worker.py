@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import Counter
 from contextlib import nullcontext
 
@@ -75,3 +76,15 @@ def report_epoch(metrics: dict, *, rank: int, net, optimizer, epoch: int, loop_c
                             config=loop_config["config"], history=history)
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint)
+
+
+def timed(batches):
+    """Yield (seconds spent waiting for the batch, batch): the data-wait fraction is measured here."""
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield time.perf_counter() - start, batch

@@ -57,13 +57,10 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
     net = AttributeNet(build_trunk("tiny"), [a.num_classes for a in PARSE27K])
     net.load_state_dict(state)
-    # the trunk started from the pretext checkpoint and moved from it by training
-    start = pretext.trunk.state_dict()["features.0.weight"] if "features.0.weight" in pretext.trunk.state_dict() \
-        else next(iter(pretext.trunk.state_dict().values()))
+    # the trunk started from the pretext checkpoint (close to it) and training moved it
     key = next(k for k in state if k.startswith("trunk.") and k.endswith("weight"))
     assert not torch.equal(state[key], pretext.state_dict()[key])
     assert torch.allclose(state[key], pretext.state_dict()[key], atol=0.5)
-    assert start is not None
     # same name, more epochs: resumes, epochs continue without repeats
     summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100, epochs=3))
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]

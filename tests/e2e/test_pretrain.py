@@ -1,12 +1,10 @@
 """PatchTask pretraining end to end on a real local Ray cluster: 2 training workers on 2 CPUs."""
-import io
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 
 from patchray.models import build_trunk
 from patchray.shards import CropRecord, DatasetMeta, ShardWriter, AttributeSet

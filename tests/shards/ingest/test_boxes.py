@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from patchray.shards.ingest.boxes import CropOptions, check_box, cut_crop, enlarge, filter_reason, make_crop

@@ -1,7 +1,6 @@
 import json
 
 import pyarrow.parquet as pq
-from PIL import Image
 
 from patchray.shards import PARSE27K, open_shards
 from patchray.shards.cli import main
