@@ -65,7 +65,7 @@ def read_labeled(shards: ShardSet, width: int, height: int) -> tuple[np.ndarray,
     return np.concatenate(pixels), np.concatenate(labels).astype(np.int64), skipped
 
 
-def run_finetune(cfg: FinetuneConfig, log=print) -> dict:
+def run_finetune(cfg: FinetuneConfig, log=print, callbacks=()) -> dict:
     from patchray.pipeline import crop_dataset
     from patchray.train.finetune_loop import build_attribute_net, finetune_loop
 
@@ -115,7 +115,7 @@ def run_finetune(cfg: FinetuneConfig, log=print) -> dict:
                                          "initial_ref": ray.put(net.state_dict()),
                                          "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
                          plan, storage=storage_for(out, cfg.storage), run_name=RAY_RUN_NAME,
-                         max_failures=cfg.max_failures, datasets={"train": dataset})
+                         max_failures=cfg.max_failures, datasets={"train": dataset}, callbacks=callbacks)
     summary = write_outputs(out, resolved, state, history, train_rows, {"val": val[2], "test": test[2]},
                             plan.describe(), time.time() - t0)
     log(format_summary(summary))

@@ -22,6 +22,7 @@ class ResourcesConfig:
     use_gpu: bool | None = None           # None: use GPUs when the cluster has any
     cpus_per_worker: float | None = None  # None: sized so that Ray Data keeps its share
     trainer_resources: dict[str, float] | None = None  # custom resources each worker must land on
+    reserved_cpus: float = 0.0            # CPUs the caller already holds (a Tune trial's driver), not ours to plan
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,19 @@ def init_ray():
 def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
     import ray
 
+    # Planned on the cluster's totals (free resources flicker while a previous trainer shuts down), less what
+    # the caller already holds: inside a Tune trial, the trial's own sliver of CPU would otherwise leave Ray
+    # Data just under the one CPU a data task needs, and the job would hang.
     resources = ray.cluster_resources()
-    return plan_resources(resources.get("CPU", 0), resources.get("GPU", 0), requested)
+    return plan_resources(resources.get("CPU", 0) - requested.reserved_cpus, resources.get("GPU", 0), requested)
 
 
 def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: str, max_failures: int,
-        datasets: dict, datasets_to_split="all") -> tuple[dict, list[dict]]:
-    """Run a TorchTrainer to the end; return the last checkpoint's state and metric history."""
+        datasets: dict, datasets_to_split="all", callbacks=()) -> tuple[dict, list[dict]]:
+    """Run a TorchTrainer to the end; return the last checkpoint's state and metric history.
+
+    ``callbacks``: Ray Train callbacks, e.g. Tune's TuneReportCallback when run inside a trial.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -43,7 +49,8 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: 
                                                resources_per_worker=plan.resources_per_worker),
         run_config=ray.train.RunConfig(storage_path=storage, name=run_name,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       callbacks=list(callbacks)),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=datasets_to_split),
     )

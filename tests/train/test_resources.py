@@ -41,3 +41,10 @@ def test_flags_and_custom_resources_override():
     assert not plan.use_gpu and plan.num_workers == 3
     assert plan.resources_per_worker["trainer_node"] == 0.01
     assert plan.data_cpus >= 1
+
+
+def test_a_sliver_already_held_still_leaves_data_a_whole_cpu():
+    # Inside a Tune trial 0.01 CPU is taken: planning on what is free keeps a whole CPU for Ray Data.
+    plan = plan_resources(1.99, 0, ResourcesConfig())
+    assert plan.num_workers == 2 and plan.data_cpus >= 1 - 1e-9
+    assert 1.99 - 2 * plan.cpus_per_worker >= 1 - 1e-9
