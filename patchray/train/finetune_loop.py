@@ -18,7 +18,7 @@ from patchray.patches import normalize_images
 from patchray.pipeline import AttributeCollate
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
-from patchray.train.optim import build_optimizer, lr_at_epoch
+from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
 from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 64
@@ -109,8 +109,7 @@ def finetune_loop(loop_config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+        set_lr(optimizer, lr)
         batches = shard.iter_torch_batches(
             batch_size=cfg.batch_size, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror),
             drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.batch_size * 4,

@@ -23,5 +23,6 @@ def lr_at_epoch(cfg: OptimConfig, epoch: int, epochs: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the epoch's learning rate; a group with ``lr_mult`` (e.g. a slower trunk) gets lr times that."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

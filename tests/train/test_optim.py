@@ -15,3 +15,14 @@ def test_cosine_and_none():
     assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.05)
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
     assert lr_at_epoch(OptimConfig(lr=0.3, schedule="none"), 9, 10) == 0.3
+
+
+def test_set_lr_scales_groups_with_a_multiplier():
+    import torch
+
+    from patchray.train.optim import set_lr
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr_mult": 0.1}, {"params": [b]}], lr=1.0)
+    set_lr(opt, 0.02)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.002, 0.02])
