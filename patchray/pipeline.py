@@ -59,25 +59,29 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
 
 
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
-                 label_columns: tuple[str, ...] = (), seed: int = 0, override_num_blocks=None):
+                 label_columns: tuple[str, ...] = (), seed: int = 0, override_num_blocks=None,
+                 data_resources: dict[str, float] | None = None):
     """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns).
 
     It streams: nothing here materialises the dataset (no all-to-all step). Each
     execution (epoch) reads the files in a new, seeded order; workers shuffle
-    further within a small buffer.
+    further within a small buffer. ``data_resources`` (e.g. ``{"data_node": 1}``) pins
+    reading and decoding to the nodes that offer those custom resources.
     """
     import ray.data
     from ray.data import FileShuffleConfig
 
     ds = ray.data.read_parquet(list(shards.files), filesystem=shards.filesystem,
                                shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
-                               override_num_blocks=override_num_blocks)
+                               override_num_blocks=override_num_blocks,
+                               ray_remote_args={"resources": dict(data_resources)} if data_resources else None)
     ds = ds.select_columns([IMAGE, CROP_ID, *label_columns])
     kwargs = {"width": width, "height": height, "exclude_ids": frozenset(exclude_ids),
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
               "label_columns": tuple(label_columns)}
+    placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(decode_batch, fn_kwargs=kwargs, batch_size=DECODE_BATCH_ROWS, batch_format="pyarrow",
-                          zero_copy_batch=True)
+                          zero_copy_batch=True, **placement)
 
 
 def _good_rows(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, Counter]:

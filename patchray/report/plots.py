@@ -113,3 +113,81 @@ def plot_init_curves(runs: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_tune_objective(trials: list[dict], metric: str, path: str | Path) -> Path:
+    """Each trial's objective in launch order, coloured by status, with the best completed one so far.
+    ``trials``: dicts with ``objective``, ``status`` and ``epochs``."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colours = {"completed": "tab:blue", "stopped early": "tab:orange", "error": "tab:red"}
+    for status, colour in colours.items():
+        points = [(i + 1, t["objective"], t["epochs"]) for i, t in enumerate(trials)
+                  if t["status"] == status and t["objective"] is not None]
+        if points:
+            xs, ys, eps = zip(*points)
+            ax.scatter(xs, ys, s=[20 + 12 * e for e in eps], color=colour, label=status, alpha=0.8)
+    best, line = None, []
+    for t in trials:
+        if t["status"] == "completed" and t["objective"] is not None:
+            best = t["objective"] if best is None else max(best, t["objective"])
+        line.append(best)
+    if any(b is not None for b in line):
+        ax.step(range(1, len(trials) + 1), [b if b is not None else np.nan for b in line], where="post",
+                color="black", linewidth=1, label="best completed so far")
+    ax.set(xlabel="trial (launch order; marker size = epochs run)", ylabel=f"validation {metric}",
+           title="Search progress")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_importances(importances: dict[str, float], path: str | Path) -> Path:
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set(xlabel="fANOVA importance (Optuna; sums to 1)", title="Which settings mattered", xlim=(0, 1))
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_heatmap(rows: list, cols: list, matrix: list[list[float]], metric: str, path: str | Path) -> Path:
+    """Best objective per (patch size, grid) cell; "no result": never tried, or the patch does not fit."""
+    data = np.array(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2.5, 1.0 * len(rows) + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set(xlabel="grid (cols x rows)", ylabel="patch size (px)", title=f"Best validation {metric}")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            text = "no result" if np.isnan(data[i, j]) else f"{data[i, j]:.3f}"
+            ax.text(j, i, text, ha="center", va="center", color="black",
+                    fontsize=9, bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0})
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_tune_bench(result: dict, path: str | Path) -> Path:
+    """Full grid vs Optuna + ASHA: best objective found and fine-tuning epochs spent."""
+    names = ["full grid", "Optuna + ASHA"]
+    runs = [result["grid"], result["asha_optuna"]]
+    fig, (ax_best, ax_epochs) = plt.subplots(1, 2, figsize=(9, 3.8))
+    best = [100 * (r["best"] or 0) for r in runs]
+    ax_best.bar(names, best, color=["tab:gray", "tab:blue"])
+    low = min(best) - 3
+    ax_best.set(ylabel=f"best validation {result['metric']} (%)", title="Best found", ylim=(max(0, low), max(best) + 1))
+    ax_epochs.bar(names, [r["epochs"] for r in runs], color=["tab:gray", "tab:blue"])
+    ax_epochs.set(ylabel="fine-tuning epochs", title="Work spent")
+    for ax, values, fmt in ((ax_best, best, "{:.2f}"), (ax_epochs, [r["epochs"] for r in runs], "{:d}")):
+        for i, v in enumerate(values):
+            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -85,3 +85,33 @@ def compare_main(argv: list[str] | None = None) -> int:
     from patchray.experiments.compare_inits import run_compare
 
     return run_job(parse_compare, run_compare, argv)
+
+
+def parse_tune(argv: list[str] | None = None):
+    from patchray.tune.tuner import TuneConfig
+
+    parser = _parser("tune_finetune.py", "Search pretext and fine-tuning settings with Optuna + ASHA, "
+                                         "scored by fine-tuned validation mA.")
+    parser.add_argument("--samples", type=int, help="number of trials (num_samples)")
+    parser.add_argument("--time-budget", type=float, help="stop after this many seconds (time_budget_s)")
+    args = parser.parse_args(argv)
+    return _load(TuneConfig, args, {"num_samples": args.samples, "time_budget_s": args.time_budget})
+
+
+def tune_main(argv: list[str] | None = None) -> int:
+    from patchray.tune.tuner import run_tune
+
+    return run_job(parse_tune, run_tune, argv)
+
+
+def parse_bench_tune(argv: list[str] | None = None):
+    from patchray.tune.bench import TuneBenchConfig
+
+    args = _parser("bench_tune.py", "Full grid vs Optuna + ASHA on one small space.").parse_args(argv)
+    return _load(TuneBenchConfig, args, {})
+
+
+def bench_tune_main(argv: list[str] | None = None) -> int:
+    from patchray.tune.bench import run_bench
+
+    return run_job(parse_bench_tune, run_bench, argv)

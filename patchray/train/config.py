@@ -48,8 +48,8 @@ class PretrainConfig:
     out: str = "runs"
     # Shard globs, folders or URIs; empty: the synthetic default (unlabeled part).
     data: list[str] = field(default_factory=list)
-    # Where Ray Train keeps its checkpoints: default <out>/<name>/ray; on a multi-node
-    # cluster a shared URI (s3://..., gs://...).
+    # Where Ray Train keeps its checkpoints: default <out>/<name>/ray, or $PATCHRAY_STORAGE where the
+    # cluster sets it; on a multi-node cluster a shared URI (s3://..., gs://...).
     storage: str | None = None
     seed: int = 0
     model: str = "tiny"

@@ -19,7 +19,7 @@ from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
 from patchray.train.checkpoint import atomic_torch_save
 from patchray.train.config import FinetuneConfig
 from patchray.train.pretrain import ensure_synthetic
-from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, storage_for
+from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "finetune"
 # Seeds the label-budget draw apart from the patch sampler's epochs (which are >= -1).
@@ -110,11 +110,12 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=()) -> dict:
     plan = plan_for_cluster(cfg.resources)
     log(f"[finetune] {plan.describe()}")
     dataset = crop_dataset(shards["train"], cfg.crop_width, cfg.crop_height, include_ids=budget,
-                           label_columns=tuple(attributes.columns), seed=cfg.seed)
+                           label_columns=tuple(attributes.columns), seed=cfg.seed,
+                           data_resources=cfg.resources.data_resources)
     state, history = fit(finetune_loop, {"config": configlib.to_dict(resolved), "attributes": attributes.to_list(),
                                          "initial_ref": ray.put(net.state_dict()),
                                          "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
-                         plan, storage=storage_for(out, cfg.storage), run_name=RAY_RUN_NAME,
+                         plan, location=train_location(out, cfg.storage, RAY_RUN_NAME),
                          max_failures=cfg.max_failures, datasets={"train": dataset}, callbacks=callbacks)
     summary = write_outputs(out, resolved, state, history, train_rows, {"val": val[2], "test": test[2]},
                             plan.describe(), time.time() - t0)

@@ -16,7 +16,7 @@ from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import atomic_torch_save, sub_state
 from patchray.train.config import PretrainConfig, SyntheticDataConfig
 from patchray.train.resources import ResourcePlan
-from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, storage_for
+from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "pretrain"
 
@@ -83,12 +83,12 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
     task = cfg.task
     val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
-                           seed=cfg.seed)
+                           seed=cfg.seed, data_resources=cfg.resources.data_resources)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     state, history = fit(pretrain_loop, {"config": configlib.to_dict(resolved_cfg),
                                          "val_ref": ray.put((val_pixels, val_ids))},
-                         plan, storage=storage_for(out, cfg.storage), run_name=RAY_RUN_NAME,
+                         plan, location=train_location(out, cfg.storage, RAY_RUN_NAME),
                          max_failures=cfg.max_failures, datasets={"train": dataset})
     summary = write_outputs(out, resolved_cfg, state, history, plan, time.time() - t0)
     log(format_summary(summary))

@@ -17,10 +17,12 @@ from patchray.patches import normalize_patches, validation_patches
 from patchray.pipeline import PatchCollate
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
+from patchray.train.telemetry import TrainingMetrics
 from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
+METRICS_EVERY_S = 2.0  # live gauges for the dashboard (patchray.train.telemetry)
 # Settings that must match for a checkpoint to be resumed: anything else would load wrong shapes or silently
 # change the task halfway through.
 RESUME_MUST_MATCH = ("model", "task", "seed")
@@ -60,6 +62,7 @@ def pretrain_loop(loop_config: dict) -> None:
     net = build_pretext_net(cfg)
     optimizer = build_optimizer(net.parameters(), cfg.optim)
     start_epoch, history = resume(net, optimizer, loop_config, RESUME_MUST_MATCH, "pretrain", rank)
+    telemetry = TrainingMetrics(cfg.name, rank)
     model = ray.train.torch.prepare_model(net)
     base = model.module if hasattr(model, "module") else model
 
@@ -82,7 +85,7 @@ def pretrain_loop(loop_config: dict) -> None:
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
         skipped: Counter = Counter()
-        t_epoch = last_print = time.perf_counter()
+        t_epoch = last_print = last_metrics = time.perf_counter()
         for waited, batch in timed(batches):
             wait_s += waited
             skipped.update(batch["skipped"])
@@ -106,6 +109,10 @@ def pretrain_loop(loop_config: dict) -> None:
             count += len(y) * weight
             steps += 1
             now = time.perf_counter()
+            if now - last_metrics > METRICS_EVERY_S:
+                telemetry.progress(patches_per_s=count / (now - t_epoch), data_wait_frac=wait_s / (now - t_epoch),
+                                   loss=loss_sum / max(count, 1), acc=correct / max(count, 1))
+                last_metrics = now
             if rank == 0 and now - last_print > PROGRESS_EVERY_S:
                 print(f"[pretrain] epoch {epoch + 1}/{cfg.epochs} step {int(steps)}: loss {loss_sum / count:.3f} "
                       f"acc {correct / count:.3f}, {count / (now - t_epoch):.0f} patches/s on this worker",
@@ -140,6 +147,7 @@ def pretrain_loop(loop_config: dict) -> None:
                                   "val_confusion": confusion.cpu().numpy().astype(int).tolist()
                                   if not cfg.task.pairwise else None})
         if rank == 0:
+            telemetry.epoch(metrics, sum((Counter(h["skipped"]) for h in history), Counter()))
             print(f"[pretrain] epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f} "
                   f"train acc {metrics['train_acc']:.3f} val acc {metrics['val_acc']:.3f} "
                   f"(chance {metrics['chance']:.3f}), {metrics['patches_per_s'] * world:.0f} patches/s, "

@@ -22,6 +22,7 @@ class ResourcesConfig:
     use_gpu: bool | None = None           # None: use GPUs when the cluster has any
     cpus_per_worker: float | None = None  # None: sized so that Ray Data keeps its share
     trainer_resources: dict[str, float] | None = None  # custom resources each worker must land on
+    data_resources: dict[str, float] | None = None     # custom resources each Ray Data task must land on
     reserved_cpus: float = 0.0            # CPUs the caller already holds (a Tune trial's driver), not ours to plan
 
 
@@ -50,13 +51,18 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: Resource
         raise ResourceError(f"the cluster has {cluster_cpus:g} CPU(s); at least 2 are needed "
                             "(Ray Data decodes on one while the trainers use the rest)")
     use_gpu = requested.use_gpu if requested.use_gpu is not None else cluster_gpus >= 1
-    if use_gpu and cluster_gpus < 1:
-        raise ResourceError("use_gpu=true but the cluster has no GPU")
     if requested.num_workers is not None and requested.num_workers < 1:
         raise ResourceError(f"num_workers must be >= 1, got {requested.num_workers}")
+    # Workers and data pinned to node types of their own (trainer_resources, data_resources) need not fit
+    # the nodes up now: an autoscaling cluster launches them when the trainer asks, and the workers take no
+    # CPU from the nodes Ray Data runs on.
+    dedicated = bool(requested.trainer_resources and requested.data_resources) and requested.num_workers is not None
+    if use_gpu and cluster_gpus < 1 and not dedicated:
+        raise ResourceError("use_gpu=true but the cluster has no GPU (on an autoscaling cluster, give num_workers, "
+                            "trainer_resources and data_resources naming the node types' resources)")
     if use_gpu:
         num_workers = requested.num_workers or int(cluster_gpus)
-        if num_workers > cluster_gpus:
+        if num_workers > cluster_gpus and not dedicated:
             raise ResourceError(f"{num_workers} GPU workers asked for, the cluster has {cluster_gpus:g} GPUs")
         default_cpus = max(min(1.0, (cluster_cpus - MIN_DATA_CPUS) / num_workers), 0.1)
     else:
@@ -70,7 +76,7 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: Resource
         raise ResourceError(
             f"{num_workers} training worker(s) on {cluster_cpus:g} CPUs leave no CPU for Ray Data; "
             "lower num_workers")
-    data_cpus = cluster_cpus - num_workers * cpus_per_worker
+    data_cpus = cluster_cpus - (0 if dedicated else num_workers * cpus_per_worker)
     if data_cpus < MIN_DATA_CPUS - 1e-9:
         raise ResourceError(
             f"{num_workers} worker(s) x {cpus_per_worker:g} CPU leave {data_cpus:g} of {cluster_cpus:g} CPUs for "

@@ -33,7 +33,7 @@ def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
     return plan_resources(resources.get("CPU", 0) - requested.reserved_cpus, resources.get("GPU", 0), requested)
 
 
-def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: str, max_failures: int,
+def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int,
         datasets: dict, datasets_to_split="all", callbacks=()) -> tuple[dict, list[dict]]:
     """Run a TorchTrainer to the end; return the last checkpoint's state and metric history.
 
@@ -47,7 +47,7 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: 
         train_loop_config=loop_config | {"torch_threads": plan.torch_threads},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                                resources_per_worker=plan.resources_per_worker),
-        run_config=ray.train.RunConfig(storage_path=storage, name=run_name,
+        run_config=ray.train.RunConfig(storage_path=location[0], name=location[1],
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        callbacks=list(callbacks)),
@@ -61,8 +61,22 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, storage: str, run_name: 
         return load_checkpoint(folder)
 
 
-def storage_for(out: Path, storage: str | None) -> str:
-    return storage or str(out / "ray")
+# A cluster's default for every job's --storage (the cluster YAMLs export it on each node).
+STORAGE_ENV = "PATCHRAY_STORAGE"
+
+
+def default_storage(storage: str | None) -> str | None:
+    return storage or os.environ.get(STORAGE_ENV) or None
+
+
+def train_location(out: Path, storage: str | None, kind: str) -> tuple[str, str]:
+    """(storage_path, run name) of a job's Ray Train run. Locally it lives in the job's folder; in shared storage
+    (S3, GCS, NFS; ``storage`` or else $PATCHRAY_STORAGE) it is named after the job too, so that two runs never
+    resume each other's checkpoints."""
+    storage = default_storage(storage)
+    if storage:
+        return storage, f"{kind}-{out.name}"
+    return str(out / "ray"), kind
 
 
 def run_dir(cfg) -> Path:

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,7 @@ from patchray import config as configlib
 from patchray.train.config import PretrainConfig
 
 COMPLETE = "complete.json"
+USES = "uses.jsonl"  # one line per get_or_train: who used the entry and whether that call trained it
 # Fields that do not change what is learned: where outputs go, how the work is spread.
 _NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic")
 
@@ -58,16 +60,26 @@ class PretrainCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def get_or_train(self, key: str, train: Callable[[Path], dict]) -> tuple[Path, bool]:
+    def uses(self, key: str) -> list[dict]:
+        path = self.entry(key) / USES
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def _record_use(self, key: str, user: str, trained: bool) -> None:
+        with open(self.entry(key) / USES, "a") as handle:  # one short append: atomic enough between trials
+            handle.write(json.dumps({"user": user, "trained": trained, "time": time.time()}) + "\n")
+
+    def get_or_train(self, key: str, train: Callable[[Path], dict], user: str = "") -> tuple[Path, bool]:
         """The entry's folder, and whether this call trained it. ``train(folder)`` returns a summary dict."""
-        if self.is_complete(key):
-            return self.entry(key), False
-        with self.lock(key):
-            if self.is_complete(key):  # trained by whoever held the lock before us
-                return self.entry(key), False
-            folder = self.entry(key)
-            summary = train(folder)
-            tmp = folder / f".{COMPLETE}.tmp"
-            tmp.write_text(json.dumps(summary, indent=2, default=str))
-            os.replace(tmp, folder / COMPLETE)
-            return folder, True
+        if not self.is_complete(key):
+            with self.lock(key):
+                if not self.is_complete(key):  # else trained by whoever held the lock before us
+                    folder = self.entry(key)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    summary = train(folder)
+                    tmp = folder / f".{COMPLETE}.tmp"
+                    tmp.write_text(json.dumps(summary, indent=2, default=str))
+                    os.replace(tmp, folder / COMPLETE)
+                    self._record_use(key, user, True)
+                    return folder, True
+        self._record_use(key, user, False)
+        return self.entry(key), False

@@ -6,6 +6,7 @@ sense, so that a typo fails at load time and not in trial 37.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ SECTIONS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # "task.grid: 3x6" stands for task.preset=null, task.cols=3, task.rows=6.
 GRID_KEY = "task.grid"
+# Pretext combinations checked one by one at load time (each is a config build, ~50 us).
+PRODUCT_LIMIT = 20000
 _GRID = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -127,13 +130,29 @@ class SearchSpace:
                 param = _parse_param(section, key, spec)
                 if section == "finetune" and key in ("init", "labels", "name", "out", "data"):
                     raise SpaceError(f"space.finetune.{key}: set by the tuner, not searchable")
-                for value in param.candidates():
-                    try:
-                        build_section(section, base.get(section, {}), overrides_for(section, key, value))
-                    except (configlib.ConfigError, SpaceError) as e:
-                        raise SpaceError(f"space.{section}.{key}: value {value!r} is refused: {e}") from None
                 params.append(param)
-        return cls(tuple(params))
+        space = cls(tuple(params))
+        space._check_values(base)
+        return space
+
+    def _check_values(self, base: dict) -> None:
+        """Refuse a value that no configuration can take. Pretext values are judged together (48 px patches
+        are fine in a 2x4 grid, not in a 4x8 one): a value is refused only if every combination with it is."""
+        total, bad = self.infeasible_pretext(base.get("pretrain", {}))
+        joint = 0 < total <= PRODUCT_LIMIT
+        for param in self.params:
+            for value in param.candidates():
+                if joint and param.section == "pretrain":
+                    failing = [reason for sample, reason in bad if sample[param.name] == value]
+                    combos = total // len(param.candidates())
+                    if len(failing) == combos:
+                        raise SpaceError(f"space.{param.name}: value {value!r} is refused: {failing[0]}")
+                    continue
+                try:
+                    build_section(param.section, base.get(param.section, {}),
+                                  overrides_for(param.section, param.key, value))
+                except (configlib.ConfigError, SpaceError) as e:
+                    raise SpaceError(f"space.{param.name}: value {value!r} is refused: {e}") from None
 
     def pretext_params(self) -> list[Param]:
         return [p for p in self.params if p.section == "pretrain"]
@@ -147,6 +166,25 @@ class SearchSpace:
             target = pretrain if p.section == "pretrain" else finetune
             target.update(overrides_for(p.section, p.key, sample[p.name]))
         return pretrain, finetune
+
+    def infeasible_pretext(self, base: dict, limit: int | None = None) -> tuple[int, list[tuple[dict, str]]]:
+        """Every combination of the pretext parameters' candidates that its config refuses together (a patch
+        and grid that do not fit the crop, say), with the reason; and how many combinations there are."""
+        params = self.pretext_params()
+        total = math.prod(len(p.candidates()) for p in params)
+        if not params or total > (limit or PRODUCT_LIMIT):
+            return total, []
+        bad = []
+        for values in itertools.product(*(p.candidates() for p in params)):
+            sample = {p.name: v for p, v in zip(params, values)}
+            overrides = {}
+            for p, v in zip(params, values):
+                overrides.update(overrides_for(p.section, p.key, v))
+            try:
+                build_section("pretrain", base, overrides)
+            except (configlib.ConfigError, SpaceError) as e:
+                bad.append((sample, str(e)))
+        return total, bad
 
     def grid_size(self) -> int:
         """Number of points of the full grid; ranges count as their two ends (what a coarse grid tries)."""

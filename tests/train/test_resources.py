@@ -48,3 +48,16 @@ def test_a_sliver_already_held_still_leaves_data_a_whole_cpu():
     plan = plan_resources(1.99, 0, ResourcesConfig())
     assert plan.num_workers == 2 and plan.data_cpus >= 1 - 1e-9
     assert 1.99 - 2 * plan.cpus_per_worker >= 1 - 1e-9
+
+
+def test_workers_pinned_to_node_types_not_up_yet_are_planned_for_the_autoscaler():
+    # An autoscaling cluster with only its CPU head up: GPU trainer nodes come when the trainer asks.
+    pinned = ResourcesConfig(use_gpu=True, num_workers=4, trainer_resources={"trainer_node": 1},
+                             data_resources={"data_node": 1})
+    plan = plan_resources(8, 0, pinned)
+    assert plan.use_gpu and plan.num_workers == 4
+    assert plan.resources_per_worker == {"CPU": plan.cpus_per_worker, "GPU": 1, "trainer_node": 1}
+    assert plan.data_cpus == 8  # the workers take nothing from the nodes Ray Data runs on
+    # without pinning, asking for GPUs the cluster does not have is still refused, saying what to do
+    with pytest.raises(ResourceError, match="trainer_resources and data_resources"):
+        plan_resources(8, 0, ResourcesConfig(use_gpu=True, num_workers=4))

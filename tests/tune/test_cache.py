@@ -19,20 +19,21 @@ def test_key_ignores_names_and_places_but_not_the_task_or_the_data(tmp_path):
     assert pretext_key(base, data_fingerprint([str(shard)])) != pretext_key(base, fp)
 
 
-def _train_slowly(root, key, log):
+def _train_slowly(root, key, log, user):
     def train(folder):
         folder.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             f.write("trained\n")
         time.sleep(1.0)
         return {"ok": True}
-    PretrainCache(root).get_or_train(key, train)
+    PretrainCache(root).get_or_train(key, train, user=user)
 
 
 def test_two_processes_needing_the_same_entry_train_it_once(tmp_path):
     log = tmp_path / "log.txt"
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_train_slowly, args=(tmp_path / "cache", "k1", log)) for _ in range(2)]
+    procs = [context.Process(target=_train_slowly, args=(tmp_path / "cache", "k1", log, f"p{i}"))
+             for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -43,13 +44,15 @@ def test_two_processes_needing_the_same_entry_train_it_once(tmp_path):
     assert cache.is_complete("k1")
     folder, trained = cache.get_or_train("k1", lambda f: (_ for _ in ()).throw(AssertionError("retrained")))
     assert not trained and folder == tmp_path / "cache" / "k1"
+    uses = cache.uses("k1")
+    assert sorted(u["user"] for u in uses) == ["", "p0", "p1"]
+    assert [u["trained"] for u in uses].count(True) == 1
 
 
 def test_a_crash_mid_training_leaves_no_complete_entry(tmp_path):
     cache = PretrainCache(tmp_path)
 
     def crash(folder):
-        folder.mkdir()
         (folder / "partial.pt").write_bytes(b"half")
         raise RuntimeError("killed")
 

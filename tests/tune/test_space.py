@@ -35,3 +35,58 @@ def test_valid_space_splits_samples_into_section_overrides():
 def test_bad_spaces_are_refused_naming_the_key(space, message):
     with pytest.raises(SpaceError, match=message):
         SearchSpace.from_dict(space)
+
+
+def test_tune_config_checks_its_space_and_objective():
+    from patchray import config as configlib
+    from patchray.tune.tuner import TuneConfig
+
+    assert TuneConfig().search_space().grid_size() == 2 * 2 * 2
+    with pytest.raises(configlib.ConfigError, match="metric must be one of"):
+        configlib.build(TuneConfig, {"metric": "accuracy"})
+    with pytest.raises(configlib.ConfigError, match="unknown key"):
+        configlib.build(TuneConfig, {"space": {"finetune": {"optim.rate": {"choice": [0.1]}}}})
+
+
+def test_grid_search_needs_choices_and_the_metric_is_checked():
+    from patchray import config as configlib
+    from patchray.tune.tuner import TuneConfig
+
+    with pytest.raises(configlib.ConfigError, match=r"search=grid needs choice lists.*finetune.optim.lr"):
+        configlib.build(TuneConfig, {"search": "grid"})
+    grid = configlib.build(TuneConfig, {"search": "grid", "space": {"finetune": {"optim.lr": {"choice": [0.01]}}}})
+    assert grid.search_space().grid_size() == 1
+    with pytest.raises(configlib.ConfigError, match="scheduler must be one of"):
+        configlib.build(TuneConfig, {"scheduler": "hyperband"})
+
+
+def test_pretext_combinations_that_do_not_fit_the_crop_are_found_and_an_all_bad_space_refused():
+    from patchray import config as configlib
+    from patchray.tune.tuner import TuneConfig
+
+    space = SearchSpace.from_dict({"pretrain": {"task.patch_size": {"choice": [24, 48]},
+                                                "task.grid": {"choice": ["2x4", "3x6"]}}})
+    total, bad = space.infeasible_pretext({})
+    # 48 px patches fit a 100 px wide crop in 2 columns only; 24 px patches fit both grids
+    assert total == 4 and [b[0] for b in bad] == [{"pretrain.task.patch_size": 48, "pretrain.task.grid": "3x6"}]
+    assert "crop_width=100" in bad[0][1]
+    # a value that fits in no combination is refused at load time, naming it and why
+    with pytest.raises(configlib.ConfigError, match=r"task.patch_size: value 48 is refused.*crop_width=100"):
+        configlib.build(TuneConfig, {"space": {"pretrain": {"task.patch_size": {"choice": [48]},
+                                                            "task.grid": {"choice": ["3x6", "4x8"]}}}})
+
+
+def test_the_shipped_tune_config_loads_with_the_issue_s_search_space():
+    from pathlib import Path
+
+    from patchray import config as configlib
+    from patchray.tune.tuner import TuneConfig
+
+    cfg = configlib.load(TuneConfig, Path(__file__).parents[2] / "configs" / "tune.yaml")
+    names = {p.name for p in cfg.search_space().params}
+    assert {"pretrain.task.patch_size", "pretrain.task.grid", "pretrain.task.jitter", "pretrain.task.gap",
+            "pretrain.task.channel_drop", "pretrain.task.pairwise", "finetune.optim.lr",
+            "finetune.optim.weight_decay", "finetune.batch_size", "finetune.epochs",
+            "finetune.freeze_blocks"} <= names
+    total, bad = cfg.search_space().infeasible_pretext(cfg.pretrain)
+    assert 0 < len(bad) < total

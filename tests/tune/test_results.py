@@ -1,0 +1,81 @@
+import csv
+import math
+
+import pytest
+
+from patchray.report.plots import plot_heatmap, plot_importances, plot_tune_objective
+from patchray.tune import results as res
+from patchray.tune.space import SearchSpace
+
+SPACE = SearchSpace.from_dict({
+    "pretrain": {"task.patch_size": {"choice": [24, 32]}, "task.grid": {"choice": ["2x4", "3x6"]}},
+    "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}}})
+
+
+def record(i, size, grid, lr, objective, status=res.COMPLETED, epochs=4):
+    return res.TrialRecord(trial_id=f"t{i}", params={"pretrain.task.patch_size": size, "pretrain.task.grid": grid,
+                                                     "finetune.optim.lr": lr},
+                           status=status, epochs=epochs, objective=objective,
+                           metrics={"val_mAP": 0.3, "test_mA": objective}, folder=f"/runs/t{i}")
+
+
+def test_status_best_and_epochs_spent():
+    assert res.trial_status(4, 4, False) == res.COMPLETED
+    assert res.trial_status(2, 4, False) == res.STOPPED
+    assert res.trial_status(4, 4, True) == res.ERROR
+    records = [record(0, 24, "2x4", 0.002, 0.55), record(1, 32, "3x6", 0.004, 0.70, res.STOPPED, 1),
+               record(2, 32, "2x4", 0.003, 0.60), record(3, 24, "3x6", 0.005, 0.60)]
+    # the stopped trial's higher number came from fewer epochs: not the best; ties go to the earlier trial
+    assert res.best_record(records).trial_id == "t2"
+    assert res.epochs_spent(records) == 13
+    assert res.best_record([record(0, 24, "2x4", 0.002, None, res.ERROR, 0)]) is None
+
+
+def test_csv_and_markdown_list_every_trial_with_its_parameters(tmp_path):
+    records = [record(0, 24, "2x4", 0.002, 0.55), record(1, 32, "3x6", 0.004, 0.41, res.STOPPED, 1)]
+    res.write_csv(records, SPACE, "val_mA", tmp_path / "t.csv")
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [r["trial"] for r in rows] == ["t0", "t1"]
+    assert rows[1]["pretrain.task.grid"] == "3x6" and rows[1]["status"] == "stopped early"
+    assert float(rows[0]["val_mA"]) == 0.55 and rows[0]["test_mA"] == "0.55"
+    text = res.table_markdown(records, SPACE, "val_mA")
+    lines = text.splitlines()
+    assert lines[0] == "| trial | status | epochs | val_mA | task.patch_size | task.grid | optim.lr |"
+    assert lines[2].startswith("| t0 (best) | completed | 4 | 0.550 | 24 | 2x4 | 0.002")
+    assert "5 fine-tuning epochs in all; 1 completed, 1 stopped early" in text
+
+
+def test_importances_find_the_parameter_that_drives_the_objective():
+    # the objective follows the learning rate alone; patch size and grid are noise
+    records = []
+    for i in range(12):
+        lr = 0.001 * (1 + i % 6)
+        records.append(record(i, (24, 32)[i % 2], ("2x4", "3x6")[(i // 2) % 2], lr, 0.4 + 30 * lr))
+    scores = res.importances(records, SPACE)
+    assert set(scores) == {p.name for p in SPACE.params}
+    assert sum(scores.values()) == pytest.approx(1.0)
+    assert max(scores, key=scores.get) == "finetune.optim.lr" and scores["finetune.optim.lr"] > 0.8
+    # too few completed trials to tell: nothing rather than a made-up ranking
+    assert res.importances(records[:2] + [record(9, 24, "2x4", 0.01, 0.9, res.STOPPED, 1)], SPACE) == {}
+    # every trial scored the same: no parameter mattered more than another
+    assert res.importances([record(i, 24 + 8 * (i % 2), "2x4", 0.001 * (i + 1), 0.5) for i in range(4)], SPACE) == {}
+
+
+def test_heatmap_keeps_the_best_objective_per_cell_and_marks_untried_cells():
+    records = [record(0, 32, "3x6", 0.002, 0.50), record(1, 32, "3x6", 0.003, 0.58),
+               record(2, 24, "2x4", 0.004, 0.52), record(3, 48, "2x4", 0.004, None, res.ERROR, 0)]
+    sizes, grids, matrix = res.heatmap(records)
+    assert sizes == [24, 32] and grids == ["2x4", "3x6"]
+    assert matrix[1][1] == 0.58 and matrix[0][0] == 0.52
+    assert math.isnan(matrix[0][1]) and math.isnan(matrix[1][0])
+    assert res.heatmap([res.TrialRecord("x", {"finetune.optim.lr": 0.1}, res.COMPLETED, 1, 0.5)]) is None
+
+
+def test_tune_plots_are_written(tmp_path):
+    records = [record(0, 24, "2x4", 0.002, 0.55), record(1, 32, "3x6", 0.004, 0.41, res.STOPPED, 1)]
+    paths = [plot_tune_objective([{"objective": r.objective, "status": r.status, "epochs": r.epochs} for r in records],
+                                 "mA", tmp_path / "o.png"),
+             plot_importances({"finetune.optim.lr": 0.7, "pretrain.task.grid": 0.3}, tmp_path / "i.png"),
+             plot_heatmap(*res.heatmap(records), "mA", tmp_path / "h.png")]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
