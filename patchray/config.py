@@ -6,6 +6,7 @@ a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -141,6 +142,20 @@ def _set_path(tree: dict, cls, path: list[str], value, full_key: str) -> None:
     tp = known[head][1]
     if len(path) == 1:
         tree[head] = value
+        return
+    if typing.get_origin(tp) is dict and tree.get(head) is None:
+        # A free-form mapping (e.g. the tuner's base configs): a dotted key goes inside it, on top of what the
+        # file or the field's default holds, so `finetune.epochs=8` keeps the other defaults of `finetune`.
+        field = known[head][0]
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        tree[head] = copy.deepcopy(default) if isinstance(default, dict) else {}
+    if typing.get_origin(tp) is dict:
+        node = tree[head]
+        for part in path[1:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{full_key!r}: {part!r} is not a mapping")
+        node[path[-1]] = value
         return
     if not dataclasses.is_dataclass(tp):
         raise ConfigError(f"{full_key!r}: {head!r} is not a section")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,12 @@ def loopback_head(log: Path, *extra: str, env_extra: dict | None = None, gcs_por
     finally:
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
+            head.wait(10)
+        except subprocess.TimeoutExpired:  # its processes are all ours (own session): end them for good
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(10)
+        # `ray start` recorded this head as the machine's current cluster; left behind, a later plain
+        # ray.init() (a job run by hand) would try to join the dead head instead of starting its own.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{ports['--port']}"):
+            current.unlink()

@@ -149,11 +149,12 @@ def plot_tune_objective(trials: list[dict], metric: str, path: str | Path) -> Pa
     return _save(fig, path)
 
 
-def plot_importances(importances: dict[str, float], path: str | Path) -> Path:
+def plot_importances(importances: dict[str, float], path: str | Path, basis: str = "") -> Path:
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.7))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set(xlabel="fANOVA importance (Optuna; sums to 1)", title="Which settings mattered", xlim=(0, 1))
+    ax.set(xlabel="fANOVA importance (Optuna; sums to 1)", xlim=(0, 1),
+           title="Which settings mattered" + (f"\n({basis})" if basis else ""))
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 

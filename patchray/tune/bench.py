@@ -48,6 +48,7 @@ class TuneBenchConfig:
 def compare(grid: dict, asha: dict) -> dict:
     """The benchmark's verdict from two run_tune summaries."""
     metric = grid["metric"]
+    unfinished = grid["status"].get("unfinished", 0) + asha["status"].get("unfinished", 0)
     best_grid = grid["best"][metric] if grid["best"] else None
     best_asha = asha["best"][metric] if asha["best"] else None
     gap = None if best_grid is None or best_asha is None else round(100 * (best_grid - best_asha), 2)
@@ -61,7 +62,9 @@ def compare(grid: dict, asha: dict) -> dict:
                         "status": asha["status"]},
         "gap_points": gap, "epoch_share": None if share is None else round(share, 3),
         "goal": {"within_points": GOAL_POINTS, "max_epoch_share": GOAL_EPOCH_SHARE,
-                 "met": gap is not None and share is not None and gap <= GOAL_POINTS and share <= GOAL_EPOCH_SHARE},
+                 "met": not unfinished and gap is not None and share is not None and gap <= GOAL_POINTS
+                 and share <= GOAL_EPOCH_SHARE},
+        "unfinished_trials": unfinished,
     }
 
 
@@ -69,14 +72,16 @@ def markdown(result: dict) -> str:
     m = result["metric"]
     g, a = result["grid"], result["asha_optuna"]
     return "\n".join([
-        f"| search | trials | fine-tuning epochs | best val {m} | wall |",
+        f"| search | trials | fine-tuning epochs | best {m} | wall |",
         "|---|---|---|---|---|",
         f"| full grid, FIFO | {g['trials']} | {g['epochs']} | {100 * g['best']:.2f} | {g['wall_s'] / 60:.1f} min |",
         f"| Optuna TPE + ASHA | {a['trials']} | {a['epochs']} ({100 * result['epoch_share']:.0f}%) | "
         f"{100 * a['best']:.2f} ({-result['gap_points']:+.2f}) | {a['wall_s'] / 60:.1f} min |",
         "",
         f"Goal: within {GOAL_POINTS:g} point of the grid's best at no more than {GOAL_EPOCH_SHARE:.0%} of its "
-        f"epochs: {'met' if result['goal']['met'] else 'not met'}.",
+        f"epochs: {'met' if result['goal']['met'] else 'not met'}."
+        + (f" {result['unfinished_trials']} trial(s) unfinished: re-run to complete the benchmark."
+           if result["unfinished_trials"] else ""),
     ]) + "\n"
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from patchray.tune.space import GRID_KEY, Param, SearchSpace
 
 COMPLETED, STOPPED, ERROR, INFEASIBLE = "completed", "stopped early", "error", "infeasible"
-STATUSES = (COMPLETED, STOPPED, ERROR, INFEASIBLE)
+UNFINISHED = "unfinished"  # the experiment was interrupted while it ran or waited: resume to finish it
+STATUSES = (COMPLETED, STOPPED, ERROR, INFEASIBLE, UNFINISHED)
 
 
 @dataclass
@@ -25,11 +26,15 @@ class TrialRecord:
     objective: float | None     # the validation objective after its last epoch
     metrics: dict = field(default_factory=dict)  # last reported val_* / test_* numbers
     folder: str | None = None   # the trial's fine-tuning run folder
+    at_grace: float | None = None  # the objective after ASHA's grace period: every trial that ran has one
 
 
-def trial_status(epochs_run: int, epochs_planned: int, errored: bool, infeasible: bool = False) -> str:
+def trial_status(epochs_run: int, epochs_planned: int, errored: bool, infeasible: bool = False,
+                 ended: bool = True) -> str:
     if errored:
         return ERROR
+    if not ended:
+        return UNFINISHED
     if infeasible:
         return INFEASIBLE
     return COMPLETED if epochs_run >= epochs_planned else STOPPED
@@ -95,7 +100,9 @@ def table_markdown(records: list[TrialRecord], space: SearchSpace, metric: str) 
                  f"{sum(r.status == COMPLETED for r in records)} completed, "
                  f"{sum(r.status == STOPPED for r in records)} stopped early by ASHA, "
                  f"{sum(r.status == ERROR for r in records)} failed, "
-                 f"{sum(r.status == INFEASIBLE for r in records)} infeasible (a patch and grid that do not fit).")
+                 f"{sum(r.status == INFEASIBLE for r in records)} infeasible (a patch and grid that do not fit)"
+                 + (f", {unfinished} unfinished (re-run the same command to resume)." if (unfinished := sum(
+                     r.status == UNFINISHED for r in records)) else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -109,24 +116,31 @@ def _distribution(param: Param):
     return d.FloatDistribution(param.low, param.high, log=param.kind == "loguniform")
 
 
-def importances(records: list[TrialRecord], space: SearchSpace, seed: int = 0) -> dict[str, float]:
-    """Optuna's fANOVA importance of each searched parameter for the objective, over completed trials
-    (as Optuna does: pruned trials are left out). Empty when there is too little to tell."""
+def importances(records: list[TrialRecord], space: SearchSpace, seed: int = 0) -> tuple[dict[str, float], str]:
+    """Optuna's fANOVA importance of each searched parameter, and what it was computed on.
+
+    On completed trials, as Optuna does, when there are 3 or more; else (ASHA stopped most trials) on every
+    trial's objective after the grace period, the one epoch count at which all trials were judged alike.
+    Empty when there is too little to tell."""
     import optuna
 
-    done = [r for r in records if r.status == COMPLETED and r.objective is not None]
-    varying = [p for p in space.params if len({repr(r.params.get(p.name)) for r in done}) > 1]
-    if len(done) < 3 or not varying or len({r.objective for r in done}) < 2:
-        return {}  # nothing varied, or nothing it changed: no ranking to give
+    done = [(r, r.objective) for r in records if r.status == COMPLETED and r.objective is not None]
+    basis = "completed trials, final objective"
+    if len(done) < 3:
+        done = [(r, r.at_grace) for r in records if r.at_grace is not None]
+        basis = "all trials, objective after the grace period"
+    varying = [p for p in space.params if len({repr(r.params.get(p.name)) for r, _ in done}) > 1]
+    if len(done) < 3 or not varying or len({v for _, v in done}) < 2:
+        return {}, ""  # nothing varied, or nothing it changed: no ranking to give
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
-    for r in done:
+    for r, value in done:
         study.add_trial(optuna.trial.create_trial(
             params={p.name: r.params[p.name] for p in varying},
-            distributions={p.name: _distribution(p) for p in varying}, value=r.objective))
+            distributions={p.name: _distribution(p) for p in varying}, value=value))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    return {name: float(v) for name, v in scores.items()}
+    return {name: float(v) for name, v in scores.items()}, f"{basis} ({len(done)})"
 
 
 PATCH_SIZE_KEY = "pretrain.task.patch_size"

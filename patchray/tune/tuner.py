@@ -184,6 +184,9 @@ def _trial_id_and_index(result) -> tuple[str, int]:
 def records_from(result_grid, cfg: TuneConfig, trials_dir: Path) -> list:
     """Tune's results as plain records, in launch order (a restored ResultGrid comes in another order)."""
     space, metric = cfg.search_space(), f"val_{cfg.metric}"
+    # Tune's own state of each trial (an interrupted experiment leaves some RUNNING / PENDING); not public API
+    analysis = getattr(result_grid, "_experiment_analysis", None)
+    states = {t.trial_id: t.status for t in getattr(analysis, "trials", None) or []}
     records = []
     for result in sorted(result_grid, key=lambda r: _trial_id_and_index(r)[1]):
         frame = result.metrics_dataframe
@@ -192,9 +195,14 @@ def records_from(result_grid, cfg: TuneConfig, trials_dir: Path) -> list:
         trial_id, _ = _trial_id_and_index(result)
         params = {p.name: (result.config or {}).get(p.name) for p in space.params}
         infeasible = bool(metrics.get("infeasible"))
-        status = res.trial_status(epochs_run, cfg.finetune_epochs(params), result.error is not None, infeasible)
+        ended = states.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
+        status = res.trial_status(epochs_run, cfg.finetune_epochs(params), result.error is not None, infeasible, ended)
+        at_grace = None
+        if frame is not None and metric in frame and "training_iteration" in frame and not infeasible:
+            rung = frame[frame["training_iteration"] == cfg.grace_period][metric].dropna()
+            at_grace = float(rung.iloc[-1]) if len(rung) else None
         records.append(res.TrialRecord(
-            trial_id=trial_id, params=params, status=status, epochs=epochs_run,
+            trial_id=trial_id, params=params, status=status, epochs=epochs_run, at_grace=at_grace,
             objective=None if infeasible else metrics.get(metric),
             metrics={k: v for k, v in metrics.items() if k.startswith(("val_", "test_")) and v is not None},
             folder=str(trials_dir / trial_id)))
@@ -210,9 +218,9 @@ def write_outputs(out: Path, cfg: TuneConfig, records: list, wall_s: float) -> d
     (out / "trials.md").write_text(f"# Trials of {cfg.name}\n\n" + res.table_markdown(records, space, metric))
     plots.plot_tune_objective([dataclasses.asdict(r) for r in records], cfg.metric, out / "objective.png")
     written = ["trials.csv", "trials.md", "objective.png"]
-    importances = res.importances(records, space, cfg.seed)
+    importances, basis = res.importances(records, space, cfg.seed)
     if importances:
-        plots.plot_importances(importances, out / "importances.png")
+        plots.plot_importances(importances, out / "importances.png", basis)
         written.append("importances.png")
     cells = res.heatmap(records)
     if cells:
@@ -233,7 +241,7 @@ def write_outputs(out: Path, cfg: TuneConfig, records: list, wall_s: float) -> d
         "status": {s: sum(r.status == s for r in records) for s in res.STATUSES},
         "best": None if best is None else {"trial": best.trial_id, "params": best.params, metric: best.objective,
                                            **best.metrics},
-        "importances": importances, "wall_s": round(wall_s, 1), "outputs": written, "folder": str(out),
+        "importances": importances, "importances_on": basis, "wall_s": round(wall_s, 1), "outputs": written, "folder": str(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -51,14 +51,28 @@ def test_importances_find_the_parameter_that_drives_the_objective():
     for i in range(12):
         lr = 0.001 * (1 + i % 6)
         records.append(record(i, (24, 32)[i % 2], ("2x4", "3x6")[(i // 2) % 2], lr, 0.4 + 30 * lr))
-    scores = res.importances(records, SPACE)
+    scores, basis = res.importances(records, SPACE)
+    assert basis == "completed trials, final objective (12)"
     assert set(scores) == {p.name for p in SPACE.params}
     assert sum(scores.values()) == pytest.approx(1.0)
     assert max(scores, key=scores.get) == "finetune.optim.lr" and scores["finetune.optim.lr"] > 0.8
     # too few completed trials to tell: nothing rather than a made-up ranking
-    assert res.importances(records[:2] + [record(9, 24, "2x4", 0.01, 0.9, res.STOPPED, 1)], SPACE) == {}
+    assert res.importances(records[:2] + [record(9, 24, "2x4", 0.01, 0.9, res.STOPPED, 1)], SPACE) == ({}, "")
     # every trial scored the same: no parameter mattered more than another
-    assert res.importances([record(i, 24 + 8 * (i % 2), "2x4", 0.001 * (i + 1), 0.5) for i in range(4)], SPACE) == {}
+    same = [record(i, 24 + 8 * (i % 2), "2x4", 0.001 * (i + 1), 0.5) for i in range(4)]
+    assert res.importances(same, SPACE) == ({}, "")
+
+
+def test_with_most_trials_stopped_early_importances_use_everyone_s_value_after_the_grace_period():
+    records = []
+    for i in range(8):
+        size = (24, 32)[i % 2]
+        r = record(i, size, "2x4", 0.002, 0.5, res.STOPPED if i > 1 else res.COMPLETED, 1 if i > 1 else 4)
+        r.at_grace = 0.40 + (0.05 if size == 32 else 0.0) + 0.001 * i  # the patch size decides
+        records.append(r)
+    scores, basis = res.importances(records, SPACE)
+    assert basis == "all trials, objective after the grace period (8)"
+    assert max(scores, key=scores.get) == "pretrain.task.patch_size"
 
 
 def test_heatmap_keeps_the_best_objective_per_cell_and_marks_untried_cells():
@@ -75,7 +89,15 @@ def test_tune_plots_are_written(tmp_path):
     records = [record(0, 24, "2x4", 0.002, 0.55), record(1, 32, "3x6", 0.004, 0.41, res.STOPPED, 1)]
     paths = [plot_tune_objective([{"objective": r.objective, "status": r.status, "epochs": r.epochs} for r in records],
                                  "mA", tmp_path / "o.png"),
-             plot_importances({"finetune.optim.lr": 0.7, "pretrain.task.grid": 0.3}, tmp_path / "i.png"),
+             plot_importances({"finetune.optim.lr": 0.7, "pretrain.task.grid": 0.3}, tmp_path / "i.png", "test"),
              plot_heatmap(*res.heatmap(records), "mA", tmp_path / "h.png")]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_an_interrupted_trial_is_unfinished_and_says_how_to_finish():
+    assert res.trial_status(2, 4, False, ended=False) == res.UNFINISHED
+    assert res.trial_status(2, 4, True, ended=False) == res.ERROR
+    text = res.table_markdown([record(0, 24, "2x4", 0.002, 0.5), record(1, 24, "2x4", 0.003, 0.4, res.UNFINISHED, 1)],
+                              SPACE, "val_mA")
+    assert "1 unfinished (re-run the same command to resume)" in text
