@@ -10,6 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_pretrain_curves(history: list[dict], path: str | Path) -> Path:
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -24,10 +31,7 @@ def plot_pretrain_curves(history: list[dict], path: str | Path) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_grid_confusion(confusion: np.ndarray, cols: int, rows: int, path: str | Path) -> Path:
@@ -47,10 +51,7 @@ def plot_grid_confusion(confusion: np.ndarray, cols: int, rows: int, path: str |
                          color="white" if recall[r, c] < 0.6 else "black", fontsize=8)
     ax_grid.set(title="Recall per grid cell", xticks=range(cols), yticks=range(rows))
     fig.colorbar(image, ax=ax_grid, fraction=0.08)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_finetune_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
@@ -67,10 +68,7 @@ def plot_finetune_curves(history: list[dict], path: str | Path, title: str = "")
     ax_score.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_init_bars(table: list[dict], path: str | Path) -> Path:
@@ -90,10 +88,7 @@ def plot_init_bars(table: list[dict], path: str | Path) -> Path:
                ylabel=f"test {key}", title=f"Test {key} by init", ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_init_curves(runs: list[dict], path: str | Path) -> Path:
@@ -109,17 +104,8 @@ def plot_init_curves(runs: list[dict], path: str | Path) -> Path:
         ax.set(xlabel="epoch", ylabel="validation mA", title=f"{budget} labels", ylim=(0.4, 1))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
-
-def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def plot_tune_objective(trials: list[dict], metric: str, path: str | Path) -> Path:
