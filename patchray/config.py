@@ -143,13 +143,13 @@ def _set_path(tree: dict, cls, path: list[str], value, full_key: str) -> None:
     if len(path) == 1:
         tree[head] = value
         return
-    if typing.get_origin(tp) is dict and tree.get(head) is None:
+    if typing.get_origin(tp) is dict:
         # A free-form mapping (e.g. the tuner's base configs): a dotted key goes inside it, on top of what the
         # file or the field's default holds, so `finetune.epochs=8` keeps the other defaults of `finetune`.
-        field = known[head][0]
-        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        tree[head] = copy.deepcopy(default) if isinstance(default, dict) else {}
-    if typing.get_origin(tp) is dict:
+        if tree.get(head) is None:
+            field = known[head][0]
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            tree[head] = copy.deepcopy(default) if isinstance(default, dict) else {}
         node = tree[head]
         for part in path[1:-1]:
             node = node.setdefault(part, {})

@@ -71,15 +71,14 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     import ray.data
     from ray.data import FileShuffleConfig
 
+    placement = {"resources": dict(data_resources)} if data_resources else {}
     ds = ray.data.read_parquet(list(shards.files), filesystem=shards.filesystem,
                                shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
-                               override_num_blocks=override_num_blocks,
-                               ray_remote_args={"resources": dict(data_resources)} if data_resources else None)
+                               override_num_blocks=override_num_blocks, ray_remote_args=placement or None)
     ds = ds.select_columns([IMAGE, CROP_ID, *label_columns])
     kwargs = {"width": width, "height": height, "exclude_ids": frozenset(exclude_ids),
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
               "label_columns": tuple(label_columns)}
-    placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(decode_batch, fn_kwargs=kwargs, batch_size=DECODE_BATCH_ROWS, batch_format="pyarrow",
                           zero_copy_batch=True, **placement)
 

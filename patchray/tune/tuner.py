@@ -76,9 +76,10 @@ class TuneConfig:
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space, {"pretrain": self.pretrain, "finetune": self.finetune})
 
-    def finetune_epochs(self, params: dict | None = None) -> int:
-        """Fine-tuning epochs of a trial with these sampled values (the base config's with none)."""
-        _, fine = self.search_space().split(params) if params else ({}, {})
+    def finetune_epochs(self, params: dict | None = None, space: SearchSpace | None = None) -> int:
+        """Fine-tuning epochs of a trial with these sampled values (the base config's with none). Pass the
+        ``space`` when it is at hand: building it checks every pretext combination again."""
+        _, fine = (space or self.search_space()).split(params) if params else ({}, {})
         return build_section("finetune", self.finetune, fine).epochs
 
     def max_finetune_epochs(self) -> int:
@@ -196,7 +197,7 @@ def records_from(result_grid, cfg: TuneConfig, trials_dir: Path) -> list:
         params = {p.name: (result.config or {}).get(p.name) for p in space.params}
         infeasible = bool(metrics.get("infeasible"))
         ended = states.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
-        status = res.trial_status(epochs_run, cfg.finetune_epochs(params), result.error is not None, infeasible, ended)
+        status = res.trial_status(epochs_run, cfg.finetune_epochs(params, space), result.error is not None, infeasible, ended)
         at_grace = None
         if frame is not None and metric in frame and "training_iteration" in frame and not infeasible:
             rung = frame[frame["training_iteration"] == cfg.grace_period][metric].dropna()
