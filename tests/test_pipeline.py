@@ -1,9 +1,9 @@
-"""The pipeline's two stages as plain functions (no cluster): decode_batch and PatchCollate."""
+"""The pipeline's stages as plain functions (no cluster): read_and_decode, decode_batch and PatchCollate."""
 import numpy as np
 import pyarrow as pa
 
 from patchray.patches import PatchTaskConfig, training_patches
-from patchray.pipeline import AttributeCollate, PatchCollate, decode_batch
+from patchray.pipeline import DECODE_BATCH_ROWS, AttributeCollate, PatchCollate, decode_batch, read_and_decode
 from patchray.shards import PARSE27K
 
 from helpers import jpeg_bytes
@@ -30,6 +30,27 @@ def test_decode_batch_resizes_marks_bad_rows_and_drops_held_out_ones():
     assert decode_batch(batch, 100, 200, include_ids=frozenset({"c"})).column("crop_id").to_pylist() == ["c"]
     empty = decode_batch(batch, 100, 200, include_ids=frozenset())
     assert empty.num_rows == 0 and "pixels" in empty.column_names
+
+
+def test_read_and_decode_reads_whole_row_groups_into_bounded_blocks(tmp_path):
+    import pyarrow.parquet as pq
+
+    from patchray.shards.reader import open_shards
+
+    rows = 2 * DECODE_BATCH_ROWS + 10
+    good = jpeg_bytes()
+    table = pa.table({"image": pa.array([good] * rows, pa.binary()), "crop_id": [f"c{i}" for i in range(rows)],
+                      "extra": list(range(rows))})
+    path = tmp_path / "shard.parquet"
+    pq.write_table(table, path, row_group_size=rows - 5)  # two row groups: rows - 5 and 5
+    groups = [(str(path), 0, rows - 5), (str(path), 1, 5)]
+    units = {"path": np.array([g[0] for g in groups]), "row_group": np.array([g[1] for g in groups])}
+    blocks = list(read_and_decode(units, filesystem=None, columns=["image", "crop_id"], width=100, height=200,
+                                  exclude_ids=frozenset({"c3"})))
+    assert [b.num_rows for b in blocks] == [DECODE_BATCH_ROWS - 1, DECODE_BATCH_ROWS, 5, 5]  # c3 held out
+    ids = [c for b in blocks for c in b.column("crop_id").to_pylist()]
+    assert ids == [f"c{i}" for i in range(rows) if i != 3]  # every row once, in file order within the task
+    assert "extra" not in blocks[0].column_names  # only the columns asked for are read
 
 
 def test_decode_batch_carries_labels():

@@ -1,9 +1,11 @@
 """Cutting labeled patches out of crops, vectorised over the whole batch.
 
-Randomness is drawn per crop from a generator seeded by (seed, epoch, crop id),
-so a crop yields the same patches wherever it lands in a batch, on whichever
-worker, and a different set every epoch. The per-crop loop only draws numbers;
-the pixels of all patches are gathered with a single advanced-indexing call.
+Randomness is a function of (seed, epoch, crop id) alone, so a crop yields the
+same patches wherever it lands in a batch, on whichever worker, and a different
+set every epoch. Each crop's numbers come from a counter-based hash (SplitMix64)
+keyed by its 64-bit seed, so every draw of the batch is one array expression:
+no per-crop generator, which had cost more than cutting the pixels. The pixels
+of all patches are gathered with a single advanced-indexing call.
 """
 from __future__ import annotations
 
@@ -57,12 +59,37 @@ def pair_cells(label: np.ndarray | int, num_cells: int) -> tuple[np.ndarray, np.
     return first, rest + (rest >= first)
 
 
-def _balanced_labels(rng: np.random.Generator, num_classes: int, count: int) -> np.ndarray:
-    """``count`` labels: a prefix of back-to-back random permutations of all classes,
+# Independent streams of one crop's random numbers (see _random_bits).
+_LABEL_STREAM, _JITTER_STREAM, _GRAY_STREAM, _DROP_STREAM, _CHANNEL_STREAM, _NOISE_STREAM = range(1, 7)
+_GOLDEN = 0x9E3779B97F4A7C15
+_GOLDEN_GAMMA = np.uint64(_GOLDEN)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs pass BigCrush for counter inputs."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _random_bits(seeds: np.ndarray, stream: int, counters: np.ndarray) -> np.ndarray:
+    """uint64 random words: ``seeds`` [N] (or [N, 1]) x ``counters`` broadcast; one key per (crop, stream)."""
+    keys = _mix64(seeds + np.uint64(stream * _GOLDEN % 2**64))
+    return _mix64(keys + (counters.astype(np.uint64) + np.uint64(1)) * _GOLDEN_GAMMA)
+
+
+def _uniform(seeds: np.ndarray, stream: int, count: int) -> np.ndarray:
+    """float64 [N, count] uniform on [0, 1): 53 random bits each."""
+    bits = _random_bits(seeds[:, None], stream, np.arange(count)[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def _balanced_labels(seeds: np.ndarray, num_classes: int, count: int) -> np.ndarray:
+    """[N, count] labels: per crop a prefix of back-to-back random permutations of all classes,
     so a crop never repeats a class before it has used every class once."""
     permutations = -(-count // num_classes)
-    order = np.argsort(rng.random((permutations, num_classes)), axis=1)
-    return order.ravel()[:count]
+    keys = _uniform(seeds, _LABEL_STREAM, permutations * num_classes).reshape(len(seeds), permutations, num_classes)
+    return np.argsort(keys, axis=2).reshape(len(seeds), permutations * num_classes)[:, :count]
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -125,30 +152,22 @@ def sample_patches(
     origins = grid.cell_origins()
     jitter_low, jitter_high = grid.jitter_bounds()
 
-    labels = np.empty((num_crops, per_crop), dtype=np.int64)
-    top_left = np.empty((num_crops, per_crop, views, 2), dtype=np.int64)
-    make_gray = np.zeros((num_crops, per_crop * views), dtype=bool)
-    drop_mask = np.zeros((num_crops, per_crop * views), dtype=bool)
-    drop_channel = np.zeros((num_crops, per_crop * views), dtype=np.int64)
-    drop_noise: list[np.ndarray] = []
-
-    for crop, crop_id in enumerate(crop_ids):
-        rng = np.random.default_rng(crop_seed(seed, epoch, crop_id))
-        crop_labels = _balanced_labels(rng, num_classes, per_crop)
-        if pairwise:
-            cells = np.stack(pair_cells(crop_labels, num_cells), axis=1)
-        else:
-            cells = crop_labels[:, None]
-        offsets = rng.integers(jitter_low[cells], jitter_high[cells], endpoint=True)
-        labels[crop] = crop_labels
-        top_left[crop] = origins[cells] + offsets
-        # Only draw what is used: p=0 leaves the stream (and the cost) untouched.
-        if grayscale > 0:
-            make_gray[crop] = rng.random(per_crop * views) < grayscale
-        if channel_drop > 0:
-            drop_mask[crop] = rng.random(per_crop * views) < channel_drop
-            drop_channel[crop] = rng.integers(0, 3, per_crop * views)
-            drop_noise.append(rng.integers(0, 256, (int(drop_mask[crop].sum()), size, size), dtype=np.uint8))
+    seeds = np.array([crop_seed(seed, epoch, crop_id) for crop_id in crop_ids], dtype=np.uint64)
+    slots = per_crop * views  # patches cut per crop
+    labels = _balanced_labels(seeds, num_classes, per_crop)  # [N, K]
+    if pairwise:
+        cells = np.stack(pair_cells(labels, num_cells), axis=-1)  # [N, K, 2]
+    else:
+        cells = labels[..., None]  # [N, K, 1]
+    low, high = jitter_low[cells], jitter_high[cells]  # [N, K, views, 2] as (x, y)
+    u = _uniform(seeds, _JITTER_STREAM, slots * 2).reshape(low.shape)
+    # floor(u * n) is uniform on 0..n-1 up to 2^-53 bias.
+    top_left = origins[cells] + low + np.floor(u * (high - low + 1)).astype(np.int64)
+    # Only draw what is used: p=0 leaves the cost untouched (geometry never depends on these).
+    make_gray = _uniform(seeds, _GRAY_STREAM, slots) < grayscale if grayscale > 0 \
+        else np.zeros((num_crops, slots), dtype=bool)
+    drop_mask = _uniform(seeds, _DROP_STREAM, slots) < channel_drop if channel_drop > 0 \
+        else np.zeros((num_crops, slots), dtype=bool)
 
     # One gather for every patch. The window view (no copy) has a whole P x P x 3
     # patch per (image, y, x), so the gather picks M patches with M indices per axis
@@ -166,8 +185,13 @@ def sample_patches(
         patches[gray_index] = luma.astype(np.uint8)[..., None]
     drop_index = np.flatnonzero(drop_mask)
     if drop_index.size:
+        crop_of, slot_of = np.divmod(drop_index, slots)
+        channel = np.floor(_uniform(seeds, _CHANNEL_STREAM, slots).ravel()[drop_index] * 3).astype(np.int64)
+        pixels = size * size
+        counters = slot_of[:, None] * pixels + np.arange(pixels)[None, :]
+        noise = (_random_bits(seeds[crop_of][:, None], _NOISE_STREAM, counters) >> np.uint64(56)).astype(np.uint8)
         # Advanced indices on axes 0 and 3 around two slices -> selection shape [m, P, P].
-        patches[drop_index, :, :, drop_channel.ravel()[drop_index]] = np.concatenate(drop_noise)
+        patches[drop_index, :, :, channel] = noise.reshape(-1, size, size)
 
     if pairwise:
         patches = patches.reshape(num_crops * per_crop, 2, size, size, 3)

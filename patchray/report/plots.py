@@ -178,3 +178,29 @@ def plot_tune_bench(result: dict, path: str | Path) -> Path:
             ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom")
         ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_throughput(rates: dict[str, float], path: str | Path, title: str, unit: str = "patches/s") -> Path:
+    """Horizontal bars, one per contender, each labelled with its rate."""
+    names, values = list(rates), [rates[n] for n in rates]
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(names) + 1.6))
+    bars = ax.barh(names, values, color=["#bbbbbb"] + ["C0"] * (len(names) - 1))
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=3)
+    ax.invert_yaxis()
+    ax.set(xlabel=unit, title=title, xlim=(0, max(values) * 1.2 if values else 1))
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_memory(series: dict[str, list[tuple[float, float]]], path: str | Path, title: str) -> Path:
+    """Memory over time (MiB), one line per (run, what) series of (seconds, MiB) samples."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, points in series.items():
+        if points:
+            seconds, mib = zip(*points)
+            ax.plot(seconds, mib, label=label)
+    ax.set(xlabel="seconds", ylabel="MiB", title=title)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -80,6 +80,8 @@ class ShardSet:
     filesystem: pafs.FileSystem | None
     meta: DatasetMeta
     num_rows: int
+    # (file, row group index, rows) of every row group: the units data tasks read.
+    row_groups: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def attributes(self):
@@ -96,6 +98,7 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
     meta: DatasetMeta | None = None
     first = None
     rows = 0
+    row_groups = []
     for path in files:
         try:
             metadata = pq.read_metadata(path, filesystem=fs)
@@ -103,6 +106,7 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
             raise ShardSchemaError(path, None, f"not a readable Parquet file: {e}") from None
         file_meta = validate_schema(metadata.schema.to_arrow_schema(), path)
         rows += metadata.num_rows
+        row_groups += [(path, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
         if meta is None:
             meta, first = file_meta, path
         elif file_meta.attributes != meta.attributes:
@@ -111,7 +115,7 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
     assert meta is not None
     if require_attributes and not len(meta.attributes):
         raise ShardSchemaError(files[0], None, "has no attribute columns (attr_*); a labeled dataset is needed here")
-    return ShardSet(files=tuple(files), filesystem=fs, meta=meta, num_rows=rows)
+    return ShardSet(files=tuple(files), filesystem=fs, meta=meta, num_rows=rows, row_groups=tuple(row_groups))
 
 
 def read_table(path: str, columns: list[str] | None = None, filesystem: pafs.FileSystem | None = None):

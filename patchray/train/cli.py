@@ -115,3 +115,49 @@ def bench_tune_main(argv: list[str] | None = None) -> int:
     from patchray.tune.bench import run_bench
 
     return run_job(parse_bench_tune, run_bench, argv)
+
+
+def _parse_bench(cls, prog: str, description: str, argv: list[str] | None):
+    parser = _parser(prog, description)
+    parser.add_argument("--data", nargs="+", help="shard globs or folders (default: synthetic data)")
+    args = parser.parse_args(argv)
+    return _load(cls, args, {"data": args.data})
+
+
+def parse_bench_ingest(argv: list[str] | None = None):
+    from patchray.bench.ingest import IngestBenchConfig
+
+    return _parse_bench(IngestBenchConfig, "bench_ingest.py",
+                        "Patches/s: decode limit vs a torch DataLoader vs patchray's Ray Data pipeline.", argv)
+
+
+def bench_ingest_main(argv: list[str] | None = None) -> int:
+    from patchray.bench.ingest import run_ingest_bench
+
+    return run_job(parse_bench_ingest, run_ingest_bench, argv)
+
+
+def parse_bench_memory(argv: list[str] | None = None):
+    from patchray.bench.memory import MemoryBenchConfig
+
+    return _parse_bench(MemoryBenchConfig, "bench_memory.py",
+                        "Peak memory streaming N vs 10N shard copies through the pretraining ingest.", argv)
+
+
+def bench_memory_main(argv: list[str] | None = None) -> int:
+    from patchray.bench.memory import run_memory_bench
+
+    return run_job(parse_bench_memory, run_memory_bench, argv)
+
+
+def parse_bench_train(argv: list[str] | None = None):
+    from patchray.bench.train import TrainBenchConfig
+
+    return _parse_bench(TrainBenchConfig, "bench_train.py",
+                        "The same training through a plain PyTorch loop and through Ray Train.", argv)
+
+
+def bench_train_main(argv: list[str] | None = None) -> int:
+    from patchray.bench.train import run_train_bench
+
+    return run_job(parse_bench_train, run_train_bench, argv)

@@ -58,6 +58,8 @@ class PretrainConfig:
     max_crops: int | None = None  # use at most this many training crops (None: all)
     val_crops: int = 256         # crops held out for the fixed validation patch set
     amp: bool = True             # bf16 autocast, on GPU only
+    channels_last: bool | None = None  # channels-last memory format (None: on GPUs only)
+    compile: str = ""            # torch.compile backend ("inductor"; "" for none)
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -72,6 +74,9 @@ class PretrainConfig:
                              f"{self.task.patches_per_crop} (a batch holds whole crops)")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
+        from patchray.train.accel import check_compile
+
+        check_compile(self.compile)
 
     @property
     def crops_per_batch(self) -> int:

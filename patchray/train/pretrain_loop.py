@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from patchray import config as configlib
 from patchray.models import PretextNet, build_trunk
 from patchray.patches import normalize_patches, validation_patches
-from patchray.pipeline import PatchCollate
+from patchray.pipeline import patch_batches
+from patchray.train.accel import as_input, channels_last_for, maybe_compile, to_memory_format
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
 from patchray.train.telemetry import TrainingMetrics
@@ -33,7 +34,8 @@ def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
     return PretextNet(trunk, cfg.task.num_classes, patch_size=cfg.task.patch_size, pairwise=cfg.task.pairwise)
 
 
-def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int):
+def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int,
+             channels_last: bool = False):
     """Loss sum, correct count, count and confusion matrix on this worker's validation slice."""
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
@@ -41,6 +43,7 @@ def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, 
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(labels), EVAL_BATCH):
             x = normalize_patches(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device), cfg.task.normalize)
+            x = as_input(x, channels_last)
             y = torch.from_numpy(labels[start:start + EVAL_BATCH]).to(device)
             logits = net(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -63,8 +66,10 @@ def pretrain_loop(loop_config: dict) -> None:
     optimizer = build_optimizer(net.parameters(), cfg.optim)
     start_epoch, history = resume(net, optimizer, loop_config, RESUME_MUST_MATCH, "pretrain", rank)
     telemetry = TrainingMetrics(cfg.name, rank)
-    model = ray.train.torch.prepare_model(net)
-    base = model.module if hasattr(model, "module") else model
+    channels_last = channels_last_for(cfg.channels_last, device)
+    model = ray.train.torch.prepare_model(to_memory_format(net, channels_last))
+    base = model.module if hasattr(model, "module") else model  # what checkpoints save
+    model = maybe_compile(model, cfg.compile)
 
     val_pixels, val_ids = ray.get(loop_config["val_ref"])
     mine = slice(rank, None, world)
@@ -76,12 +81,7 @@ def pretrain_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
         set_lr(optimizer, lr)
-        batches = shard.iter_torch_batches(
-            batch_size=cfg.crops_per_batch, collate_fn=PatchCollate(cfg.task, cfg.seed, epoch), drop_last=True,
-            # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
-            # 60 kB crops for little gain (the file order already changes every epoch).
-            prefetch_batches=4, local_shuffle_buffer_size=cfg.crops_per_batch * 4,
-            local_shuffle_seed=(cfg.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31)
+        batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_batch, rank)
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
         skipped: Counter = Counter()
@@ -97,7 +97,7 @@ def pretrain_loop(loop_config: dict) -> None:
             if not len(y):
                 patches = torch.zeros((1, *patches.shape[1:]), dtype=torch.uint8)
                 y = torch.zeros(1, dtype=torch.long, device=device)
-            x = normalize_patches(patches.to(device, non_blocking=True), cfg.task.normalize)
+            x = as_input(normalize_patches(patches.to(device, non_blocking=True), cfg.task.normalize), channels_last)
             with autocast(device, cfg.amp):
                 logits = model(x).float()
             loss = F.cross_entropy(logits, y) * weight
@@ -121,7 +121,8 @@ def pretrain_loop(loop_config: dict) -> None:
         elapsed = time.perf_counter() - t_epoch
         totals = sum_across_workers([loss_sum, correct, count, wait_s, elapsed], device)
         skipped = gather_counters(skipped)
-        v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes)
+        v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes,
+                                                           channels_last)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(confusion)
         v_loss, v_correct, v_count = sum_across_workers([v_loss, v_correct, v_count], device)

@@ -43,7 +43,7 @@ try:
                           raise_on_missing_output=False)
     print("PLACEMENT " + json.dumps({
         "data_nodes": [n.node_id for n in data_nodes], "train_nodes": [n.node_id for n in train_nodes],
-        "data_tasks": [(t.name, t.node_id) for t in tasks if ("Read" in t.name or "decode_batch" in t.name)
+        "data_tasks": [(t.name, t.node_id) for t in tasks if ("read_and_decode" in t.name)
                        and t.node_id],
         "all_tasks": sorted({t.name for t in tasks}),
         "train_workers": [a.node_id for a in workers]}))
@@ -63,6 +63,6 @@ def test_data_tasks_run_on_data_nodes_and_training_workers_on_trainer_nodes(synt
     assert set(placed["train_workers"]) <= set(placed["train_nodes"])
     assert placed["data_tasks"], "no Ray Data task found"
     names = {name for name, _ in placed["data_tasks"]}
-    assert any("Read" in n for n in names) and any("decode_batch" in n for n in names), placed["all_tasks"]
+    assert any("read_and_decode" in n for n in names), placed["all_tasks"]
     assert {node for _, node in placed["data_tasks"]} <= set(placed["data_nodes"])
     assert (tmp_path / "placed" / "checkpoints" / "trunk.pt").exists()

@@ -56,6 +56,11 @@ def test_shards_roll_over_and_row_groups_are_bounded(tmp_path):
     for g in range(md.num_row_groups):
         # a group closes once it reaches row_group_bytes, so it holds at most that plus one image
         assert md.row_group(g).num_rows * image_bytes <= 3000 + 2 * image_bytes
+    # open_shards lists every row group, the units data tasks read: together they are every row, once
+    shards = open_shards(str(tmp_path))
+    assert sum(rows for _, _, rows in shards.row_groups) == shards.num_rows == 25
+    assert {(path, group) for path, group, _ in shards.row_groups} == {
+        (f, g) for f in files for g in range(pq.read_metadata(f).num_row_groups)}
 
 
 def test_splits_go_to_their_own_files_so_globs_select_them(tmp_path):

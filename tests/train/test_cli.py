@@ -20,3 +20,16 @@ def test_a_dotted_key_inside_a_mapping_field_keeps_the_rest_of_its_default():
     cfg = parse_tune(["finetune.epochs=8", "pretrain.task.patch_size=24"])
     assert cfg.finetune["labels"] == 250 and cfg.finetune["epochs"] == 8
     assert cfg.pretrain["task"] == {"patch_size": 24} and cfg.pretrain["epochs"] == 2
+
+
+def test_benchmark_command_lines_take_data_and_overrides_and_refuse_unknown_keys():
+    from patchray.config import ConfigError
+    from patchray.train.cli import parse_bench_ingest, parse_bench_memory, parse_bench_train
+
+    ingest = parse_bench_ingest(["copies=3", "task.patches_per_crop=16", "--data", "a/*.parquet", "b"])
+    assert ingest.data == ["a/*.parquet", "b"] and ingest.copies == 3 and ingest.task.patches_per_crop == 16
+    assert parse_bench_memory(["scale=5", "--out", "x"]).scale == 5
+    train = parse_bench_train(["threads=[2]", "compile=aot_eager"])
+    assert train.threads == [2] and train.compile == "aot_eager"
+    with pytest.raises(ConfigError):
+        parse_bench_train(["copies=3"])  # an ingest key, unknown here

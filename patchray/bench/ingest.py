@@ -1,0 +1,235 @@
+"""Ingest benchmark: patches per second to a training step, three ways, on the same shards.
+
+- decode limit: torchvision's JPEG decoder alone, one core, times the cores given, times K patches a crop;
+- the baseline a user would write: a torch DataLoader, one process per core, each item a crop decoded and
+  cut into K patches in a Python loop;
+- patchray: the Ray Data pipeline (read + decode on data tasks, patches cut in the training worker's
+  collate), measured inside a Ray Train worker's batch iterator, as pretraining consumes it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patchray import config as configlib
+from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, repeated_shards, report_json, shard_summary
+from patchray.patches import PatchTaskConfig
+
+GOAL_VS_DATALOADER = 2.0   # patchray at least this many times the DataLoader baseline...
+GOAL_VS_DECODE_LIMIT = 0.6  # ...and at least this share of the decode limit
+
+
+@dataclass
+class IngestBenchConfig:
+    name: str = "bench_ingest"
+    out: str = "runs"
+    # Shard globs or folders; empty: the synthetic default's unlabeled crops (rendered once, cached).
+    data: list[str] = field(default_factory=list)
+    copies: int = 8                 # the shards repeated this many times: a longer epoch, same crops
+    cores: int | None = None        # cores given to each contender (None: all of the machine's)
+    epochs: int = 3                 # the first is warm-up; the best later epoch is reported
+    crops_per_batch: int = 16       # as pretraining's default batch (128 patches of K=8)
+    decode_sample: int = 3000       # crops timed for the decode limit
+    seed: int = 0
+    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
+
+    def __post_init__(self):
+        if self.copies < 1 or self.epochs < 2 or self.crops_per_batch < 1 or self.decode_sample < 1:
+            raise ValueError("need copies >= 1, epochs >= 2 (one is warm-up), crops_per_batch >= 1, decode_sample >= 1")
+        if self.cores is not None and self.cores < 1:
+            raise ValueError(f"cores must be >= 1, got {self.cores}")
+
+
+def decode_rate(images: list[bytes]) -> float:
+    """Crops per second that torchvision's JPEG decoder alone sustains on one core (one thread)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in images]
+        for t in tensors[:100]:  # warm-up
+            decode_jpeg(t, mode=ImageReadMode.RGB)
+        start = time.perf_counter()
+        for t in tensors:
+            decode_jpeg(t, mode=ImageReadMode.RGB)
+        return len(tensors) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class UserPatchDataset(torch.utils.data.Dataset):
+    """The baseline: what a user would write without patchray. One item per crop: decode it, then cut K
+    jittered patches from random cells in a Python loop. Same grid, same decoder, same output dtype."""
+
+    def __init__(self, images: list[bytes], task: PatchTaskConfig):
+        self.images, self.task = images, task
+        grid = task.grid()
+        self.origins = grid.cell_origins().tolist()
+        low, high = grid.jitter_bounds()
+        self.low, self.high = low.tolist(), high.tolist()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        crop = decode_jpeg(torch.frombuffer(bytearray(self.images[index]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        crop = crop.permute(1, 2, 0)  # HWC, as patchray's patches
+        size = self.task.patch_size
+        patches, labels = [], []
+        for cell in random.sample(range(len(self.origins)), self.task.patches_per_crop):
+            x = self.origins[cell][0] + random.randint(self.low[cell][0], self.high[cell][0])
+            y = self.origins[cell][1] + random.randint(self.low[cell][1], self.high[cell][1])
+            patches.append(crop[y:y + size, x:x + size])
+            labels.append(cell)
+        return torch.stack(patches), torch.tensor(labels)
+
+
+def _user_collate(items):
+    patches, labels = zip(*items)
+    return torch.cat(patches), torch.cat(labels)
+
+
+def dataloader_rates(images: list[bytes], cfg: IngestBenchConfig, cores: int) -> list[float]:
+    """Patches per second, per epoch, of the DataLoader baseline (one worker process per core)."""
+    loader = torch.utils.data.DataLoader(
+        UserPatchDataset(images, cfg.task), batch_size=cfg.crops_per_batch, shuffle=True, num_workers=cores,
+        collate_fn=_user_collate, drop_last=True, persistent_workers=True, prefetch_factor=4)
+    rates = []
+    for _ in range(cfg.epochs):
+        count, start = 0, time.perf_counter()
+        for patches, _labels in loader:
+            count += len(patches)
+        rates.append(count / (time.perf_counter() - start))
+    return rates
+
+
+def _ingest_loop(loop_config: dict) -> None:
+    """Ray Train worker: iterate the dataset shard exactly as pretraining does, and time it."""
+    import ray.train
+
+    from patchray.pipeline import patch_batches
+
+    task = PatchTaskConfig.from_dict(loop_config["task"])
+    shard = ray.train.get_dataset_shard("train")
+    epochs = []
+    for epoch in range(loop_config["epochs"]):
+        count, start = 0, time.perf_counter()
+        for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_batch"], rank=0):
+            count += len(batch["labels"])
+        epochs.append({"patches": count, "seconds": time.perf_counter() - start})
+    report_json({"epochs": epochs})
+
+
+def ray_pipeline_rates(files: list[str], cfg: IngestBenchConfig, storage: Path) -> tuple[list[float], str]:
+    """Patches per second, per epoch, at one Ray Train worker's batch iterator; and the resource plan."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from patchray.pipeline import crop_dataset
+    from patchray.shards.reader import open_shards
+    from patchray.train.resources import ResourcesConfig
+    from patchray.train.runner import plan_for_cluster
+
+    plan = plan_for_cluster(ResourcesConfig(num_workers=1))
+    dataset = crop_dataset(open_shards(files), cfg.task.crop_width, cfg.task.crop_height, seed=cfg.seed)
+    trainer = TorchTrainer(
+        _ingest_loop,
+        train_loop_config={"task": cfg.task.to_dict(), "epochs": cfg.epochs, "seed": cfg.seed,
+                           "crops_per_batch": cfg.crops_per_batch},
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=plan.resources_per_worker),
+        run_config=ray.train.RunConfig(storage_path=str(storage), name="ingest"),
+        datasets={"train": dataset})
+    epochs = fit_json(trainer)["epochs"]
+    return [e["patches"] / e["seconds"] for e in epochs], plan.describe()
+
+
+def verdict(limit: float, dataloader: float, patchray: float) -> dict:
+    vs_loader, vs_limit = patchray / dataloader, patchray / limit
+    return {"patchray_vs_dataloader": round(vs_loader, 3), "patchray_vs_decode_limit": round(vs_limit, 3),
+            "dataloader_vs_decode_limit": round(dataloader / limit, 3),
+            "goal_vs_dataloader": GOAL_VS_DATALOADER, "goal_vs_decode_limit": GOAL_VS_DECODE_LIMIT,
+            "met_vs_dataloader": vs_loader >= GOAL_VS_DATALOADER, "met_vs_decode_limit": vs_limit >= GOAL_VS_DECODE_LIMIT}
+
+
+def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
+    import os
+
+    from patchray.report.plots import plot_throughput
+    from patchray.train.config import SyntheticDataConfig
+    from patchray.train.pretrain import ensure_synthetic
+    from patchray.train.runner import init_ray, run_dir
+
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    configlib.dump_yaml(cfg, out / "config.yaml")
+    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
+    from patchray.shards.reader import resolve_paths
+
+    files = repeated_shards(resolve_paths(sources)[0], cfg.copies, out / "shards")
+    data = shard_summary(files)
+    cores = cfg.cores or os.cpu_count() or 1
+    k = cfg.task.patches_per_crop
+    log(f"[bench_ingest] {data['crops']} crops ({data['files']} shard files, ~{data['mean_jpeg_bytes']} B JPEG each), "
+        f"K={k} patches per crop, {cores} core(s)")
+
+    images, _ = load_jpegs(files, cfg.decode_sample)
+    per_core = decode_rate(images)
+    limit = per_core * cores * k
+    log(f"[bench_ingest] decode limit: {per_core:.0f} crops/s per core x {cores} x {k} = {limit:.0f} patches/s")
+
+    all_images, _ = load_jpegs(files)
+    random.seed(cfg.seed)
+    loader = dataloader_rates(all_images, cfg, cores)
+    del all_images
+    log(f"[bench_ingest] DataLoader ({cores} worker processes): " + ", ".join(f"{r:.0f}" for r in loader)
+        + " patches/s by epoch")
+
+    init_ray()
+    pipeline, plan = ray_pipeline_rates(files, cfg, out / "ray")
+    log(f"[bench_ingest] patchray (Ray Data -> Ray Train worker; {plan}): " + ", ".join(f"{r:.0f}" for r in pipeline)
+        + " patches/s by epoch")
+
+    best_loader, best_pipeline = max(loader[1:]), max(pipeline[1:])
+    result = {
+        "machine": machine(), "data": data, "patches_per_crop": k, "cores": cores, "resources": plan,
+        "decode_crops_per_s_per_core": round(per_core), "decode_limit": round(limit),
+        "dataloader": round(best_loader), "dataloader_by_epoch": [round(r) for r in loader],
+        "patchray": round(best_pipeline), "patchray_by_epoch": [round(r) for r in pipeline],
+    } | verdict(limit, best_loader, best_pipeline)
+    (out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "ingest.md").write_text(format_markdown(result))
+    plot_throughput({"decode limit": limit, "DataLoader": best_loader, "patchray": best_pipeline},
+                    out / "ingest.png", f"Ingest, K={k} patches per crop, {describe_machine(result['machine'])}")
+    log(format_markdown(result))
+    log(f"[bench_ingest] outputs in {out}: ingest.json, ingest.md, ingest.png, config.yaml")
+    return result
+
+
+def format_markdown(r: dict) -> str:
+    def row(name, value, note):
+        return f"| {name} | {value:,.0f} | {value / r['decode_limit']:.2f} | {note} |"
+
+    goal = lambda met: "met" if met else "not met"  # noqa: E731
+    return "\n".join([
+        f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops of 200x100, K={r['patches_per_crop']}",
+        "",
+        "| contender | patches/s | of decode limit | notes |",
+        "|---|---|---|---|",
+        row("decode limit", r["decode_limit"], f"{r['decode_crops_per_s_per_core']:,} crops/s on one core x {r['cores']}"),
+        row("torch DataLoader", r["dataloader"], f"{r['cores']} worker processes, Python-loop cutting"),
+        row("patchray (Ray Data -> Ray Train)", r["patchray"], r["resources"]),
+        "",
+        f"patchray / DataLoader: {r['patchray_vs_dataloader']:.2f}x (goal {r['goal_vs_dataloader']:g}x, "
+        f"{goal(r['met_vs_dataloader'])}); patchray / decode limit: {r['patchray_vs_decode_limit']:.2f} "
+        f"(goal {r['goal_vs_decode_limit']:g}, {goal(r['met_vs_decode_limit'])})",
+        "",
+    ])

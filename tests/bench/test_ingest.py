@@ -1,0 +1,55 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from patchray.bench.ingest import UserPatchDataset, _user_collate, decode_rate, format_markdown, verdict
+from patchray.patches import PatchTaskConfig
+
+
+def _position_jpeg(width=100, height=200) -> bytes:
+    ys, xs = np.mgrid[0:height, 0:width]
+    pixels = np.stack([xs, ys, np.full_like(xs, 128)], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=100, subsampling=0)
+    return buffer.getvalue()
+
+
+def test_the_dataloader_baseline_cuts_the_same_task_as_patchray():
+    """The baseline must do the same work: K distinct cells per crop, each patch inside its cell's jitter window."""
+    task = PatchTaskConfig()
+    dataset = UserPatchDataset([_position_jpeg()] * 6, task)
+    patches, labels = _user_collate([dataset[i] for i in range(6)])
+    k, size = task.patches_per_crop, task.patch_size
+    assert patches.shape == (6 * k, size, size, 3) and patches.dtype == torch.uint8
+    assert all(len(set(row.tolist())) == k for row in labels.view(6, k))
+    grid = task.grid()
+    origins, (low, high) = grid.cell_origins(), grid.jitter_bounds()
+    top_left = patches[:, 0, 0, :2].numpy().astype(int)  # (x, y) read back from the image, JPEG error +-2
+    offsets = top_left - origins[labels.numpy()]
+    assert np.all(offsets >= low[labels.numpy()] - 2) and np.all(offsets <= high[labels.numpy()] + 2)
+
+
+def test_decode_rate_counts_crops_per_second():
+    rate = decode_rate([_position_jpeg()] * 200)
+    assert 100 < rate < 1e6
+
+
+@pytest.mark.parametrize(("patchray", "met_loader", "met_limit"), [(90.0, False, False), (130.0, True, True)])
+def test_verdict_ratios_and_goals(patchray, met_loader, met_limit):
+    v = verdict(limit=200.0, dataloader=60.0, patchray=patchray)
+    assert v["patchray_vs_dataloader"] == round(patchray / 60, 3)
+    assert v["patchray_vs_decode_limit"] == round(patchray / 200, 3)
+    assert v["dataloader_vs_decode_limit"] == 0.3
+    assert (v["met_vs_dataloader"], v["met_vs_decode_limit"]) == (met_loader, met_limit)
+
+
+def test_markdown_table_names_every_contender_with_its_share_of_the_limit():
+    result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000}, "patches_per_crop": 8, "cores": 2,
+              "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "dataloader": 60.0, "patchray": 90.0,
+              "resources": "1 worker"} | verdict(200.0, 60.0, 90.0)
+    text = format_markdown(result)
+    assert "| torch DataLoader | 60 | 0.30 |" in text and "| patchray (Ray Data -> Ray Train) | 90 | 0.45 |" in text
+    assert "1.50x (goal 2x, not met)" in text

@@ -1,0 +1,34 @@
+"""The benchmarks' Ray halves on the session cluster: streaming stays in bounded memory, every crop arrives."""
+import pytest
+
+from patchray.bench.data import repeated_shards
+from patchray.patches import PatchTaskConfig
+from patchray.pipeline import STREAM_BUFFER_BYTES
+from patchray.shards import open_shards
+
+pytestmark = pytest.mark.slow
+
+
+def test_streaming_10x_the_shards_keeps_memory_flat(ray_cluster, synthetic_small, tmp_path):
+    """Would catch a pipeline that materialises its dataset: at 10x, every decoded crop (~1 GB) would sit in
+    the object store at once, and the training worker's or driver's memory would grow with the data."""
+    from patchray.bench.memory import stream_and_sample
+
+    base = list(open_shards(str(synthetic_small / "unlabeled")).files)
+    task = PatchTaskConfig()
+    runs = {}
+    for copies in (2, 20):
+        files = repeated_shards(base, copies, tmp_path / f"x{copies}")
+        runs[copies] = stream_and_sample(files, task, 16, 0, tmp_path / "ray", sample_s=0.2)
+    small, large = runs[2], runs[20]
+    assert large["crops"] == 10 * small["crops"]
+    for run in (small, large):  # every crop arrives (drop_last leaves less than one batch behind)
+        assert run["crops"] - 16 < run["crops_streamed"] <= run["crops"]
+        assert len(run["series"]["object_store_mib"]) >= 3
+    assert large["decoded_mib"] > 900
+    # The stream's object store is bounded by design (STREAM_BUFFER_BYTES, plus blocks in flight to the worker);
+    # how long a run is must not move it. The small run is too short to fill the buffer, so the bound is absolute.
+    store = large["peaks"]["object_store_mib"]
+    assert store < min(0.5 * large["decoded_mib"], STREAM_BUFFER_BYTES / 2**20 + 256), (small["peaks"], store)
+    for measure in ("driver_rss_mib", "train_worker_rss_mib"):
+        assert large["peaks"][measure] <= 1.3 * small["peaks"][measure] + 64, (measure, small["peaks"], large["peaks"])
