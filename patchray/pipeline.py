@@ -89,8 +89,7 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     ``{"data_node": 1}``) pins the data tasks to the nodes that offer those custom resources.
     """
     import ray.data
-    from ray.data import DataContext
-    from ray.data._internal.random_config import RandomSeedConfig
+    from ray.data import DataContext, RandomSeedConfig
 
     if not shards.row_groups:
         raise ValueError(f"{list(shards.files)}: no row groups to read")
