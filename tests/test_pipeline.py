@@ -35,8 +35,6 @@ def test_decode_batch_resizes_marks_bad_rows_and_drops_held_out_ones():
 def test_read_and_decode_reads_whole_row_groups_into_bounded_blocks(tmp_path):
     import pyarrow.parquet as pq
 
-    from patchray.shards.reader import open_shards
-
     rows = 2 * DECODE_BATCH_ROWS + 10
     good = jpeg_bytes()
     table = pa.table({"image": pa.array([good] * rows, pa.binary()), "crop_id": [f"c{i}" for i in range(rows)],

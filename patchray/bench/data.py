@@ -46,11 +46,27 @@ def load_jpegs(files: list[str], limit: int | None = None) -> tuple[list[bytes],
     return images, ids
 
 
-def shard_summary(files: list[str]) -> dict:
+def shard_summary(files: list[str], images: list[bytes]) -> dict:
+    """Files, crops (every file's schema checked) and the mean encoded size of ``images``."""
     shards = open_shards(files)
-    images, _ = load_jpegs(files[:1], 500)
     return {"files": len(files), "crops": shards.num_rows,
             "mean_jpeg_bytes": round(sum(map(len, images)) / max(len(images), 1))}
+
+
+def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
+    """A benchmark's output folder (OUT/NAME, with its resolved config.yaml) and its Parquet files: ``cfg.data``,
+    or the synthetic default's unlabeled crops, rendered once and cached."""
+    from patchray import config as configlib
+    from patchray.shards.reader import resolve_paths
+    from patchray.train.config import SyntheticDataConfig
+    from patchray.train.pretrain import ensure_synthetic
+    from patchray.train.runner import run_dir
+
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    configlib.dump_yaml(cfg, out / "config.yaml")
+    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
+    return out, resolve_paths(sources)[0]
 
 
 def machine() -> dict:

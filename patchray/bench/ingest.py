@@ -9,16 +9,15 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from patchray import config as configlib
-from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, repeated_shards, report_json, shard_summary
+from patchray.bench.data import describe_machine, load_jpegs, machine, repeated_shards, shard_summary, start_bench
 from patchray.patches import PatchTaskConfig
 
 GOAL_VS_DATALOADER = 2.0   # patchray at least this many times the DataLoader baseline...
@@ -112,44 +111,14 @@ def dataloader_rates(images: list[bytes], cfg: IngestBenchConfig, cores: int) ->
     return rates
 
 
-def _ingest_loop(loop_config: dict) -> None:
-    """Ray Train worker: iterate the dataset shard exactly as pretraining does, and time it."""
-    import ray.train
-
-    from patchray.pipeline import patch_batches
-
-    task = PatchTaskConfig.from_dict(loop_config["task"])
-    shard = ray.train.get_dataset_shard("train")
-    epochs = []
-    for epoch in range(loop_config["epochs"]):
-        count, start = 0, time.perf_counter()
-        for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_batch"], rank=0):
-            count += len(batch["labels"])
-        epochs.append({"patches": count, "seconds": time.perf_counter() - start})
-    report_json({"epochs": epochs})
-
-
 def ray_pipeline_rates(files: list[str], cfg: IngestBenchConfig, storage: Path) -> tuple[list[float], str]:
     """Patches per second, per epoch, at one Ray Train worker's batch iterator; and the resource plan."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from patchray.pipeline import crop_dataset
+    from patchray.bench.stream import stream_to_one_worker
     from patchray.shards.reader import open_shards
-    from patchray.train.resources import ResourcesConfig
-    from patchray.train.runner import plan_for_cluster
 
-    plan = plan_for_cluster(ResourcesConfig(num_workers=1))
-    dataset = crop_dataset(open_shards(files), cfg.task.crop_width, cfg.task.crop_height, seed=cfg.seed)
-    trainer = TorchTrainer(
-        _ingest_loop,
-        train_loop_config={"task": cfg.task.to_dict(), "epochs": cfg.epochs, "seed": cfg.seed,
-                           "crops_per_batch": cfg.crops_per_batch},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=plan.resources_per_worker),
-        run_config=ray.train.RunConfig(storage_path=str(storage), name="ingest"),
-        datasets={"train": dataset})
-    epochs = fit_json(trainer)["epochs"]
-    return [e["patches"] / e["seconds"] for e in epochs], plan.describe()
+    epochs, plan = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_batch, cfg.seed,
+                                        storage, "ingest")
+    return [e["patches"] / e["seconds"] for e in epochs], plan
 
 
 def verdict(limit: float, dataloader: float, patchray: float) -> dict:
@@ -161,35 +130,25 @@ def verdict(limit: float, dataloader: float, patchray: float) -> dict:
 
 
 def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
-    import os
-
     from patchray.report.plots import plot_throughput
-    from patchray.train.config import SyntheticDataConfig
-    from patchray.train.pretrain import ensure_synthetic
-    from patchray.train.runner import init_ray, run_dir
+    from patchray.train.runner import init_ray
 
-    out = run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    configlib.dump_yaml(cfg, out / "config.yaml")
-    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
-    from patchray.shards.reader import resolve_paths
-
-    files = repeated_shards(resolve_paths(sources)[0], cfg.copies, out / "shards")
-    data = shard_summary(files)
+    out, base = start_bench(cfg, log)
+    files = repeated_shards(base, cfg.copies, out / "shards")
+    images, _ = load_jpegs(files)
+    data = shard_summary(files, images)
     cores = cfg.cores or os.cpu_count() or 1
     k = cfg.task.patches_per_crop
     log(f"[bench_ingest] {data['crops']} crops ({data['files']} shard files, ~{data['mean_jpeg_bytes']} B JPEG each), "
         f"K={k} patches per crop, {cores} core(s)")
 
-    images, _ = load_jpegs(files, cfg.decode_sample)
-    per_core = decode_rate(images)
+    per_core = decode_rate(images[:cfg.decode_sample])
     limit = per_core * cores * k
     log(f"[bench_ingest] decode limit: {per_core:.0f} crops/s per core x {cores} x {k} = {limit:.0f} patches/s")
 
-    all_images, _ = load_jpegs(files)
     random.seed(cfg.seed)
-    loader = dataloader_rates(all_images, cfg, cores)
-    del all_images
+    loader = dataloader_rates(images, cfg, cores)
+    del images
     log(f"[bench_ingest] DataLoader ({cores} worker processes): " + ", ".join(f"{r:.0f}" for r in loader)
         + " patches/s by epoch")
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from patchray import config as configlib
-from patchray.bench.data import describe_machine, fit_json, machine, repeated_shards, report_json
+from patchray.bench.data import describe_machine, machine, repeated_shards, start_bench
 from patchray.patches import PatchTaskConfig
 
 GOAL_RATIO = 1.2  # peak at 10x the shards over peak at 1x, for each thing measured
@@ -98,64 +97,27 @@ class MemorySampler:
         return {m: max((v for _, v in points), default=0.0) for m, points in self.series.items()}
 
 
-def _stream_loop(loop_config: dict) -> None:
-    """Ray Train worker: one epoch of pretraining's patch batches, counted."""
-    import ray.train
-
-    from patchray.pipeline import patch_batches
-
-    task = PatchTaskConfig.from_dict(loop_config["task"])
-    count, crops = 0, 0
-    for batch in patch_batches(ray.train.get_dataset_shard("train"), task, loop_config["seed"], 0,
-                               loop_config["crops_per_batch"], rank=0):
-        count += len(batch["labels"])
-    crops = count // task.patches_per_crop
-    report_json({"patches": count, "crops": crops})
-
-
 def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_batch: int, seed: int, storage: Path,
                       sample_s: float = 0.25) -> dict:
     """Stream ``files`` once through the pretraining ingest into one Ray Train worker, sampling memory."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from patchray.pipeline import crop_dataset
+    from patchray.bench.stream import stream_to_one_worker
     from patchray.shards.reader import open_shards
-    from patchray.train.resources import ResourcesConfig
-    from patchray.train.runner import plan_for_cluster
 
-    plan = plan_for_cluster(ResourcesConfig(num_workers=1))
     shards = open_shards(files)
-    dataset = crop_dataset(shards, task.crop_width, task.crop_height, seed=seed)
-    trainer = TorchTrainer(
-        _stream_loop,
-        train_loop_config={"task": task.to_dict(), "seed": seed, "crops_per_batch": crops_per_batch},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=plan.resources_per_worker),
-        run_config=ray.train.RunConfig(storage_path=str(storage), name=f"stream-{len(files)}"),
-        datasets={"train": dataset})
     start = time.perf_counter()
     with MemorySampler(sample_s) as sampler:
-        counted = fit_json(trainer)
+        epochs, _ = stream_to_one_worker(shards, task, 1, crops_per_batch, seed, storage, f"stream-{len(files)}")
     decoded_mib = shards.num_rows * task.crop_width * task.crop_height * 3 / 2**20
-    return {"files": len(files), "crops": shards.num_rows, "crops_streamed": counted["crops"],
+    return {"files": len(files), "crops": shards.num_rows, "crops_streamed": epochs[0]["crops"],
             "decoded_mib": round(decoded_mib, 1), "seconds": round(time.perf_counter() - start, 1),
             "peaks": sampler.peaks(), "series": sampler.series}
 
 
 def run_memory_bench(cfg: MemoryBenchConfig, log=print) -> dict:
-    import os
-
     from patchray.report.plots import plot_memory
-    from patchray.shards.reader import resolve_paths
-    from patchray.train.config import SyntheticDataConfig
-    from patchray.train.pretrain import ensure_synthetic
-    from patchray.train.runner import init_ray, run_dir
+    from patchray.train.runner import init_ray
 
-    out = run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    configlib.dump_yaml(cfg, out / "config.yaml")
-    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
-    base = resolve_paths(sources)[0]
+    out, base = start_bench(cfg, log)
     init_ray()
     runs = {}
     for label, copies in (("small", cfg.copies), ("large", cfg.copies * cfg.scale)):

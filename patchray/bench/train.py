@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from patchray import config as configlib
-from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json
+from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
 from patchray.patches import PatchTaskConfig, normalize_patches, training_patches
 from patchray.train.accel import as_input, channels_last_for, check_compile, maybe_compile, to_memory_format
 from patchray.train.config import OptimConfig
@@ -174,16 +174,10 @@ def steady_rate(history: list[dict]) -> float:
 def run_train_bench(cfg: TrainBenchConfig, log=print) -> dict:
     from patchray.report.plots import plot_throughput
     from patchray.shards.decode import decode_crops
-    from patchray.shards.reader import resolve_paths
-    from patchray.train.config import SyntheticDataConfig
-    from patchray.train.pretrain import ensure_synthetic
-    from patchray.train.runner import init_ray, run_dir
+    from patchray.train.runner import init_ray
 
-    out = run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    configlib.dump_yaml(cfg, out / "config.yaml")
-    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
-    images, crop_ids = load_jpegs(resolve_paths(sources)[0], cfg.crops)
+    out, files = start_bench(cfg, log)
+    images, crop_ids = load_jpegs(files, cfg.crops)
     crops, _ = decode_crops(images, cfg.task.crop_width, cfg.task.crop_height)
     device = resolve_device(cfg.device)
     plain_cfg = configlib.to_dict(cfg) | {"device": device.type}
