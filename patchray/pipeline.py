@@ -6,6 +6,10 @@ from them in its batch collate step (see ``PatchCollate``). Why there and not in
 the training worker knows the epoch, while a Ray Data stage is re-run each
 epoch without being told which. Cutting is vectorised, a small fraction of the
 cost of decoding (about a fifth), which stays on the data workers.
+
+With ``decode=False`` the stream carries the encoded crops instead (a few kB, not
+60 kB) and the training worker decodes them where it trains: nvJPEG on a GPU
+(``EncodedPatchCollate``), for nodes whose CPUs cannot keep their GPU fed.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from patchray.patches import PatchTaskConfig, crop_seed, training_patches
+from patchray.patches import PatchTaskConfig, crop_seed, task_patches_on, training_patches
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.decode import decode_crops
+from patchray.shards.device_decode import decode_crops_on
 from patchray.shards.reader import ShardSet
 from patchray.shards.schema import CROP_ID, IMAGE
+from patchray.train.accel import produce_for_default_stream
 
 # Crops per decoded block: ~15 MB of 200x100 pixels, a few training batches each; small enough that a data
 # task holds one at a time and the stream stays in bounded memory, big enough to amortise per-block overhead.
@@ -40,6 +46,18 @@ def _tensor_column(array: np.ndarray) -> pa.Array:
     return ArrowTensorArray.from_numpy(array)
 
 
+def select_batch(batch: pa.Table, exclude_ids: frozenset[str] = frozenset(), include_ids: frozenset[str] | None = None,
+                 label_columns: tuple[str, ...] = ()) -> pa.Table:
+    """map_batches stage without decoding: the rows ``decode_batch`` keeps, still encoded (``image``,
+    ``crop_id``, and with ``label_columns`` their columns), for a training worker that decodes them itself."""
+    crop_ids = batch.column(CROP_ID).to_pylist()
+    keep = [i for i, c in enumerate(crop_ids)
+            if c not in exclude_ids and (include_ids is None or c in include_ids)]
+    if len(keep) < len(crop_ids):
+        batch = batch.take(pa.array(keep, pa.int64()))
+    return batch.select([IMAGE, CROP_ID, *label_columns])
+
+
 def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozenset[str] = frozenset(),
                  include_ids: frozenset[str] | None = None, label_columns: tuple[str, ...] = ()) -> pa.Table:
     """map_batches stage: encoded images -> ``pixels`` uint8 [H, W, 3], ``crop_id``, ``skip`` reason
@@ -49,12 +67,8 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
     (a label budget), are dropped before decoding.
     """
     torch.set_num_threads(1)  # one data task per CPU; intra-op threads would only fight each other
+    batch = select_batch(batch, exclude_ids, include_ids, label_columns)
     crop_ids = batch.column(CROP_ID).to_pylist()
-    keep = [i for i, c in enumerate(crop_ids)
-            if c not in exclude_ids and (include_ids is None or c in include_ids)]
-    if len(keep) < len(crop_ids):
-        batch = batch.take(pa.array(keep, pa.int64()))
-        crop_ids = [crop_ids[i] for i in keep]
     pixels, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
     columns = {"pixels": _tensor_column(pixels), CROP_ID: pa.array(crop_ids, pa.string()),
                "skip": pa.array(reasons, pa.string())}
@@ -64,9 +78,11 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
     return pa.table(columns)
 
 
-def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[str], **decode_kwargs):
+def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[str], decode: bool = True,
+                    **decode_kwargs):
     """map_batches stage: read whole Parquet row groups (only ``columns``) and yield their decoded crops in
-    blocks of ``DECODE_BATCH_ROWS`` (see ``decode_batch`` for the columns).
+    blocks of ``DECODE_BATCH_ROWS`` (see ``decode_batch`` for the columns; with ``decode=False`` the rows stay
+    encoded, see ``select_batch``).
 
     Reading and decoding in one task keeps a data CPU on useful work: a separate read stage takes CPU slots
     of its own, and Ray's Parquet reader lists every file's footer again on each epoch.
@@ -76,12 +92,14 @@ def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[s
     for path, group in zip(units["path"], units["row_group"]):
         table = pq.ParquetFile(str(path), filesystem=filesystem).read_row_group(int(group), columns=columns)
         for start in range(0, table.num_rows, DECODE_BATCH_ROWS):
-            yield decode_batch(table.slice(start, DECODE_BATCH_ROWS), **decode_kwargs)
+            yield (decode_batch if decode else select_batch)(table.slice(start, DECODE_BATCH_ROWS), **decode_kwargs)
 
 
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
-                 label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None):
-    """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns).
+                 label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None,
+                 decode: bool = True):
+    """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns), or with ``decode=False`` of the
+    encoded crops that training workers decode themselves (see ``select_batch``).
 
     It streams: one data task reads and decodes one Parquet row group at a time, and the only all-to-all
     step orders the (tiny) list of row groups, never the crops. Each execution (epoch) visits the row groups
@@ -100,10 +118,10 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     units = [{"path": path, "row_group": group} for path, group, rows in shards.row_groups if rows]
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
-    kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns],
-              "width": width, "height": height, "exclude_ids": frozenset(exclude_ids),
+    kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns], "decode": decode,
+              "exclude_ids": frozenset(exclude_ids),
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
-              "label_columns": tuple(label_columns)}
+              "label_columns": tuple(label_columns)} | ({"width": width, "height": height} if decode else {})
     placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(read_and_decode, fn_kwargs=kwargs, batch_size=1, batch_format="numpy",
                           **placement)
@@ -132,10 +150,44 @@ class PatchCollate(NumpyBatchCollateFn):
         return {"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels), "skipped": skipped}
 
 
-def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_batch: int, rank: int):
-    """One epoch of a training worker's patch batches from its Ray Data shard (see ``PatchCollate``)."""
+class EncodedPatchCollate(NumpyBatchCollateFn):
+    """Training-worker collate for an encoded stream: decode where the worker trains, drop (and count) bad
+    rows, cut the epoch's patches. On a GPU both run there (nvJPEG, ``task_patches_on``) and ``patches`` and
+    ``labels`` come back on it; on the CPU it is ``decode_crops`` then ``PatchCollate`` (splitting a batch of
+    16 crops over threads measured slower than one thread).
+
+    Returns what ``PatchCollate`` returns, and the same patches for the same pixels. Ray runs collate functions
+    in its format/collate thread pool, so decoding overlaps the training step: the GPU work runs on the collate
+    thread's own stream and is handed to the step's (``produce_for_default_stream``).
+    """
+
+    def __init__(self, task: PatchTaskConfig, seed: int, epoch: int, device):
+        self.task, self.seed, self.epoch, self.device = task, seed, epoch, torch.device(device)
+        self.cut = PatchCollate(task, seed, epoch)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        images = list(batch[IMAGE])
+        if self.device.type == "cpu":
+            pixels, reasons = decode_crops(images, self.task.crop_width, self.task.crop_height)
+            return self.cut({"pixels": pixels, CROP_ID: batch[CROP_ID], "skip": np.array(reasons, dtype=object)})
+        return produce_for_default_stream(self.device, lambda: self._on_device(images, batch[CROP_ID]))
+
+    def _on_device(self, images: list, crop_ids: np.ndarray) -> dict:
+        pixels, reasons = decode_crops_on(images, self.task.crop_width, self.task.crop_height, self.device)
+        good = [i for i, reason in enumerate(reasons) if not reason]
+        patches, labels = task_patches_on(pixels[good], [str(crop_ids[i]) for i in good], self.task, self.seed,
+                                          self.epoch)
+        return {"patches": patches, "labels": labels, "skipped": Counter(r for r in reasons if r)}
+
+
+def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_batch: int, rank: int,
+                  decode_device=None):
+    """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
+    (``PatchCollate``), or, given ``decode_device``, from encoded ones decoded there (``EncodedPatchCollate``)."""
+    collate = PatchCollate(task, seed, epoch) if decode_device is None \
+        else EncodedPatchCollate(task, seed, epoch, decode_device)
     return shard.iter_torch_batches(
-        batch_size=crops_per_batch, collate_fn=PatchCollate(task, seed, epoch), drop_last=True,
+        batch_size=crops_per_batch, collate_fn=collate, drop_last=True,
         # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
         # 60 kB crops for little gain (the row-group order already changes every epoch).
         prefetch_batches=4, local_shuffle_buffer_size=crops_per_batch * 4,

@@ -1,6 +1,8 @@
 """The pipeline's stages as plain functions (no cluster): read_and_decode, decode_batch and PatchCollate."""
 import numpy as np
 import pyarrow as pa
+import pytest
+import torch
 
 from patchray.patches import PatchTaskConfig, training_patches
 from patchray.pipeline import DECODE_BATCH_ROWS, AttributeCollate, PatchCollate, decode_batch, read_and_decode
@@ -99,3 +101,46 @@ def test_attribute_collate_mirrors_pixels_and_labels_together():
     other = AttributeCollate(PARSE27K, seed=0, epoch=1)(batch)["labels"].numpy()
     assert not np.array_equal(other, got)
     assert np.array_equal(AttributeCollate(PARSE27K, 0, 0, mirror=False)(batch)["labels"].numpy(), labels)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_encoded_stream_decoded_in_the_trainer_gives_the_same_patches_and_counts(device):
+    """decode=False ships the rows decode_batch keeps, still encoded; EncodedPatchCollate (here on the CPU)
+    then yields what decode_batch + PatchCollate yield."""
+    from patchray.pipeline import EncodedPatchCollate, select_batch
+
+    task = PatchTaskConfig()
+    good = [jpeg_bytes(100, 200, (10 * i, 200 - 10 * i, 30)) for i in range(4)]
+    batch = pa.table({"image": pa.array([good[0], b"junk", good[1], good[2][:40], good[3], good[0]], pa.binary()),
+                      "crop_id": ["a", "b", "c", "d", "e", "val0"], "attr_Gender": pa.array([1, 2, 0, 1, 2, 0], pa.int16())})
+    encoded = select_batch(batch, exclude_ids=frozenset({"val0"}))
+    assert encoded.column_names == ["image", "crop_id"] and encoded.column("crop_id").to_pylist() == list("abcde")
+    assert encoded.column("image").to_pylist()[1] == b"junk"  # shipped as is: the trainer judges it
+    assert select_batch(batch, label_columns=("attr_Gender",)).column_names == ["image", "crop_id", "attr_Gender"]
+
+    decoded = decode_batch(batch, 100, 200, exclude_ids=frozenset({"val0"}))
+    expected = PatchCollate(task, seed=3, epoch=1)({"pixels": _np(decoded, "pixels"),
+                                                    "crop_id": np.array(decoded.column("crop_id").to_pylist(), dtype=object),
+                                                    "skip": np.array(decoded.column("skip").to_pylist(), dtype=object)})
+    numpy_batch = {"image": np.array(encoded.column("image").to_pylist(), dtype=object),
+                   "crop_id": np.array(encoded.column("crop_id").to_pylist(), dtype=object)}
+    out = EncodedPatchCollate(task, seed=3, epoch=1, device=device)(numpy_batch)
+    assert out["skipped"] == expected["skipped"] == {"unreadable_image": 1, "truncated_image": 1}
+    assert out["patches"].shape == (3 * task.patches_per_crop, 32, 32, 3) and out["patches"].dtype == torch.uint8
+    assert out["patches"].device.type == device
+    assert torch.equal(out["labels"].cpu(), expected["labels"])
+    difference = (out["patches"].cpu().int() - expected["patches"].int()).abs()
+    assert difference.max() == 0 if device == "cpu" else difference.float().mean() < 1.5  # nvJPEG rounds otherwise
+
+
+def test_read_and_decode_can_leave_rows_encoded(tmp_path):
+    import pyarrow.parquet as pq
+
+    good = jpeg_bytes()
+    path = tmp_path / "shard.parquet"
+    pq.write_table(pa.table({"image": pa.array([good] * 5, pa.binary()), "crop_id": list("abcde")}), path)
+    units = {"path": np.array([str(path)]), "row_group": np.array([0])}
+    blocks = list(read_and_decode(units, filesystem=None, columns=["image", "crop_id"], decode=False,
+                                  exclude_ids=frozenset({"b"})))
+    assert len(blocks) == 1 and blocks[0].column_names == ["image", "crop_id"]
+    assert blocks[0].column("crop_id").to_pylist() == list("acde") and blocks[0].column("image")[0].as_py() == good

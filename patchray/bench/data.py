@@ -58,14 +58,17 @@ def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
     or the synthetic default's unlabeled crops, rendered once and cached."""
     from patchray import config as configlib
     from patchray.shards.reader import resolve_paths
-    from patchray.train.config import SyntheticDataConfig
-    from patchray.train.pretrain import ensure_synthetic
     from patchray.train.runner import run_dir
 
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
-    sources = cfg.data or [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
+    sources = cfg.data
+    if not sources:  # imported here only: rendering needs Ray, a benchmark given its shards need not
+        from patchray.train.config import SyntheticDataConfig
+        from patchray.train.pretrain import ensure_synthetic
+
+        sources = [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
     return out, resolve_paths(sources)[0]
 
 

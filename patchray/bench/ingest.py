@@ -3,8 +3,9 @@
 - decode limit: torchvision's JPEG decoder alone, one core, times the cores given, times K patches a crop;
 - the baseline a user would write: a torch DataLoader, one process per core, each item a crop decoded and
   cut into K patches in a Python loop;
-- patchray: the Ray Data pipeline (read + decode on data tasks, patches cut in the training worker's
-  collate), measured inside a Ray Train worker's batch iterator, as pretraining consumes it.
+- patchray: the Ray Data pipeline, measured inside a Ray Train worker's batch iterator, as pretraining consumes
+  it, once per ``decode_on`` setting: read + decode on data tasks and patches cut in the training worker's
+  collate ("data"), or data tasks that only read and a training worker that decodes ("trainer"; nvJPEG on a GPU).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from patchray.patches import PatchTaskConfig
 
 GOAL_VS_DATALOADER = 2.0   # patchray at least this many times the DataLoader baseline...
 GOAL_VS_DECODE_LIMIT = 0.6  # ...and at least this share of the decode limit
+DECODE_NOTES = {"data": "data tasks read and decode, the worker cuts",
+                "trainer": "data tasks read, the worker decodes and cuts"}
 
 
 @dataclass
@@ -36,9 +39,14 @@ class IngestBenchConfig:
     crops_per_batch: int = 16       # as pretraining's default batch (128 patches of K=8)
     decode_sample: int = 3000       # crops timed for the decode limit
     seed: int = 0
+    decode_on: list[str] = field(default_factory=lambda: ["data", "trainer"])  # patchray runs, as PretrainConfig's
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
     def __post_init__(self):
+        from patchray.train.config import DECODE_ON
+
+        if not self.decode_on or set(self.decode_on) - set(DECODE_ON):
+            raise ValueError(f"decode_on must list some of {DECODE_ON}, got {self.decode_on}")
         if self.copies < 1 or self.epochs < 2 or self.crops_per_batch < 1 or self.decode_sample < 1:
             raise ValueError("need copies >= 1, epochs >= 2 (one is warm-up), crops_per_batch >= 1, decode_sample >= 1")
         if self.cores is not None and self.cores < 1:
@@ -111,13 +119,14 @@ def dataloader_rates(images: list[bytes], cfg: IngestBenchConfig, cores: int) ->
     return rates
 
 
-def ray_pipeline_rates(files: list[str], cfg: IngestBenchConfig, storage: Path) -> tuple[list[float], str]:
+def ray_pipeline_rates(files: list[str], cfg: IngestBenchConfig, storage: Path, decode_on: str
+                       ) -> tuple[list[float], str]:
     """Patches per second, per epoch, at one Ray Train worker's batch iterator; and the resource plan."""
     from patchray.bench.stream import stream_to_one_worker
     from patchray.shards.reader import open_shards
 
     epochs, plan = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_batch, cfg.seed,
-                                        storage, "ingest")
+                                        storage, f"ingest-{decode_on}", decode_on=decode_on)
     return [e["patches"] / e["seconds"] for e in epochs], plan
 
 
@@ -153,20 +162,25 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
         + " patches/s by epoch")
 
     init_ray()
-    pipeline, plan = ray_pipeline_rates(files, cfg, out / "ray")
-    log(f"[bench_ingest] patchray (Ray Data -> Ray Train worker; {plan}): " + ", ".join(f"{r:.0f}" for r in pipeline)
-        + " patches/s by epoch")
+    by_decode = {}
+    for decode_on in cfg.decode_on:
+        pipeline, plan = ray_pipeline_rates(files, cfg, out / "ray", decode_on)
+        by_decode[decode_on] = {"patches_per_s": round(max(pipeline[1:])), "by_epoch": [round(r) for r in pipeline]}
+        log(f"[bench_ingest] patchray, decoded on {decode_on} (Ray Data -> Ray Train worker; {plan}): "
+            + ", ".join(f"{r:.0f}" for r in pipeline) + " patches/s by epoch")
+    best_decode = max(by_decode, key=lambda d: by_decode[d]["patches_per_s"])
 
-    best_loader, best_pipeline = max(loader[1:]), max(pipeline[1:])
+    best_loader, best_pipeline = max(loader[1:]), by_decode[best_decode]["patches_per_s"]
     result = {
         "machine": machine(), "data": data, "patches_per_crop": k, "cores": cores, "resources": plan,
         "decode_crops_per_s_per_core": round(per_core), "decode_limit": round(limit),
         "dataloader": round(best_loader), "dataloader_by_epoch": [round(r) for r in loader],
-        "patchray": round(best_pipeline), "patchray_by_epoch": [round(r) for r in pipeline],
+        "patchray": best_pipeline, "patchray_decode_on": best_decode, "patchray_by_decode": by_decode,
     } | verdict(limit, best_loader, best_pipeline)
     (out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "ingest.md").write_text(format_markdown(result))
-    plot_throughput({"decode limit": limit, "DataLoader": best_loader, "patchray": best_pipeline},
+    plot_throughput({"decode limit": limit, "DataLoader": best_loader}
+                    | {f"patchray, decoded on {d}": r["patches_per_s"] for d, r in by_decode.items()},
                     out / "ingest.png", f"Ingest, K={k} patches per crop, {describe_machine(result['machine'])}")
     log(format_markdown(result))
     log(f"[bench_ingest] outputs in {out}: ingest.json, ingest.md, ingest.png, config.yaml")
@@ -185,9 +199,10 @@ def format_markdown(r: dict) -> str:
         "|---|---|---|---|",
         row("decode limit", r["decode_limit"], f"{r['decode_crops_per_s_per_core']:,} crops/s on one core x {r['cores']}"),
         row("torch DataLoader", r["dataloader"], f"{r['cores']} worker processes, Python-loop cutting"),
-        row("patchray (Ray Data -> Ray Train)", r["patchray"], r["resources"]),
+        *[row(f"patchray (Ray Data -> Ray Train), decoded on {decode_on}", run["patches_per_s"],
+              f"{r['resources']}; {DECODE_NOTES[decode_on]}") for decode_on, run in r["patchray_by_decode"].items()],
         "",
-        f"patchray / DataLoader: {r['patchray_vs_dataloader']:.2f}x (goal {r['goal_vs_dataloader']:g}x, "
+        f"patchray (decoded on {r['patchray_decode_on']}) / DataLoader: {r['patchray_vs_dataloader']:.2f}x (goal {r['goal_vs_dataloader']:g}x, "
         f"{goal(r['met_vs_dataloader'])}); patchray / decode limit: {r['patchray_vs_decode_limit']:.2f} "
         f"(goal {r['goal_vs_decode_limit']:g}, {goal(r['met_vs_decode_limit'])})",
         "",

@@ -3,6 +3,7 @@ iterated exactly as pretraining does (``patch_batches``), counted and timed per 
 memory benchmarks."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from patchray.shards.reader import ShardSet
 def _stream_loop(loop_config: dict) -> None:
     """Ray Train worker: ``epochs`` epochs of pretraining's patch batches, counted and timed."""
     import ray.train
+    import ray.train.torch
 
     from patchray.pipeline import patch_batches
 
@@ -22,7 +24,9 @@ def _stream_loop(loop_config: dict) -> None:
     epochs = []
     for epoch in range(loop_config["epochs"]):
         count, start = 0, time.perf_counter()
-        for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_batch"], rank=0):
+        decode_device = ray.train.torch.get_device() if loop_config["decode_on"] == "trainer" else None
+        for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_batch"], rank=0,
+                                   decode_device=decode_device):
             count += len(batch["labels"])
         epochs.append({"patches": count, "crops": count // task.patches_per_crop,
                        "seconds": time.perf_counter() - start})
@@ -30,8 +34,9 @@ def _stream_loop(loop_config: dict) -> None:
 
 
 def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, crops_per_batch: int, seed: int,
-                         storage: Path, name: str) -> tuple[list[dict], str]:
-    """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; and that plan."""
+                         storage: Path, name: str, decode_on: str = "data") -> tuple[list[dict], str]:
+    """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; and that plan.
+    ``decode_on`` as in ``PretrainConfig``: the data tasks decode, or the training worker does."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -39,11 +44,14 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
     from patchray.train.resources import ResourcesConfig
     from patchray.train.runner import plan_for_cluster
 
+    shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run, not the last benchmark's snapshot
     plan = plan_for_cluster(ResourcesConfig(num_workers=1))
     trainer = TorchTrainer(
         _stream_loop,
-        train_loop_config={"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_batch": crops_per_batch},
+        train_loop_config={"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_batch": crops_per_batch,
+                           "decode_on": decode_on},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=plan.resources_per_worker),
         run_config=ray.train.RunConfig(storage_path=str(storage), name=name),
-        datasets={"train": crop_dataset(shards, task.crop_width, task.crop_height, seed=seed)})
+        datasets={"train": crop_dataset(shards, task.crop_width, task.crop_height, seed=seed,
+                                        decode=decode_on == "data")})
     return fit_json(trainer)["epochs"], plan.describe()

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from patchray import config as configlib
 from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
 from patchray.patches import PatchTaskConfig, normalize_patches, training_patches
-from patchray.train.accel import as_input, channels_last_for, check_compile, maybe_compile, to_memory_format
+from patchray.train.accel import (as_input, autocast, channels_last_for, check_compile, maybe_compile, resolve_device,
+                                  to_memory_format)
 from patchray.train.config import OptimConfig
 
 GOAL_OVERHEAD = 0.10  # Ray Train at most 10% slower than the plain loop
@@ -47,6 +48,7 @@ class TrainBenchConfig:
     # Then pretraining itself for this many epochs (one worker, Ray Data feeding it): patches/s per worker (per
     # GPU) and the share of time its steps waited for data, the last epoch's. 0: skip.
     pipeline_epochs: int = 2
+    decode_on: str = "data"        # that pretraining's decode_on (trainer: nvJPEG on the GPU)
     seed: int = 0
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -59,6 +61,10 @@ class TrainBenchConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         check_compile(self.compile)
+        from patchray.train.config import DECODE_ON
+
+        if self.decode_on not in DECODE_ON:
+            raise ValueError(f"decode_on must be one of {DECODE_ON}, got {self.decode_on!r}")
         if any(t < 1 for t in self.threads):
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -67,21 +73,12 @@ class TrainBenchConfig:
         return list(self.threads) or sorted({cores, max(cores - 1, 1)}, reverse=True)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but torch sees no GPU")
-    return torch.device(name)
-
-
 def train_epochs(cfg: dict, crops: np.ndarray, crop_ids: list[str], device: torch.device, checkpoint) -> list[dict]:
     """The benchmark's work, identical on both sides: ``epochs`` passes over the crops in fixed batches, each
     step cutting its patches, then forward, backward, SGD; ``checkpoint(state_dict)`` after every epoch.
     Returns per epoch: patches, seconds, and seconds the step waited for its batch to reach the device."""
     from patchray.models import PretextNet, build_trunk
     from patchray.train.optim import build_optimizer
-    from patchray.train.worker import autocast
 
     bench = configlib.build(TrainBenchConfig, cfg)
     torch.manual_seed(bench.seed)
@@ -222,10 +219,12 @@ def pipeline_pretraining(cfg: TrainBenchConfig, out: Path, log) -> dict:
     pretrain = configlib.build(PretrainConfig, {
         "name": "pretrain", "out": str(out), "data": list(cfg.data), "model": cfg.model, "seed": cfg.seed,
         "epochs": cfg.pipeline_epochs, "batch_size": cfg.batch_size, "amp": cfg.amp, "channels_last": cfg.channels_last,
-        "compile": cfg.compile, "task": cfg.task.to_dict(), "optim": configlib.to_dict(cfg.optim),
+        "compile": cfg.compile, "decode_on": cfg.decode_on, "task": cfg.task.to_dict(),
+        "optim": configlib.to_dict(cfg.optim),
         "resources": {"num_workers": 1}})
     summary = run_pretrain(pretrain, log=log)
-    return {"epochs": summary["epochs"], "patches_per_s_per_worker": round(summary["patches_per_s_per_worker"]),
+    return {"epochs": summary["epochs"], "decode_on": cfg.decode_on,
+            "patches_per_s_per_worker": round(summary["patches_per_s_per_worker"]),
             "data_wait_frac": round(summary["data_wait_frac"], 3), "resources": summary["resources"],
             "output": summary["output"]}
 
@@ -258,6 +257,7 @@ def format_markdown(r: dict) -> str:
                      f"{100 * run['ray_data_wait_frac']:.0f}% |")
     if r.get("pipeline"):
         p = r["pipeline"]
-        lines += ["", f"Pretraining fed by Ray Data ({p['resources']}): {p['patches_per_s_per_worker']:,} patches/s "
+        lines += ["", f"Pretraining fed by Ray Data ({p['resources']}; decoded on {p['decode_on']}): "
+                      f"{p['patches_per_s_per_worker']:,} patches/s "
                       f"per worker{per}, waiting for data {100 * p['data_wait_frac']:.0f}% of the time"]
     return "\n".join([*lines, ""])

@@ -5,7 +5,8 @@ training worker or a unit test.
 """
 from .grid import DEFAULT_PRESET, PRESETS, PatchGrid
 from .normalize import NORMALIZE_MODES, PATCH_VARIANCE_EPS, dataset_channel_stats, normalize_images, normalize_patches
-from .sampling import crop_seed, pair_cells, pair_label, sample_patches
+from .on_device import cut_patches_on, task_patches_on
+from .sampling import PatchPlan, crop_seed, cut_patches, pair_cells, pair_label, plan_patches, sample_patches
 from .task import VALIDATION_EPOCH, PatchTaskConfig, training_patches, validation_patches
 
 __all__ = [
@@ -15,14 +16,19 @@ __all__ = [
     "PRESETS",
     "VALIDATION_EPOCH",
     "PatchGrid",
+    "PatchPlan",
     "PatchTaskConfig",
     "crop_seed",
+    "cut_patches",
+    "cut_patches_on",
     "dataset_channel_stats",
     "normalize_images",
     "normalize_patches",
     "pair_cells",
     "pair_label",
+    "plan_patches",
     "sample_patches",
+    "task_patches_on",
     "training_patches",
     "validation_patches",
 ]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .grid import PatchGrid
@@ -97,6 +99,120 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where every patch of a batch is cut and what is done to its colours: the random part of sampling,
+    drawn once on the CPU and then applied to pixels wherever they are (NumPy here, a torch device in
+    ``patchray.patches.on_device``), so both give the same patches.
+
+    Rows are patches in crop-major order (crop 0's K patches, or 2K for pairs, first).
+    """
+
+    num_crops: int
+    patch_size: int
+    pairwise: bool
+    labels: np.ndarray        # int64 [N*K]
+    image_index: np.ndarray   # int64 [M]: the crop each patch is cut from
+    top_left: np.ndarray      # int64 [M, 2] as (x, y)
+    gray_index: np.ndarray    # int64 [g]: patches turned gray (first)
+    drop_index: np.ndarray    # int64 [d]: patches with one channel replaced by noise (after gray)
+    drop_channel: np.ndarray  # int64 [d]
+    drop_noise: np.ndarray    # uint8 [d, P, P]
+
+
+def plan_patches(
+    crop_ids: Sequence[str],
+    grid: PatchGrid,
+    patches_per_crop: int,
+    seed: int,
+    epoch: int,
+    pairwise: bool = False,
+    channel_drop: float = 0.0,
+    grayscale: float = 0.0,
+) -> PatchPlan:
+    """The :class:`PatchPlan` of one batch of crops (see :func:`sample_patches` for the arguments)."""
+    for crop_id in crop_ids:
+        if not isinstance(crop_id, str):
+            raise TypeError(f"crop ids must be str, got {type(crop_id).__name__} {crop_id!r}")
+    if isinstance(patches_per_crop, bool) or not isinstance(patches_per_crop, (int, np.integer)) \
+            or patches_per_crop <= 0:
+        raise ValueError(f"patches_per_crop must be a positive int, got {patches_per_crop!r}")
+    _check_probability("channel_drop", channel_drop)
+    _check_probability("grayscale", grayscale)
+    num_cells = grid.num_classes
+    if pairwise and num_cells < 2:
+        raise ValueError("pairwise sampling needs a grid with at least 2 cells")
+
+    num_crops = len(crop_ids)
+    per_crop = int(patches_per_crop)
+    views = 2 if pairwise else 1  # patches per example
+    num_classes = num_cells * (num_cells - 1) if pairwise else num_cells
+    size = grid.patch_size
+    origins = grid.cell_origins()
+    jitter_low, jitter_high = grid.jitter_bounds()
+
+    seeds = np.array([crop_seed(seed, epoch, crop_id) for crop_id in crop_ids], dtype=np.uint64)
+    slots = per_crop * views  # patches cut per crop
+    labels = _balanced_labels(seeds, num_classes, per_crop)  # [N, K]
+    if pairwise:
+        cells = np.stack(pair_cells(labels, num_cells), axis=-1)  # [N, K, 2]
+    else:
+        cells = labels[..., None]  # [N, K, 1]
+    low, high = jitter_low[cells], jitter_high[cells]  # [N, K, views, 2] as (x, y)
+    u = _uniform(seeds, _JITTER_STREAM, slots * 2).reshape(low.shape)
+    # floor(u * n) is uniform on 0..n-1 up to 2^-53 bias.
+    top_left = origins[cells] + low + np.floor(u * (high - low + 1)).astype(np.int64)
+    # Only draw what is used: p=0 leaves the cost untouched (geometry never depends on these).
+    gray_index = np.flatnonzero(_uniform(seeds, _GRAY_STREAM, slots) < grayscale) if grayscale > 0 \
+        else np.zeros(0, dtype=np.int64)
+    drop_index = np.flatnonzero(_uniform(seeds, _DROP_STREAM, slots) < channel_drop) if channel_drop > 0 \
+        else np.zeros(0, dtype=np.int64)
+    crop_of, slot_of = np.divmod(drop_index, slots)
+    channel = np.floor(_uniform(seeds[crop_of], _CHANNEL_STREAM, slots)[np.arange(len(drop_index)), slot_of]
+                       * 3).astype(np.int64)
+    pixels = size * size
+    counters = slot_of[:, None] * pixels + np.arange(pixels)[None, :]
+    noise = (_random_bits(seeds[crop_of][:, None], _NOISE_STREAM, counters) >> np.uint64(56)).astype(np.uint8)
+    return PatchPlan(num_crops=num_crops, patch_size=size, pairwise=pairwise, labels=labels.ravel(),
+                     image_index=np.repeat(np.arange(num_crops), slots), top_left=top_left.reshape(-1, 2),
+                     gray_index=gray_index, drop_index=drop_index, drop_channel=channel,
+                     drop_noise=noise.reshape(-1, size, size))
+
+
+def check_images(images: np.ndarray | torch.Tensor, grid: PatchGrid, num_crop_ids: int) -> None:
+    """Refuse anything but uint8 [N, crop_height, crop_width, 3] with one crop id per image."""
+    if images.dtype not in (np.uint8, torch.uint8) or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+    if tuple(images.shape[1:3]) != (grid.crop_height, grid.crop_width):
+        raise ValueError(
+            f"images are {images.shape[2]}x{images.shape[1]} (w x h) but the grid expects "
+            f"{grid.crop_width}x{grid.crop_height} crops"
+        )
+    if num_crop_ids != images.shape[0]:
+        raise ValueError(f"got {num_crop_ids} crop ids for {images.shape[0]} images")
+
+
+def cut_patches(images: np.ndarray, plan: PatchPlan) -> np.ndarray:
+    """Apply ``plan`` to uint8 [N, H, W, 3] crops: uint8 [N*K, P, P, 3] (pairwise [N*K, 2, P, P, 3])."""
+    size = plan.patch_size
+    # One gather for every patch. The window view (no copy) has a whole P x P x 3
+    # patch per (image, y, x), so the gather picks M patches with M indices per axis
+    # and copies contiguous pixel rows, ~10x faster than indexing every pixel.
+    windows = sliding_window_view(images, (size, size, 3), axis=(1, 2, 3))
+    patches = windows[plan.image_index, plan.top_left[:, 1], plan.top_left[:, 0], 0]
+    if plan.gray_index.size:
+        colour = patches[plan.gray_index].astype(np.uint16)
+        red, green, blue = _LUMA_WEIGHTS_X256
+        luma = (red * colour[..., 0] + green * colour[..., 1] + blue * colour[..., 2] + 128) >> 8
+        patches[plan.gray_index] = luma.astype(np.uint8)[..., None]
+    if plan.drop_index.size:
+        # Advanced indices on axes 0 and 3 around two slices -> selection shape [d, P, P].
+        patches[plan.drop_index, :, :, plan.drop_channel] = plan.drop_noise
+    if plan.pairwise:
+        patches = patches.reshape(len(plan.labels), 2, size, size, 3)
+    return patches
+
+
 def sample_patches(
     images: np.ndarray,
     crop_ids: Sequence[str],
@@ -123,76 +239,6 @@ def sample_patches(
     does not move any patch.
     """
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-    if images.shape[1:3] != (grid.crop_height, grid.crop_width):
-        raise ValueError(
-            f"images are {images.shape[2]}x{images.shape[1]} (w x h) but the grid expects "
-            f"{grid.crop_width}x{grid.crop_height} crops"
-        )
-    num_crops = images.shape[0]
-    if len(crop_ids) != num_crops:
-        raise ValueError(f"got {len(crop_ids)} crop ids for {num_crops} images")
-    for crop_id in crop_ids:
-        if not isinstance(crop_id, str):
-            raise TypeError(f"crop ids must be str, got {type(crop_id).__name__} {crop_id!r}")
-    if isinstance(patches_per_crop, bool) or not isinstance(patches_per_crop, (int, np.integer)) \
-            or patches_per_crop <= 0:
-        raise ValueError(f"patches_per_crop must be a positive int, got {patches_per_crop!r}")
-    _check_probability("channel_drop", channel_drop)
-    _check_probability("grayscale", grayscale)
-    num_cells = grid.num_classes
-    if pairwise and num_cells < 2:
-        raise ValueError("pairwise sampling needs a grid with at least 2 cells")
-
-    per_crop = int(patches_per_crop)
-    views = 2 if pairwise else 1  # patches per example
-    num_classes = num_cells * (num_cells - 1) if pairwise else num_cells
-    size = grid.patch_size
-    origins = grid.cell_origins()
-    jitter_low, jitter_high = grid.jitter_bounds()
-
-    seeds = np.array([crop_seed(seed, epoch, crop_id) for crop_id in crop_ids], dtype=np.uint64)
-    slots = per_crop * views  # patches cut per crop
-    labels = _balanced_labels(seeds, num_classes, per_crop)  # [N, K]
-    if pairwise:
-        cells = np.stack(pair_cells(labels, num_cells), axis=-1)  # [N, K, 2]
-    else:
-        cells = labels[..., None]  # [N, K, 1]
-    low, high = jitter_low[cells], jitter_high[cells]  # [N, K, views, 2] as (x, y)
-    u = _uniform(seeds, _JITTER_STREAM, slots * 2).reshape(low.shape)
-    # floor(u * n) is uniform on 0..n-1 up to 2^-53 bias.
-    top_left = origins[cells] + low + np.floor(u * (high - low + 1)).astype(np.int64)
-    # Only draw what is used: p=0 leaves the cost untouched (geometry never depends on these).
-    make_gray = _uniform(seeds, _GRAY_STREAM, slots) < grayscale if grayscale > 0 \
-        else np.zeros((num_crops, slots), dtype=bool)
-    drop_mask = _uniform(seeds, _DROP_STREAM, slots) < channel_drop if channel_drop > 0 \
-        else np.zeros((num_crops, slots), dtype=bool)
-
-    # One gather for every patch. The window view (no copy) has a whole P x P x 3
-    # patch per (image, y, x), so the gather picks M patches with M indices per axis
-    # and copies contiguous pixel rows, ~10x faster than indexing every pixel.
-    windows = sliding_window_view(images, (size, size, 3), axis=(1, 2, 3))
-    flat_top_left = top_left.reshape(-1, 2)
-    image_index = np.repeat(np.arange(num_crops), per_crop * views)
-    patches = windows[image_index, flat_top_left[:, 1], flat_top_left[:, 0], 0]
-
-    gray_index = np.flatnonzero(make_gray)
-    if gray_index.size:
-        colour = patches[gray_index].astype(np.uint16)
-        red, green, blue = _LUMA_WEIGHTS_X256
-        luma = (red * colour[..., 0] + green * colour[..., 1] + blue * colour[..., 2] + 128) >> 8
-        patches[gray_index] = luma.astype(np.uint8)[..., None]
-    drop_index = np.flatnonzero(drop_mask)
-    if drop_index.size:
-        crop_of, slot_of = np.divmod(drop_index, slots)
-        channel = np.floor(_uniform(seeds, _CHANNEL_STREAM, slots).ravel()[drop_index] * 3).astype(np.int64)
-        pixels = size * size
-        counters = slot_of[:, None] * pixels + np.arange(pixels)[None, :]
-        noise = (_random_bits(seeds[crop_of][:, None], _NOISE_STREAM, counters) >> np.uint64(56)).astype(np.uint8)
-        # Advanced indices on axes 0 and 3 around two slices -> selection shape [m, P, P].
-        patches[drop_index, :, :, channel] = noise.reshape(-1, size, size)
-
-    if pairwise:
-        patches = patches.reshape(num_crops * per_crop, 2, size, size, 3)
-    return patches, labels.ravel()
+    check_images(images, grid, len(crop_ids))
+    plan = plan_patches(crop_ids, grid, patches_per_crop, seed, epoch, pairwise, channel_drop, grayscale)
+    return cut_patches(images, plan), plan.labels

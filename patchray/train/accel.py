@@ -1,15 +1,27 @@
 """Accelerator settings shared by the training loops and the training benchmark: channels-last memory
-format and an optional ``torch.compile``. bf16 autocast lives in ``worker.autocast``.
+format, bf16 autocast and an optional ``torch.compile``. Free of Ray, so GPU benchmarks run without it.
 
 Channels-last lets cuDNN pick its fastest (tensor-core) convolutions; it is on by default on GPUs only, where
 it pays. ``torch.compile`` costs a minute of compilation before the first step and is off unless asked for.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 COMPILE_BACKENDS = ("", "inductor", "aot_eager", "eager", "cudagraphs")  # "": no compilation
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu`` or ``cuda``; refuses ``cuda`` without a GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no GPU")
+    return torch.device(name)
 
 
 def check_compile(backend: str) -> None:
@@ -36,3 +48,42 @@ def maybe_compile(model: nn.Module, backend: str) -> nn.Module:
 def as_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """A batch in the network's memory format (4-D image batches only; pairwise 5-D batches stay as they are)."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on GPU; on the CPU a no-op (bf16 there is slower than fp32 for these nets)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def tune_for(device: torch.device) -> None:
+    """Let cuDNN time its convolution algorithms once per input shape and keep the fastest: patch batches
+    have one fixed shape, so the search pays back within a few steps. Nothing to do on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+_side_streams = threading.local()
+
+
+def produce_for_default_stream(device: torch.device, produce):
+    """``produce()`` for a consumer on ``device``'s default stream, possibly in another thread (Ray collates
+    batches in a thread pool; the training step runs in the main thread).
+
+    On a GPU its work runs on a stream of this thread's own and has finished when this returns, and every CUDA
+    tensor it returns (top level, or in a returned dict or tuple) is marked as used by the default stream, so
+    that its memory is not handed to the next batch while the step still reads it. Elsewhere: ``produce()``.
+    """
+    if device.type != "cuda":
+        return produce()
+    streams = _side_streams.__dict__.setdefault("by_device", {})
+    stream = streams.setdefault(device, torch.cuda.Stream(device))
+    with torch.cuda.stream(stream):
+        result = produce()
+    stream.synchronize()
+    consumer = torch.cuda.default_stream(device)
+    for value in result.values() if isinstance(result, dict) else result if isinstance(result, tuple) else [result]:
+        if isinstance(value, torch.Tensor) and value.is_cuda:
+            value.record_stream(consumer)
+    return result

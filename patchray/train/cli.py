@@ -161,3 +161,17 @@ def bench_train_main(argv: list[str] | None = None) -> int:
     from patchray.bench.train import run_train_bench
 
     return run_job(parse_bench_train, run_train_bench, argv)
+
+
+def parse_bench_gpu(argv: list[str] | None = None):
+    from patchray.bench.gpu import GpuBenchConfig
+
+    return _parse_bench(GpuBenchConfig, "bench_gpu.py",
+                        "One GPU: nvJPEG decode and patch cutting vs a CPU core, training-step settings, end to end.",
+                        argv)
+
+
+def bench_gpu_main(argv: list[str] | None = None) -> int:
+    from patchray.bench.gpu import run_gpu_bench
+
+    return run_job(parse_bench_gpu, run_gpu_bench, argv)

@@ -41,6 +41,8 @@ class SyntheticDataConfig:
         name = f"seed{self.seed}-n{self.num_crops}-l{self.labeled}"
         return os.path.join(os.path.expanduser(self.dir), name)
 
+DECODE_ON = ("data", "trainer")
+
 
 @dataclass
 class PretrainConfig:
@@ -60,6 +62,9 @@ class PretrainConfig:
     amp: bool = True             # bf16 autocast, on GPU only
     channels_last: bool | None = None  # channels-last memory format (None: on GPUs only)
     compile: str = ""            # torch.compile backend ("inductor"; "" for none)
+    # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
+    # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
+    decode_on: str = "data"
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -77,6 +82,8 @@ class PretrainConfig:
         from patchray.train.accel import check_compile
 
         check_compile(self.compile)
+        if self.decode_on not in DECODE_ON:
+            raise ValueError(f"decode_on must be one of {DECODE_ON}, got {self.decode_on!r}")
 
     @property
     def crops_per_batch(self) -> int:

@@ -19,7 +19,8 @@ from patchray.pipeline import AttributeCollate
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
-from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
+from patchray.train.accel import autocast
+from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 64
 RESUME_MUST_MATCH = ("model", "init", "seed", "labels", "hidden")

@@ -83,7 +83,7 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
     task = cfg.task
     val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
-                           seed=cfg.seed, data_resources=cfg.resources.data_resources)
+                           seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data")
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     state, history = fit(pretrain_loop, {"config": configlib.to_dict(resolved_cfg),

@@ -15,11 +15,11 @@ from patchray import config as configlib
 from patchray.models import PretextNet, build_trunk
 from patchray.patches import normalize_patches, validation_patches
 from patchray.pipeline import patch_batches
-from patchray.train.accel import as_input, channels_last_for, maybe_compile, to_memory_format
+from patchray.train.accel import as_input, autocast, channels_last_for, maybe_compile, to_memory_format, tune_for
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
 from patchray.train.telemetry import TrainingMetrics
-from patchray.train.worker import autocast, gather_counters, report_epoch, resume, sum_across_workers, timed
+from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
@@ -60,6 +60,7 @@ def pretrain_loop(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    tune_for(device)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     net = build_pretext_net(cfg)
@@ -81,7 +82,8 @@ def pretrain_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
         set_lr(optimizer, lr)
-        batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_batch, rank)
+        batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_batch, rank,
+                                decode_device=device if cfg.decode_on == "trainer" else None)
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
         skipped: Counter = Counter()

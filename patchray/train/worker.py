@@ -4,7 +4,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from contextlib import nullcontext
 
 import ray.train
 import torch
@@ -33,13 +32,6 @@ def gather_counters(counter: Counter) -> Counter:
     for c in gathered:
         total.update(c)
     return total
-
-
-def autocast(device, enabled: bool):
-    """bf16 autocast on GPU; on the CPU a no-op (bf16 there is slower than fp32 for these nets)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def resume(net, optimizer, loop_config: dict, must_match: tuple[str, ...], tag: str, rank: int

@@ -49,7 +49,20 @@ def test_verdict_ratios_and_goals(patchray, met_loader, met_limit):
 def test_markdown_table_names_every_contender_with_its_share_of_the_limit():
     result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000}, "patches_per_crop": 8, "cores": 2,
               "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "dataloader": 60.0, "patchray": 90.0,
-              "resources": "1 worker"} | verdict(200.0, 60.0, 90.0)
+              "patchray_decode_on": "trainer", "resources": "1 worker",
+              "patchray_by_decode": {"data": {"patches_per_s": 70}, "trainer": {"patches_per_s": 90}}
+              } | verdict(200.0, 60.0, 90.0)
     text = format_markdown(result)
-    assert "| torch DataLoader | 60 | 0.30 |" in text and "| patchray (Ray Data -> Ray Train) | 90 | 0.45 |" in text
-    assert "1.50x (goal 2x, not met)" in text
+    assert "| torch DataLoader | 60 | 0.30 |" in text
+    assert "| patchray (Ray Data -> Ray Train), decoded on data | 70 | 0.35 |" in text
+    assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 0.45 |" in text
+    assert "patchray (decoded on trainer) / DataLoader: 1.50x (goal 2x, not met)" in text
+
+
+def test_config_refuses_an_unknown_decode_place():
+    from patchray.bench.ingest import IngestBenchConfig
+
+    with pytest.raises(ValueError, match="decode_on"):
+        IngestBenchConfig(decode_on=["gpu"])
+    with pytest.raises(ValueError, match="decode_on"):
+        IngestBenchConfig(decode_on=[])

@@ -50,7 +50,9 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     assert summary["patches_seen"] > metrics[-1]["patches_seen"]
 
 
-def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path):
+@pytest.mark.parametrize("decode_on", ["data", "trainer"])
+def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on):
+    """Wherever crops are decoded (Ray Data's tasks, or the training worker), each bad row is counted once."""
     source = sorted((synthetic_small / "unlabeled").glob("*.parquet"))[0]
     rows = pq.read_table(source).slice(0, 300).to_pylist()
     good = rows[0]["image"]
@@ -64,7 +66,7 @@ def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_
                 image = b"definitely not an image"
             writer.add(CropRecord(image=image, crop_id=row["crop_id"]))
     # validation takes the first 100 good rows; the bad rows among them stay in the training stream
-    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, val_crops=100))
+    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, val_crops=100, decode_on=decode_on))
     # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch
     assert summary["skipped_rows"] == {"truncated_image": 6, "unreadable_image": 6}
     assert summary["patches_seen"] > 0

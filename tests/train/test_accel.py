@@ -44,3 +44,16 @@ def test_unknown_compile_backend_is_refused_at_config_time():
         PretrainConfig(compile="fastest")
     with pytest.raises(ValueError, match="compile must be one of"):
         maybe_compile(_net(), "fastest")
+
+
+def test_decode_on_names_a_place_and_autocast_is_bf16_on_gpus_only():
+    from patchray.train.accel import autocast
+
+    assert PretrainConfig(decode_on="trainer").decode_on == "trainer"
+    with pytest.raises(ValueError, match="decode_on must be one of"):
+        PretrainConfig(decode_on="gpu")
+    with autocast(torch.device("cpu"), True):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    if torch.cuda.is_available():
+        with autocast(torch.device("cuda"), True):
+            assert torch.mm(torch.ones(2, 2, device="cuda"), torch.ones(2, 2, device="cuda")).dtype == torch.bfloat16
