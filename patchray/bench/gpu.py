@@ -27,8 +27,8 @@ from patchray.bench.data import describe_machine, load_jpegs, machine, start_ben
 from patchray.patches import PatchTaskConfig, normalize_patches, task_patches_on, training_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
-from patchray.train.accel import (COMPILE_BACKENDS, as_input, autocast, maybe_compile, produce_for_default_stream,
-                                  resolve_device, to_memory_format, tune_for)
+from patchray.train.accel import (COMPILE_BACKENDS, as_input, autocast, check_device, maybe_compile,
+                                  produce_for_default_stream, resolve_device, to_memory_format, tune_for)
 from patchray.train.config import OptimConfig
 
 # Each step of the ladder adds one setting to the one before.
@@ -55,8 +55,7 @@ class GpuBenchConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")

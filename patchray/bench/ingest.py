@@ -43,10 +43,12 @@ class IngestBenchConfig:
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
     def __post_init__(self):
-        from patchray.train.config import DECODE_ON
+        from patchray.train.config import check_decode_on
 
-        if not self.decode_on or set(self.decode_on) - set(DECODE_ON):
-            raise ValueError(f"decode_on must list some of {DECODE_ON}, got {self.decode_on}")
+        if not self.decode_on:
+            raise ValueError("decode_on must list at least one place to decode")
+        for place in self.decode_on:
+            check_decode_on(place)
         if self.copies < 1 or self.epochs < 2 or self.crops_per_batch < 1 or self.decode_sample < 1:
             raise ValueError("need copies >= 1, epochs >= 2 (one is warm-up), crops_per_batch >= 1, decode_sample >= 1")
         if self.cores is not None and self.cores < 1:

@@ -21,10 +21,10 @@ def _stream_loop(loop_config: dict) -> None:
 
     task = PatchTaskConfig.from_dict(loop_config["task"])
     shard = ray.train.get_dataset_shard("train")
+    decode_device = ray.train.torch.get_device() if loop_config["decode_on"] == "trainer" else None
     epochs = []
     for epoch in range(loop_config["epochs"]):
         count, start = 0, time.perf_counter()
-        decode_device = ray.train.torch.get_device() if loop_config["decode_on"] == "trainer" else None
         for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_batch"], rank=0,
                                    decode_device=decode_device):
             count += len(batch["labels"])

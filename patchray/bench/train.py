@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from patchray import config as configlib
 from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
 from patchray.patches import PatchTaskConfig, normalize_patches, training_patches
-from patchray.train.accel import (as_input, autocast, channels_last_for, check_compile, maybe_compile, resolve_device,
-                                  to_memory_format)
-from patchray.train.config import OptimConfig
+from patchray.train.accel import (as_input, autocast, channels_last_for, check_compile, check_device, maybe_compile,
+                                  resolve_device, to_memory_format)
+from patchray.train.config import OptimConfig, check_decode_on
 
 GOAL_OVERHEAD = 0.10  # Ray Train at most 10% slower than the plain loop
 
@@ -58,13 +58,9 @@ class TrainBenchConfig:
             raise ValueError("need crops >= 1, epochs >= 2 (one is warm-up) and batch_size >= 1")
         if self.batch_size % self.task.patches_per_crop:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of task.patches_per_crop")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         check_compile(self.compile)
-        from patchray.train.config import DECODE_ON
-
-        if self.decode_on not in DECODE_ON:
-            raise ValueError(f"decode_on must be one of {DECODE_ON}, got {self.decode_on!r}")
+        check_decode_on(self.decode_on)
         if any(t < 1 for t in self.threads):
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .sampling import _LUMA_WEIGHTS_X256, PatchPlan, check_images, plan_patches
-from .task import VALIDATION_EPOCH, PatchTaskConfig
+from .sampling import _LUMA_WEIGHTS_X256, PatchPlan, check_images
+from .task import VALIDATION_EPOCH, PatchTaskConfig, task_plan
 
 
 def cut_patches_on(images: torch.Tensor, plan: PatchPlan) -> torch.Tensor:
@@ -47,8 +47,6 @@ def task_patches_on(images: torch.Tensor, crop_ids: Sequence[str], cfg: PatchTas
     crops on a device: (patches uint8, labels int64), both on ``images.device``."""
     if epoch < VALIDATION_EPOCH:
         raise ValueError(f"epoch must be >= {VALIDATION_EPOCH}, got {epoch}")
-    grid = cfg.grid()
-    check_images(images, grid, len(crop_ids))
-    plan = plan_patches(crop_ids, grid, cfg.patches_per_crop, seed, epoch, cfg.pairwise, cfg.channel_drop,
-                        cfg.grayscale)
+    check_images(images, cfg.grid(), len(crop_ids))
+    plan = task_plan(crop_ids, cfg, seed, epoch)
     return cut_patches_on(images, plan), torch.from_numpy(plan.labels).to(images.device)

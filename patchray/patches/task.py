@@ -13,7 +13,7 @@ import numpy as np
 
 from .grid import DEFAULT_PRESET, PRESETS, PatchGrid
 from .normalize import NORMALIZE_MODES
-from .sampling import sample_patches
+from .sampling import PatchPlan, check_images, cut_patches, plan_patches
 
 # Epoch reserved for the fixed validation patch set; training epochs are >= 0,
 # so validation patches never coincide with any epoch's training draw.
@@ -131,17 +131,17 @@ def validation_patches(
     return _task_patches(images, crop_ids, cfg, seed, VALIDATION_EPOCH)
 
 
+def task_plan(crop_ids: Sequence[str], cfg: PatchTaskConfig, seed: int, epoch: int) -> PatchPlan:
+    """The random draws of one batch under ``cfg`` (see :func:`patchray.patches.plan_patches`), whether its
+    pixels are then cut with NumPy or on a torch device."""
+    return plan_patches(crop_ids, cfg.grid(), cfg.patches_per_crop, seed, epoch, pairwise=cfg.pairwise,
+                        channel_drop=cfg.channel_drop, grayscale=cfg.grayscale)
+
+
 def _task_patches(
     images: np.ndarray, crop_ids: Sequence[str], cfg: PatchTaskConfig, seed: int, epoch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    return sample_patches(
-        images,
-        crop_ids,
-        cfg.grid(),
-        cfg.patches_per_crop,
-        seed=seed,
-        epoch=epoch,
-        pairwise=cfg.pairwise,
-        channel_drop=cfg.channel_drop,
-        grayscale=cfg.grayscale,
-    )
+    images = np.asarray(images)
+    check_images(images, cfg.grid(), len(crop_ids))
+    plan = task_plan(crop_ids, cfg, seed, epoch)
+    return cut_patches(images, plan), plan.labels

@@ -15,8 +15,17 @@ from torch import nn
 COMPILE_BACKENDS = ("", "inductor", "aot_eager", "eager", "cudagraphs")  # "": no compilation
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(name: str) -> None:
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {name!r}")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu`` or ``cuda``; refuses ``cuda`` without a GPU."""
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

@@ -44,6 +44,11 @@ class SyntheticDataConfig:
 DECODE_ON = ("data", "trainer")
 
 
+def check_decode_on(value: str) -> None:
+    if value not in DECODE_ON:
+        raise ValueError(f"decode_on must be one of {DECODE_ON}, got {value!r}")
+
+
 @dataclass
 class PretrainConfig:
     name: str = "pretrain"
@@ -82,8 +87,7 @@ class PretrainConfig:
         from patchray.train.accel import check_compile
 
         check_compile(self.compile)
-        if self.decode_on not in DECODE_ON:
-            raise ValueError(f"decode_on must be one of {DECODE_ON}, got {self.decode_on!r}")
+        check_decode_on(self.decode_on)
 
     @property
     def crops_per_batch(self) -> int:
