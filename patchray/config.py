@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+# YAML 1.1 (PyYAML) reads "1e-3" as a string (it wants "1.0e-3"); a number written so is still a number.
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -75,7 +79,11 @@ def _coerce(value: Any, tp, key: str):
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # a NaN learning rate trains nothing and compares false to every bound
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

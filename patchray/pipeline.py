@@ -136,7 +136,8 @@ class PatchCollate(NumpyBatchCollateFn):
     """Training-worker collate: drop (and count) bad rows, cut the epoch's patches.
 
     Returns ``{"patches": uint8 [B*K, P, P, 3] (pairwise [B*K, 2, P, P, 3]),
-    "labels": int64 [B*K]}`` plus ``skipped``: a Counter of bad rows in this batch.
+    "labels": int64 [B*K]}`` plus ``skipped``: a Counter of bad rows in this batch, and ``rows``: the rows it
+    received, good and bad (``patchray.train.rows`` accounts for every row of an epoch).
     """
 
     def __init__(self, task: PatchTaskConfig, seed: int, epoch: int):
@@ -147,7 +148,8 @@ class PatchCollate(NumpyBatchCollateFn):
         pixels = batch["pixels"][good]
         crop_ids = [str(c) for c in batch[CROP_ID][good]]
         patches, labels = training_patches(pixels, crop_ids, self.task, self.seed, self.epoch)
-        return {"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels), "skipped": skipped}
+        return {"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels), "skipped": skipped,
+                "rows": len(good)}
 
 
 class EncodedPatchCollate(NumpyBatchCollateFn):
@@ -177,7 +179,8 @@ class EncodedPatchCollate(NumpyBatchCollateFn):
         good = [i for i, reason in enumerate(reasons) if not reason]
         patches, labels = task_patches_on(pixels[good], [str(crop_ids[i]) for i in good], self.task, self.seed,
                                           self.epoch)
-        return {"patches": patches, "labels": labels, "skipped": Counter(r for r in reasons if r)}
+        return {"patches": patches, "labels": labels, "skipped": Counter(r for r in reasons if r),
+                "rows": len(reasons)}
 
 
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_batch: int, rank: int,
@@ -187,7 +190,9 @@ def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per
     collate = PatchCollate(task, seed, epoch) if decode_device is None \
         else EncodedPatchCollate(task, seed, epoch, decode_device)
     return shard.iter_torch_batches(
-        batch_size=crops_per_batch, collate_fn=collate, drop_last=True,
+        # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
+        # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.
+        batch_size=crops_per_batch, collate_fn=collate, drop_last=False,
         # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
         # 60 kB crops for little gain (the row-group order already changes every epoch).
         prefetch_batches=4, local_shuffle_buffer_size=crops_per_batch * 4,
@@ -199,7 +204,7 @@ class AttributeCollate(NumpyBatchCollateFn):
 
     Whether a crop is mirrored is a function of (seed, epoch, crop id); mirrored
     labels come from the dataset's own swap table (``AttributeSet.mirror``).
-    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter}``.
+    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter, "rows": received}``.
     """
 
     def __init__(self, attributes: AttributeSet, seed: int, epoch: int, mirror: bool = True):
@@ -216,4 +221,4 @@ class AttributeCollate(NumpyBatchCollateFn):
             images[flip] = images[flip, :, ::-1]
             labels[flip] = self.attributes.mirror(labels[flip])
         return {"images": torch.from_numpy(np.ascontiguousarray(images)), "labels": torch.from_numpy(labels),
-                "skipped": skipped}
+                "skipped": skipped, "rows": len(good)}

@@ -68,3 +68,21 @@ def test_shipped_finetune_and_compare_files_are_valid():
     root = Path(__file__).parents[1] / "configs"
     assert configlib.load(FinetuneConfig, root / "finetune.yaml") == FinetuneConfig()
     assert configlib.load(CompareConfig, root / "compare_inits.yaml") == CompareConfig()
+
+
+def test_non_finite_numbers_are_refused_and_exponents_without_a_dot_are_numbers(tmp_path):
+    for text in ("optim.lr=.nan", "optim.lr=.inf", "optim.lr=-.inf", "optim.momentum=.NaN"):
+        with pytest.raises(configlib.ConfigError, match="expected a finite number"):
+            configlib.load(PretrainConfig, None, [text])
+    with pytest.raises(configlib.ConfigError, match="optim.lr: expected a number, got 'nan'"):
+        configlib.load(PretrainConfig, None, ["optim.lr=nan"])
+    # PyYAML reads 1e-3 as the string "1e-3"; it is the number it looks like, in an override and in a file
+    assert configlib.load(PretrainConfig, None, ["optim.lr=1e-3"]).optim.lr == pytest.approx(1e-3)
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5E-4\n  weight_decay: 1e-3\n")
+    cfg = configlib.load(PretrainConfig, path)
+    assert cfg.optim.lr == pytest.approx(5e-4) and cfg.optim.weight_decay == pytest.approx(1e-3)
+    with pytest.raises(configlib.ConfigError, match="optim.lr: expected a number, got '1e-3x'"):
+        configlib.load(PretrainConfig, None, ["optim.lr=1e-3x"])
+    with pytest.raises(configlib.ConfigError, match="expected an integer"):
+        configlib.load(PretrainConfig, None, ["epochs=1e3"])  # a string exponent is no integer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -218,6 +219,8 @@ def pipeline_pretraining(cfg: TrainBenchConfig, out: Path, log) -> dict:
         "compile": cfg.compile, "decode_on": cfg.decode_on, "task": cfg.task.to_dict(),
         "optim": configlib.to_dict(cfg.optim),
         "resources": {"num_workers": 1}})
+    # A measurement, not a run to resume: the last benchmark's pretraining (its checkpoints) goes first.
+    shutil.rmtree(out / pretrain.name, ignore_errors=True)
     summary = run_pretrain(pretrain, log=log)
     return {"epochs": summary["epochs"], "decode_on": cfg.decode_on,
             "patches_per_s_per_worker": round(summary["patches_per_s_per_worker"]),

@@ -17,6 +17,7 @@ import numpy as np
 from patchray import config as configlib
 from patchray.models.init import imagenet_cache_path, InitError
 from patchray.train.config import FinetuneConfig, PretrainConfig
+from patchray.train.identity import differences
 
 METRICS = (("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"), ("orientation_accuracy", "Orientation acc."))
 
@@ -58,22 +59,42 @@ def init_label(init: str) -> str:
     return init.split(":", 1)[0]
 
 
+def reusable(folder: Path, identity: dict, what: str, log) -> dict | None:
+    """The summary of a finished run in ``folder`` if it is the run asked for now (same identity: resolved
+    config, data, init weights, workers), else None; a finished run with other settings is moved aside (kept,
+    never deleted) so that the new run starts clean."""
+    path = folder / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    changed = differences(summary.get("identity"), identity)
+    if not changed:
+        return summary
+    aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.rename(aside)
+    log(f"[compare] {what}: the finished run has other settings ({'; '.join(changed[:3])}"
+        + (f"; {len(changed) - 3} more" if len(changed) > 3 else "") + f"); kept as {aside.name}, running again")
+    return None
+
+
 def run_compare(cfg: CompareConfig, log=print) -> dict:
-    from patchray.train.finetune import run_finetune
-    from patchray.train.pretrain import run_pretrain
+    from patchray.train.finetune import prepare_finetune, run_finetune
+    from patchray.train.pretrain import prepare_pretrain, run_pretrain
+    from patchray.train.runner import run_dir
 
     t0 = time.time()
-    out = Path(cfg.out).expanduser().resolve() / cfg.name
+    out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
     if cfg.pretrained:
         pretext = str(Path(cfg.pretrained).expanduser().resolve())
     else:
-        pretrain_dir = out / cfg.pretrain.name
-        if not (pretrain_dir / "checkpoints" / "pretext.pt").exists():
-            log(f"[compare] pretraining once: {pretrain_dir}")
-            run_pretrain(dataclasses.replace(cfg.pretrain, out=str(out)), log)
-        pretext = str(pretrain_dir)
+        pretrain = dataclasses.replace(cfg.pretrain, out=str(out))
+        prepared = prepare_pretrain(pretrain, log)
+        if reusable(prepared.out, prepared.identity, "pretraining", log) is None:
+            log(f"[compare] pretraining once: {prepared.out}")
+            run_pretrain(pretrain, log, prepared=prepared)
+        pretext = str(prepared.out)
     inits = available_inits(cfg, pretext)
     runs = []
     total = len(cfg.budgets) * len(cfg.seeds) * len(inits)
@@ -81,15 +102,16 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
         for seed in cfg.seeds:
             for init in inits:
                 name = f"labels{budget}-seed{seed}-{init_label(init)}"
-                folder = out / "runs" / name
-                if (folder / "summary.json").exists():
-                    summary = json.loads((folder / "summary.json").read_text())
-                    log(f"[compare] {len(runs) + 1}/{total} {name}: done earlier, reused")
+                ft = dataclasses.replace(cfg.finetune, name=name, out=str(out / "runs"), init=init, seed=seed,
+                                         labels=budget)
+                prepared = prepare_finetune(ft, log)
+                folder = prepared.out
+                summary = reusable(folder, prepared.identity, name, log)
+                if summary is not None:
+                    log(f"[compare] {len(runs) + 1}/{total} {name}: done earlier with these settings, reused")
                 else:
                     log(f"[compare] {len(runs) + 1}/{total} {name}")
-                    ft = dataclasses.replace(cfg.finetune, name=name, out=str(out / "runs"), init=init, seed=seed,
-                                             labels=budget)
-                    summary = run_finetune(ft, log)
+                    summary = run_finetune(ft, log, prepared=prepared)
                 history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
                 runs.append({"budget": budget, "seed": seed, "init": init_label(init), "test": summary["test"],
                              "curve": [(h["epoch"] + 1, h.get("val_mA")) for h in history

@@ -7,9 +7,13 @@ import sys
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.generate import generate_synthetic
 from patchray.shards.ingest import CocoFormatError, CropOptions, LabelsFormatError, ingest_coco, ingest_folder, ingest_mot
+from patchray.shards.ingest.coco import check_images_dir, load_coco
+from patchray.shards.ingest.folder import check_crops_dir, load_labels
+from patchray.shards.ingest.mot import check_mot_inputs
 from patchray.shards.report import RunReport
 from patchray.shards.schema import SPLITS, DatasetMeta
-from patchray.shards.writer import DEFAULT_ROWS_PER_SHARD, OutputExistsError, ShardWriter, prepare_output_dir
+from patchray.shards.writer import (DEFAULT_ROWS_PER_SHARD, OutputExistsError, ShardWriter, StagedOutput,
+                                    check_output_dir, safe_text)
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -73,32 +77,54 @@ def _crop_options(args) -> CropOptions:
                        every=getattr(args, "every", 1))
 
 
+def _check_inputs(args, report: RunReport):
+    """Read and check every input before the output folder is touched: a missing folder, a file that does not
+    parse, stops here (exit code 2) and the dataset already in --out stays as it is. Returns what was loaded."""
+    if args.command == "mot":
+        check_mot_inputs(args.boxes, args.frames, args.video)
+        return None
+    if args.command == "coco":
+        check_images_dir(args.images)
+        return load_coco(args.annotations)
+    check_crops_dir(args.crops)
+    return load_labels(args.labels, args.attributes, report) if args.labels else None
+
+
 def run(args) -> RunReport:
+    """One ``make_shards.py`` command. The new shards are staged inside --out and published only when the
+    run completes (see ``StagedOutput``); a failed, interrupted or killed run leaves --out as it was."""
     if args.command == "synthetic":
         return generate_synthetic(args.out, args.num_crops, args.labeled, args.seed, width=args.width,
                                   height=args.height, workers=args.workers, overwrite=args.overwrite,
                                   rows_per_shard=args.rows_per_shard)
     options = _crop_options(args)
-    out = prepare_output_dir(args.out, args.overwrite)
+    out = check_output_dir(args.out, args.overwrite)
     name = args.name or out.resolve().name
     report = RunReport(command=args.command, out_dir=str(out))
+    loaded = _check_inputs(args, report)
+    output = StagedOutput(out, args.overwrite)
+    try:
+        def new_writer(attributes: AttributeSet) -> ShardWriter:
+            return ShardWriter(out, DatasetMeta(safe_text(name), attributes), "crops",
+                               rows_per_shard=args.rows_per_shard, output=output)
 
-    def new_writer(attributes: AttributeSet) -> ShardWriter:
-        return ShardWriter(out, DatasetMeta(name, attributes), "crops", rows_per_shard=args.rows_per_shard,
-                           overwrite=True)
-
-    if args.command == "folder":
-        writer = ingest_folder(args.crops, new_writer, report, options, labels=args.labels,
-                               attributes_file=args.attributes, split=args.split)
-    else:
-        writer = new_writer(AttributeSet())
-        if args.command == "mot":
-            ingest_mot(args.boxes, writer, report, options, frames=args.frames, video=args.video,
-                       source=args.source, split=args.split)
+        if args.command == "folder":
+            writer = ingest_folder(args.crops, new_writer, report, options, labels=loaded,
+                                   attributes_file=args.attributes, split=args.split)
         else:
-            ingest_coco(args.annotations, args.images, writer, report, options, source=args.source, split=args.split)
-    report.files += writer.close()
-    report.save()
+            writer = new_writer(AttributeSet())
+            if args.command == "mot":
+                ingest_mot(args.boxes, writer, report, options, frames=args.frames, video=args.video,
+                           source=args.source, split=args.split)
+            else:
+                ingest_coco(args.annotations, args.images, writer, report, options, source=args.source,
+                            split=args.split, doc=loaded)
+        report.files += writer.close()
+        report.save(output.folder(out))  # summary.json: staged with the shards, published last
+        output.publish()
+    except BaseException:
+        output.discard()
+        raise
     return report
 
 
@@ -106,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = run(args)
-    except (OutputExistsError, FileNotFoundError, CocoFormatError, LabelsFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OutputExistsError, CocoFormatError, LabelsFormatError, ValueError, OSError) as e:
+        # OSError: an input that is missing (FileNotFoundError), a folder, unreadable...
+        print(f"error: {safe_text(str(e))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {safe_text(str(args.out))} keeps the dataset it held", file=sys.stderr)
+        return 130
     print(report.format())
     return 0

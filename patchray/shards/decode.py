@@ -3,7 +3,8 @@
 JPEG goes through torchvision's decoder (faster than PIL on the CPU); PNG and
 anything torchvision refuses fall back to PIL, which also names what is wrong
 with a bad image. Bad rows are reported, not raised: one corrupt crop must not
-end an epoch.
+end an epoch. An image whose header claims more than ``MAX_IMAGE_PIXELS`` is
+skipped as ``image_too_large`` before any decoder allocates it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from patchray.shards.images import BadImage, open_image, to_rgb
+from patchray.shards.images import MAX_IMAGE_PIXELS, BadImage, jpeg_size, open_image, to_rgb
 
 _JPEG_MAGIC = b"\xff\xd8"
 # torchvision 0.29 deprecates its codecs in favour of torchcodec, which is not installable here; the
@@ -56,8 +57,16 @@ def decode_crops(images, width: int, height: int) -> tuple[np.ndarray, list[str]
             reasons[i] = "empty_image"
             continue
         data = bytes(data)
-        pixels = _torchvision_rgb(data) if data[:2] == _JPEG_MAGIC else None
-        if pixels is None:
+        pixels = None
+        if data[:2] == _JPEG_MAGIC:
+            # The frame header libjpeg will use, read before it allocates (a couple of microseconds a crop).
+            size = jpeg_size(data)
+            if size is not None:
+                if size[0] * size[1] > MAX_IMAGE_PIXELS:
+                    reasons[i] = "image_too_large"
+                    continue
+                pixels = _torchvision_rgb(data)
+        if pixels is None:  # PIL checks the size from the header too (open_image)
             try:
                 pixels = _pil_rgb(data)
             except BadImage as e:

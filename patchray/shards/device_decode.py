@@ -4,7 +4,10 @@ on the training worker's CPU with the same call.
 Data workers then ship the encoded crops (a few kB each) instead of decoded pixels (60 kB), and a GPU node's
 CPUs are no longer the limit. A row that is not a whole JPEG (empty, truncated, another format, corrupt) is
 handed to the CPU decoder of ``patchray.shards.decode``, which decodes it if it can and otherwise names the
-reason it is skipped: the GPU decoder is never trusted with a file that would fail on the CPU.
+reason it is skipped: the GPU decoder is never trusted with a file that would fail on the CPU. Nor with one whose
+frame header claims more than ``MAX_IMAGE_PIXELS`` (skipped as ``image_too_large``, read from the header before
+nvJPEG sees the file), nor with one whose header is not made of clean marker segments (handed to the CPU decoder,
+which reads such files the way libjpeg does).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from patchray.shards.decode import decode_crops
+from patchray.shards.images import MAX_IMAGE_PIXELS, jpeg_size
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _EOI_SEARCH = 64  # bytes at the end searched for the end-of-image marker (encoders may pad after it)
@@ -42,7 +46,18 @@ def decode_crops_on(images, width: int, height: int, device: torch.device | str
     device = torch.device(device)
     out = torch.zeros((len(images), 3, height, width), dtype=torch.uint8, device=device)
     reasons = [""] * len(images)
-    whole = [i for i, data in enumerate(images) if is_whole_jpeg(data)]
+    whole, too_large = [], []
+    for i, data in enumerate(images):
+        if not is_whole_jpeg(data):
+            continue
+        size = jpeg_size(data if isinstance(data, (bytes, bytearray)) else bytes(data), strict=True)
+        if size is None:
+            continue  # not clean segments: the CPU decoder decides
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            reasons[i] = "image_too_large"
+            too_large.append(i)
+        else:
+            whole.append(i)
     # frombuffer needs a writable buffer; bytearray is the one copy (tens of microseconds for a crop's JPEG)
     encoded = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in whole]
     try:
@@ -54,7 +69,7 @@ def decode_crops_on(images, width: int, height: int, device: torch.device | str
                 decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 decoded.append(None)
-    on_cpu = sorted(set(range(len(images))) - set(whole))
+    on_cpu = sorted(set(range(len(images))) - set(whole) - set(too_large))
     fitted = [(i, _fit(image, width, height)) for i, image in zip(whole, decoded) if image is not None]
     on_cpu += [i for i, image in zip(whole, decoded) if image is None]
     if fitted:  # one copy into the batch, not one per crop: per-crop launches would cost more than the decode

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -82,10 +85,56 @@ class ShardSet:
     num_rows: int
     # (file, row group index, rows) of every row group: the units data tasks read.
     row_groups: tuple[tuple[str, int, int], ...] = ()
+    # A hash of every file's name and Parquet footer (row groups, sizes, offsets, column statistics): a
+    # rewritten or replaced shard changes it, even at the same size. See ``footer_fingerprint``.
+    fingerprint: str = ""
 
     @property
     def attributes(self):
         return self.meta.attributes
+
+
+def footer_fingerprint(named_footers: list[tuple[str, dict]]) -> str:
+    """Hash of (file name, footer as a dict) pairs. Names, not paths: the same shards copied elsewhere (a
+    bucket, another node's mount) are the same data."""
+    text = json.dumps(sorted((os.path.basename(name), footer) for name, footer in named_footers),
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def shard_fingerprint(files: list[str], filesystem=None) -> str:
+    """``footer_fingerprint`` of these files, reading only their footers (what ``open_shards`` records)."""
+    return footer_fingerprint([(path, pq.read_metadata(path, filesystem=filesystem).to_dict()) for path in files])
+
+
+def check_label_ranges(path: str, metadata, meta: DatasetMeta, filesystem=None) -> None:
+    """Every ``attr_*`` value is 0 (N/A) or one of the attribute's 1..K classes; raise naming file, column and
+    row otherwise. The footer's statistics decide without reading data; a row group without them (or one
+    out of range) is read, that one column only, to find the row."""
+    columns = metadata.schema.to_arrow_schema().names
+    for attribute in meta.attributes:
+        index = columns.index(attribute.column)
+        high = attribute.num_classes
+        offset = 0
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            stats = group.column(index).statistics
+            trusted = stats is not None and stats.has_min_max and stats.null_count == 0
+            if not (trusted and 0 <= stats.min and stats.max <= high):
+                values = pq.ParquetFile(path, filesystem=filesystem).read_row_group(
+                    g, columns=[attribute.column]).column(0)
+                array = values.to_numpy(zero_copy_only=False)
+                bad = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False)) if values.null_count else []
+                if len(bad):
+                    raise ShardSchemaError(path, attribute.column, f"row {offset + int(bad[0])}: missing value "
+                                                                   "(N/A is stored as 0)")
+                bad = np.flatnonzero((array < 0) | (array > high))
+                if len(bad):
+                    row = int(bad[0])
+                    raise ShardSchemaError(path, attribute.column, (
+                        f"row {offset + row}: value {int(array[row])} is not 0 (N/A) or a class 1..{high} of "
+                        f"{list(attribute.classes)} ({len(bad)} such row(s) in row group {g})"))
+            offset += group.num_rows
 
 
 def open_shards(specs: str | list[str], require_attributes: bool = False) -> ShardSet:
@@ -99,12 +148,15 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
     first = None
     rows = 0
     row_groups = []
+    footers = []
     for path in files:
         try:
             metadata = pq.read_metadata(path, filesystem=fs)
         except (OSError, ValueError) as e:
             raise ShardSchemaError(path, None, f"not a readable Parquet file: {e}") from None
         file_meta = validate_schema(metadata.schema.to_arrow_schema(), path)
+        check_label_ranges(path, metadata, file_meta, fs)
+        footers.append((path, metadata.to_dict()))
         rows += metadata.num_rows
         row_groups += [(path, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
         if meta is None:
@@ -115,7 +167,8 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
     assert meta is not None
     if require_attributes and not len(meta.attributes):
         raise ShardSchemaError(files[0], None, "has no attribute columns (attr_*); a labeled dataset is needed here")
-    return ShardSet(files=tuple(files), filesystem=fs, meta=meta, num_rows=rows, row_groups=tuple(row_groups))
+    return ShardSet(files=tuple(files), filesystem=fs, meta=meta, num_rows=rows, row_groups=tuple(row_groups),
+                    fingerprint=footer_fingerprint(footers))
 
 
 def read_table(path: str, columns: list[str] | None = None, filesystem: pafs.FileSystem | None = None):

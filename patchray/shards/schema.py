@@ -67,12 +67,14 @@ class DatasetMeta:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "dataset metadata") -> "DatasetMeta":
+        if not isinstance(d, dict):
+            raise ShardSchemaError(where, None, f"dataset metadata must be a JSON object, got {type(d).__name__}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ShardSchemaError(where, None, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})")
         try:
             attributes = AttributeSet.from_list(d.get("attributes", []))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ShardSchemaError(where, None, f"attribute metadata is invalid: {e}") from None
         return cls(name=str(d.get("name", "")), attributes=attributes)
 
@@ -106,9 +108,10 @@ def validate_schema(schema: pa.Schema, path: str) -> DatasetMeta:
                                    f"attribute column without attribute metadata (key {METADATA_KEY.decode()!r} is missing)")
         return DatasetMeta(name="", attributes=AttributeSet())
     try:
-        meta = DatasetMeta.from_dict(json.loads(raw), where=path)
-    except json.JSONDecodeError as e:
+        doc = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
         raise ShardSchemaError(path, None, f"metadata {METADATA_KEY.decode()!r} is not JSON: {e}") from None
+    meta = DatasetMeta.from_dict(doc, where=path)
 
     declared = set(meta.attributes.columns)
     for column in attr_columns:

@@ -1,8 +1,9 @@
 """Checkpoints as plain state_dicts (``torch.load(..., weights_only=True)``) plus a JSON history.
 
-A checkpoint folder holds ``model.pt`` ({"model", "optimizer", "epoch", "config"},
-"model" being the whole network's state_dict) and ``history.json`` (every epoch's metrics so far), so that the
-metrics of a resumed run are whole: no gap, no repeated epoch.
+A checkpoint folder holds ``model.pt`` ({"model", "optimizer", "epoch", "config", "identity"}, "model" being
+the whole network's state_dict), ``history.json`` (every epoch's metrics so far), so that the metrics of a
+resumed run are whole: no gap, no repeated epoch, and ``run.json`` ({"epoch", "identity"}): what a driver reads,
+without loading any weights, to decide whether this run may resume it (``patchray.train.identity``).
 """
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ import torch
 
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
+RUN_FILE = "run.json"
 
 
 def save_checkpoint(folder: str | Path, *, model: dict, optimizer: dict, epoch: int, config: dict,
-                    history: list[dict]) -> Path:
+                    history: list[dict], identity: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "optimizer": optimizer, "epoch": epoch, "config": config}, folder / MODEL_FILE)
+    torch.save({"model": model, "optimizer": optimizer, "epoch": epoch, "config": config, "identity": identity},
+               folder / MODEL_FILE)
     (folder / HISTORY_FILE).write_text(json.dumps(history))
+    (folder / RUN_FILE).write_text(json.dumps({"epoch": epoch, "identity": identity}))
     return folder
 
 

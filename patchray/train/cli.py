@@ -51,13 +51,20 @@ def run_job(parse, run, argv=None) -> int:
     from patchray.models.init import InitError
     from patchray.shards.reader import NoShardsError
     from patchray.shards.schema import ShardSchemaError
+    from patchray.train.identity import RunMismatchError
+    from patchray.train.pretrain import DatasetTooSmallError
     from patchray.train.resources import ResourceError
+    from patchray.train.runner import TrainingError
 
     try:
         run(parse(argv))
-    except (configlib.ConfigError, ShardSchemaError, NoShardsError, ResourceError, InitError) as e:
+    except (configlib.ConfigError, ShardSchemaError, NoShardsError, ResourceError, InitError, RunMismatchError,
+            DatasetTooSmallError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # the workers failed (after Ray Train's retries): say why, not a driver traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

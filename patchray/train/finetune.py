@@ -1,9 +1,11 @@
 """Driver of attribute fine-tuning: labeled shards, trunk init, Ray Train, then metrics, plots and a summary."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,9 @@ from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
 from patchray.train.checkpoint import atomic_torch_save
 from patchray.train.config import FinetuneConfig
-from patchray.train.pretrain import ensure_synthetic
+from patchray.train.identity import check_resumable, location_path, run_identity
+from patchray.train.pretrain import DatasetTooSmallError, ensure_synthetic
+from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "finetune"
@@ -48,8 +52,9 @@ def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] |
     return set(sorted(ids, key=lambda c: crop_seed(seed, BUDGET_EPOCH, c))[:labels])
 
 
-def read_labeled(shards: ShardSet, width: int, height: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """All crops of a (val or test) split, decoded, with their labels [N, A]; bad rows counted."""
+def read_labeled(shards: ShardSet, width: int, height: int, split: str = "") -> tuple[np.ndarray, np.ndarray, dict]:
+    """All crops of a (val or test) split, decoded, with their labels [N, A]; bad rows counted. A split with no
+    usable crop is refused, naming its files: its metrics would be undefined."""
     pixels, labels, skipped = [], [], {}
     columns = shards.attributes.columns
     for path in shards.files:
@@ -62,16 +67,40 @@ def read_labeled(shards: ShardSet, width: int, height: int) -> tuple[np.ndarray,
                     skipped[r] = skipped.get(r, 0) + 1
             pixels.append(decoded[good])
             labels.append(np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns], 1)[good])
+    if not sum(len(p) for p in pixels):
+        bad = f" (all {sum(skipped.values())} skipped: {skipped})" if skipped else ""
+        raise DatasetTooSmallError(f"the {split or 'evaluation'} split has no usable crop{bad}: "
+                                   f"{shards.num_rows} row(s) in {list(shards.files)}")
     return np.concatenate(pixels), np.concatenate(labels).astype(np.int64), skipped
 
 
-def run_finetune(cfg: FinetuneConfig, log=print, callbacks=()) -> dict:
-    from patchray.pipeline import crop_dataset
-    from patchray.train.finetune_loop import build_attribute_net, finetune_loop
+def init_fingerprint(net) -> str:
+    """Hash of the trunk's initial weights: a re-made pretraining at the same path is another init."""
+    digest = hashlib.sha256()
+    for key, tensor in net.trunk.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
-    t0 = time.time()
+
+@dataclass
+class PreparedFinetune:
+    """What a fine-tuning run is, before anything is written: resolved config, data, initial net, plan, and
+    its identity (``patchray.train.identity``), so that a caller can tell whether a finished run is this one."""
+    cfg: FinetuneConfig
+    out: Path
+    shards: dict[str, ShardSet]
+    net: object
+    transfer_text: str
+    plan: object
+    location: tuple[str, str]
+    identity: dict
+
+
+def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
+    from patchray.train.finetune_loop import build_attribute_net
+
     out = run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     splits = resolve_splits(cfg, log)
     shards = {split: open_shards(specs, require_attributes=True) for split, specs in splits.items()}
     attributes = shards["train"].attributes
@@ -82,49 +111,71 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=()) -> dict:
     init = parse_init(cfg.init)
     if init.kind == "patchtask":  # absolute, so that the recorded config works from anywhere
         init = f"patchtask:{Path(os.path.expanduser(init.path)).resolve()}"
-    cfg = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {"init": str(init)})
     resolved = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {
-        "train_data": list(shards["train"].files), "val_data": list(shards["val"].files),
+        "init": str(init), "train_data": list(shards["train"].files), "val_data": list(shards["val"].files),
         "test_data": list(shards["test"].files)})
-    configlib.dump_yaml(resolved, out / "config.yaml")
 
-    # Build once here: a bad init (missing checkpoint, no ImageNet weights) stops before any cluster work,
-    # and the transfer report is written where people look.
+    # Build once here: a bad init (missing checkpoint, no ImageNet weights) stops before any cluster work.
     import torch
 
     torch.manual_seed(cfg.seed)
-    net, report = build_attribute_net(cfg, attributes)
+    net, report = build_attribute_net(resolved, attributes)
     transfer_text = report.summary() if report else "random init (He): nothing transferred"
-    (out / "transfer.txt").write_text(f"init: {cfg.init}\n{transfer_text}\n")
-    log(f"[finetune] init {cfg.init}: {transfer_text.splitlines()[0]}")
+
+    init_ray()
+    plan = plan_for_cluster(cfg.resources)
+    fingerprints = {split: shards[split].fingerprint for split in shards} | {"init": init_fingerprint(net)}
+    identity = run_identity(configlib.to_dict(resolved), fingerprints, plan.num_workers)
+    return PreparedFinetune(resolved, out, shards, net, transfer_text, plan,
+                            train_location(out, cfg.storage, RAY_RUN_NAME), identity)
+
+
+def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: PreparedFinetune | None = None) -> dict:
+    from patchray.pipeline import crop_dataset
+    from patchray.train.finetune_loop import finetune_loop
+
+    import ray
+
+    t0 = time.time()
+    run = prepared or prepare_finetune(cfg, log)
+    cfg, out, shards, plan = run.cfg, run.out, run.shards, run.plan
+    attributes = shards["train"].attributes
+    resumes_after = check_resumable(run.location, run.identity)  # another run's checkpoint: refused, nothing written
+    out.mkdir(parents=True, exist_ok=True)
+    configlib.dump_yaml(cfg, out / "config.yaml")
+    (out / "transfer.txt").write_text(f"init: {cfg.init}\n{run.transfer_text}\n")
+    log(f"[finetune] init {cfg.init}: {run.transfer_text.splitlines()[0]}")
+    if resumes_after is not None:
+        log(f"[finetune] resuming after epoch {resumes_after + 1} from {location_path(run.location)}")
 
     budget = choose_budget(shards["train"], cfg.labels, cfg.seed)
     train_rows = len(budget) if budget is not None else shards["train"].num_rows
-    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height)
+    if train_rows < plan.num_workers:
+        raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "
+                                   f"{plan.num_workers} training workers: add data or lower resources.num_workers")
+    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height, "val")
     if cfg.val_crops is not None:
         val = (val[0][:cfg.val_crops], val[1][:cfg.val_crops], val[2])
-    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height)
+    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height, "test")
     log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {len(test[0])} test; output -> {out}")
-
-    ray = init_ray()
-    plan = plan_for_cluster(cfg.resources)
     log(f"[finetune] {plan.describe()}")
     dataset = crop_dataset(shards["train"], cfg.crop_width, cfg.crop_height, include_ids=budget,
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
                            data_resources=cfg.resources.data_resources)
-    state, history = fit(finetune_loop, {"config": configlib.to_dict(resolved), "attributes": attributes.to_list(),
-                                         "initial_ref": ray.put(net.state_dict()),
+    state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
+                                         "identity": run.identity, "stream_rows": train_rows,
+                                         "initial_ref": ray.put(run.net.state_dict()),
                                          "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
-                         plan, location=train_location(out, cfg.storage, RAY_RUN_NAME),
-                         max_failures=cfg.max_failures, datasets={"train": dataset}, callbacks=callbacks)
-    summary = write_outputs(out, resolved, state, history, train_rows, {"val": val[2], "test": test[2]},
-                            plan.describe(), time.time() - t0)
+                         plan, location=run.location, max_failures=cfg.max_failures, datasets={"train": dataset},
+                         callbacks=callbacks)
+    summary = write_outputs(out, cfg, state, history, train_rows, {"val": val[2], "test": test[2]},
+                            plan.describe(), time.time() - t0, run.identity)
     log(format_summary(summary))
     return summary
 
 
 def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dict], train_rows: int,
-                  eval_skipped: dict, resources: str, wall_s: float) -> dict:
+                  eval_skipped: dict, resources: str, wall_s: float, identity: dict | None = None) -> dict:
     from patchray.report.plots import plot_finetune_curves
 
     model_path = atomic_torch_save(state["model"], out / "checkpoints" / "model.pt")
@@ -145,7 +196,8 @@ def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dic
         "test": {k: test[k] for k in ("mA", "mAP", "mBER", "orientation_accuracy")},
         "crops_per_s": last["crops_per_s"] * last["workers"],
         "skipped_rows": {"train": last.get("skipped", {}), **eval_skipped},
-        "resources": resources, "checkpoint": str(model_path),
+        "rows_per_epoch": {key: last[f"rows_{key}"] for key in ROW_KEYS},
+        "resources": resources, "checkpoint": str(model_path), "identity": identity,
         "tables": [str(out / "test_metrics.md")], "plots": [str(curves)], "wall_s": round(wall_s, 1),
     }
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
@@ -163,6 +215,7 @@ def format_summary(s: dict) -> str:
         f"init {s['init']}",
         f"  test mA {_pct(t['mA'])}  mAP {_pct(t['mAP'])}  mBER {_pct(t['mBER'])}  "
         f"orientation accuracy {_pct(t['orientation_accuracy'])}",
+        "  " + format_rows(s["rows_per_epoch"]),
         f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, test_metrics.md/.json, "
         "val_metrics.json, transfer.txt, curves.png",
         f"  checkpoint (AttributeNet state_dict): {s['checkpoint']}",

@@ -1,6 +1,7 @@
 """The Ray Train worker loop of attribute fine-tuning."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -19,11 +20,11 @@ from patchray.pipeline import AttributeCollate
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
+from patchray.train.rows import epoch_rows
 from patchray.train.accel import autocast
 from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 64
-RESUME_MUST_MATCH = ("model", "init", "seed", "labels", "hidden")
 
 
 def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialise: bool = True):
@@ -101,7 +102,7 @@ def finetune_loop(loop_config: dict) -> None:
     head_params = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk_params, "lr_mult": cfg.trunk_lr_mult}, {"params": head_params, "lr_mult": 1.0}]
     optimizer = build_optimizer([g for g in groups if g["params"]], cfg.optim)
-    start_epoch, history = resume(net, optimizer, loop_config, RESUME_MUST_MATCH, "finetune", rank)
+    start_epoch, history = resume(net, optimizer, loop_config, "finetune", rank)
     model = ray.train.torch.prepare_model(net)
     base = model.module if hasattr(model, "module") else model
 
@@ -116,11 +117,13 @@ def finetune_loop(loop_config: dict) -> None:
             drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.batch_size * 4,
             local_shuffle_seed=(cfg.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31)
         loss_sum = count = wait_s = 0.0
+        received = 0
         skipped: Counter = Counter()
         t_epoch = time.perf_counter()
         for waited, batch in timed(batches):
             wait_s += waited
             skipped.update(batch["skipped"])
+            received += batch["rows"]
             images, labels = batch["images"], batch["labels"]
             # An all-bad batch still steps (with zero weight): DDP ranks must take the same number of steps.
             weight = 1.0 if len(labels) else 0.0
@@ -132,16 +135,17 @@ def finetune_loop(loop_config: dict) -> None:
             with autocast(device, cfg.amp):
                 logits = [l.float() for l in model(x)]
             loss = attribute_loss(logits, y) * weight
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1} (loss {loss.item()}); "
-                                         f"lower optim.lr (now {cfg.optim.lr})")
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # before the step: the weights stay those of the last good step
+                raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1} (loss {loss_value}); "
+                                         f"lower optim.lr (now {cfg.optim.lr:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss_value * len(y)
             count += len(y) * weight
         elapsed = time.perf_counter() - t_epoch
-        totals = sum_across_workers([loss_sum, count, wait_s, elapsed], device)
+        totals = sum_across_workers([loss_sum, count, wait_s, elapsed, received], device)
         skipped = gather_counters(skipped)
         last = epoch == cfg.epochs - 1
         val_metrics = test_metrics = None
@@ -152,6 +156,7 @@ def finetune_loop(loop_config: dict) -> None:
         metrics = {"epoch": epoch, "lr": lr, "loss": totals[0] / max(totals[1], 1), "crops": int(totals[1]),
                    "crops_per_s": totals[1] / max(totals[3], 1e-9), "data_wait_frac": totals[2] / max(totals[3], 1e-9),
                    "skipped_rows": int(sum(skipped.values())), "workers": world}
+        metrics |= epoch_rows(loop_config["stream_rows"], int(totals[4]), int(sum(skipped.values())))
         metrics |= _summary_metrics("val", val_metrics) | _summary_metrics("test", test_metrics)
         history.append(metrics | {"skipped": dict(skipped), "val": to_jsonable(val_metrics),
                                   "test": to_jsonable(test_metrics)})

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +16,54 @@ from patchray.shards.decode import decode_crops
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import atomic_torch_save, sub_state
+from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.config import PretrainConfig, SyntheticDataConfig
 from patchray.train.resources import ResourcePlan
+from patchray.train.identity import check_resumable, location_path, run_identity
 from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "pretrain"
 
 
+class DatasetTooSmallError(ValueError):
+    """Too few crops (or none) for what the job was asked to do; the message says how many and why."""
+
+
+# First-run rendering of the default data takes about a minute; a second job waits that long, and more on a
+# loaded machine, before it is told why it waits no longer.
+SYNTHETIC_LOCK_TIMEOUT_S = 1800.0
+
+
 def ensure_synthetic(cfg: SyntheticDataConfig, log=print) -> str:
-    """The synthetic default shards, rendered on first use and cached."""
+    """The synthetic default shards, rendered on first use and cached.
+
+    Jobs started together (two first runs, Tune trials, a test session) render it once: under a lock beside
+    the folder, into a temporary folder renamed into place when whole, so that nobody ever reads, or
+    deletes, a half-rendered dataset.
+    """
+    from patchray.locks import hold
     from patchray.shards.generate import generate_synthetic
     from patchray.shards.report import SUMMARY_JSON
 
     root = Path(cfg.path())
     if (root / SUMMARY_JSON).exists():
         return str(root)
-    log(f"[pretrain] rendering the synthetic default dataset into {root} (once; cached afterwards)")
-    report = generate_synthetic(root, cfg.num_crops, cfg.labeled, cfg.seed, overwrite=True)
-    log(report.format())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with hold(root.parent / f".{root.name}.lock", f"the synthetic dataset {root} (rendered by another job)",
+              timeout_s=SYNTHETIC_LOCK_TIMEOUT_S, log=log, tag="pretrain"):
+        if (root / SUMMARY_JSON).exists():  # rendered by whoever held the lock before us
+            return str(root)
+        log(f"[pretrain] rendering the synthetic default dataset into {root} (once; cached afterwards)")
+        for dead in root.parent.glob(f".{root.name}.rendering-*"):  # we hold the lock: no renderer is alive
+            shutil.rmtree(dead, ignore_errors=True)
+        scratch = root.parent / f".{root.name}.rendering-{os.getpid()}"
+        report = generate_synthetic(scratch, cfg.num_crops, cfg.labeled, cfg.seed, overwrite=True)
+        if root.exists():  # a folder without its summary: an interrupted render of an older version; ours
+            shutil.rmtree(root)
+        os.rename(scratch, root)
+        report.out_dir = str(root)  # the summary names where the data is, not where it was rendered
+        report.save()
+    log(f"[pretrain] rendered {report.written} crops in {len(report.files)} shard(s) -> {root}")
     return str(root)
 
 
@@ -62,41 +94,78 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int)
     return np.stack(pixels), np.array(ids, dtype=object)
 
 
-def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
+@dataclass
+class PreparedPretrain:
+    """What a pretraining run is, before anything is written: resolved config, shards, plan, and its identity
+    (``patchray.train.identity``), so that a caller can tell whether a finished run is this one."""
+    cfg: PretrainConfig
+    out: Path
+    shards: ShardSet
+    plan: ResourcePlan
+    location: tuple[str, str]
+    identity: dict
+
+
+def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedPretrain:
+    out = run_dir(cfg)
+    data = resolve_data(cfg, log)
+    shards = open_shards(data)  # schema errors stop here, before any cluster work
+    if shards.num_rows <= cfg.val_crops:
+        raise DatasetTooSmallError(
+            f"{len(shards.files)} shard(s) hold {shards.num_rows} crops, and val_crops={cfg.val_crops} are held out "
+            "for validation: none would be left to train on. Lower val_crops or add data")
+    resolved = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": data})
+    init_ray()
+    plan = plan_for_cluster(cfg.resources)
+    identity = run_identity(configlib.to_dict(resolved), {"train": shards.fingerprint}, plan.num_workers)
+    return PreparedPretrain(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity)
+
+
+def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedPretrain | None = None) -> dict:
+    import ray
+
     from patchray.pipeline import crop_dataset
     from patchray.train.pretrain_loop import pretrain_loop
 
     t0 = time.time()
-    out = run_dir(cfg)
+    run = prepared or prepare_pretrain(cfg, log)
+    cfg, out, shards, plan, location = run.cfg, run.out, run.shards, run.plan, run.location
+    resumes_after = check_resumable(location, run.identity)  # another run's checkpoint here: refused, nothing written
     out.mkdir(parents=True, exist_ok=True)
-    data = resolve_data(cfg, log)
-    shards = open_shards(data)  # schema errors stop here, before any cluster work
-    resolved = configlib.to_dict(cfg) | {"data": data}
-    resolved_cfg = configlib.build(PretrainConfig, resolved)
-    configlib.dump_yaml(resolved_cfg, out / "config.yaml")
+    configlib.dump_yaml(cfg, out / "config.yaml")
     log(f"[pretrain] {shards.num_rows} crops in {len(shards.files)} shard(s); output -> {out}")
-
-    ray = init_ray()
-    plan = plan_for_cluster(cfg.resources)
     log(f"[pretrain] {plan.describe()}")
+    if resumes_after is not None:
+        log(f"[pretrain] resuming after epoch {resumes_after + 1} from {location_path(location)}")
 
     task = cfg.task
     val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
+    # Crop ids are unique within a dataset (make_shards refuses duplicates), so the held-out ids are the rows
+    # the stream loses to validation.
+    stream_rows = shards.num_rows - len(val_ids)
+    if cfg.max_crops is not None:
+        stream_rows = min(stream_rows, cfg.max_crops)
+    needed = plan.num_workers * cfg.crops_per_batch
+    if stream_rows < needed:
+        raise DatasetTooSmallError(
+            f"{stream_rows} crops are left for training ({shards.num_rows} in the shards, {len(val_ids)} held out "
+            f"for validation" + (f", max_crops={cfg.max_crops}" if cfg.max_crops is not None else "")
+            + f"): fewer than one batch ({cfg.crops_per_batch} crops) for each of {plan.num_workers} worker(s). "
+            "Lower val_crops or batch_size, or add data")
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
                            seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data")
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
-    state, history = fit(pretrain_loop, {"config": configlib.to_dict(resolved_cfg),
-                                         "val_ref": ray.put((val_pixels, val_ids))},
-                         plan, location=train_location(out, cfg.storage, RAY_RUN_NAME),
-                         max_failures=cfg.max_failures, datasets={"train": dataset})
-    summary = write_outputs(out, resolved_cfg, state, history, plan, time.time() - t0)
+    state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
+                                         "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids))},
+                         plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
+    summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity)
     log(format_summary(summary))
     return summary
 
 
 def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
-                  wall_s: float) -> dict:
+                  wall_s: float, identity: dict | None = None) -> dict:
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
@@ -112,6 +181,7 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         plots.append(str(plot_grid_confusion(np.array(last["val_confusion"]), grid.cols, grid.rows,
                                              out / "confusion.png")))
     skipped = dict(sorted(last.get("skipped", {}).items()))  # each epoch reads every row: the last one says all
+    rows = {key: last[f"rows_{key}"] for key in ROW_KEYS}
     summary = {
         "name": cfg.name,
         "output": str(out),
@@ -124,11 +194,13 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "patches_per_s_per_worker": last["patches_per_s"],
         "data_wait_frac": last["data_wait_frac"],
         "skipped_rows": skipped,
+        "rows_per_epoch": rows,
         "resources": plan.describe(),
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),
         "plots": plots,
         "wall_s": round(wall_s, 1),
+        "identity": identity,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -141,6 +213,7 @@ def format_summary(s: dict) -> str:
         f"  pretext validation accuracy {s['val_acc']:.3f} ({s['val_acc_over_chance']:.1f}x chance {s['chance']:.3f})",
         f"  {s['patches_per_s']:.0f} patches/s ({s['data_wait_frac']:.0%} of the time waiting for data); "
         f"skipped rows: {skipped}",
+        "  " + format_rows(s["rows_per_epoch"]),
         f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, "
         + ", ".join(Path(p).name for p in s["plots"]),
         f"  checkpoint (PretextNet state_dict): {s['checkpoint']}",

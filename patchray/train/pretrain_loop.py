@@ -1,6 +1,7 @@
 """The Ray Train worker loop of PatchTask pretraining (runs inside each training worker)."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -18,15 +19,13 @@ from patchray.pipeline import patch_batches
 from patchray.train.accel import as_input, autocast, channels_last_for, maybe_compile, to_memory_format, tune_for
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
+from patchray.train.rows import epoch_rows
 from patchray.train.telemetry import TrainingMetrics
 from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
 METRICS_EVERY_S = 2.0  # live gauges for the dashboard (patchray.train.telemetry)
-# Settings that must match for a checkpoint to be resumed: anything else would load wrong shapes or silently
-# change the task halfway through.
-RESUME_MUST_MATCH = ("model", "task", "seed")
 
 
 def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
@@ -65,7 +64,7 @@ def pretrain_loop(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     net = build_pretext_net(cfg)
     optimizer = build_optimizer(net.parameters(), cfg.optim)
-    start_epoch, history = resume(net, optimizer, loop_config, RESUME_MUST_MATCH, "pretrain", rank)
+    start_epoch, history = resume(net, optimizer, loop_config, "pretrain", rank)
     telemetry = TrainingMetrics(cfg.name, rank)
     channels_last = channels_last_for(cfg.channels_last, device)
     model = ray.train.torch.prepare_model(to_memory_format(net, channels_last))
@@ -86,11 +85,13 @@ def pretrain_loop(loop_config: dict) -> None:
                                 decode_device=device if cfg.decode_on == "trainer" else None)
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
+        received = 0
         skipped: Counter = Counter()
         t_epoch = last_print = last_metrics = time.perf_counter()
         for waited, batch in timed(batches):
             wait_s += waited
             skipped.update(batch["skipped"])
+            received += batch["rows"]
             y = batch["labels"].to(device, non_blocking=True)
             patches = batch["patches"]
             # A batch whose rows were all bad still takes its step: skipping it on one rank would leave
@@ -103,10 +104,15 @@ def pretrain_loop(loop_config: dict) -> None:
             with autocast(device, cfg.amp):
                 logits = model(x).float()
             loss = F.cross_entropy(logits, y) * weight
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # before the step: the weights stay those of the last good step
+                raise FloatingPointError(
+                    f"pretraining diverged in epoch {epoch + 1} (step {int(steps) + 1}: loss {loss_value}); "
+                    f"lower optim.lr (now {cfg.optim.lr:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y) * weight
+            loss_sum += loss_value * len(y) * weight
             correct += (logits.argmax(1) == y).sum().item() * weight
             count += len(y) * weight
             steps += 1
@@ -121,7 +127,7 @@ def pretrain_loop(loop_config: dict) -> None:
                       flush=True)
                 last_print = now
         elapsed = time.perf_counter() - t_epoch
-        totals = sum_across_workers([loss_sum, correct, count, wait_s, elapsed], device)
+        totals = sum_across_workers([loss_sum, correct, count, wait_s, elapsed, received], device)
         skipped = gather_counters(skipped)
         v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes,
                                                            channels_last)
@@ -145,7 +151,7 @@ def pretrain_loop(loop_config: dict) -> None:
             "epoch_s": totals[4] / world,
             "skipped_rows": int(sum(skipped.values())),
             "workers": world,
-        }
+        } | epoch_rows(loop_config["stream_rows"], int(totals[5]), int(sum(skipped.values())))
         history.append(metrics | {"skipped": dict(skipped),
                                   "val_confusion": confusion.cpu().numpy().astype(int).tolist()
                                   if not cfg.task.pairwise else None})
@@ -154,6 +160,7 @@ def pretrain_loop(loop_config: dict) -> None:
             print(f"[pretrain] epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f} "
                   f"train acc {metrics['train_acc']:.3f} val acc {metrics['val_acc']:.3f} "
                   f"(chance {metrics['chance']:.3f}), {metrics['patches_per_s'] * world:.0f} patches/s, "
-                  f"data wait {metrics['data_wait_frac']:.0%}, skipped rows {metrics['skipped_rows']}", flush=True)
+                  f"data wait {metrics['data_wait_frac']:.0%}, skipped rows {metrics['skipped_rows']}, "
+                  f"dropped {metrics['rows_dropped']}", flush=True)
         report_epoch(metrics, rank=rank, net=base, optimizer=optimizer, epoch=epoch, loop_config=loop_config,
                      history=history)

@@ -89,3 +89,27 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: Resource
     return ResourcePlan(num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
                         data_cpus=data_cpus, torch_threads=max(1, int(cpus_per_worker)),
                         resources_per_worker=resources)
+
+
+def plan_around_other_jobs(cluster_cpus: float, cluster_gpus: float, others: list[tuple[str, dict[str, float]]],
+                           requested: ResourcesConfig) -> ResourcePlan:
+    """``plan_resources`` on what other jobs leave: their trainers' placement groups (``others``: job id and
+    resources held) and one data CPU for each such job, which its own Ray Data needs to make progress.
+    Refused, naming the other jobs, when what is left is too little."""
+    held: dict[str, dict[str, float]] = {}
+    for job, resources in others:
+        total = held.setdefault(job, {})
+        for key, value in resources.items():
+            total[key] = total.get(key, 0.0) + value
+    cpus = cluster_cpus - sum(r.get("CPU", 0.0) + MIN_DATA_CPUS for r in held.values())
+    gpus = cluster_gpus - sum(r.get("GPU", 0.0) for r in held.values())
+    try:
+        return plan_resources(cpus, gpus, requested)
+    except ResourceError as e:
+        if not held:
+            raise
+        busy = "; ".join(f"job {job}: {r.get('CPU', 0):g} CPU" + (f", {r['GPU']:g} GPU" if r.get("GPU") else "")
+                         + f" for training, {MIN_DATA_CPUS:g} CPU kept for its data" for job, r in held.items())
+        raise ResourceError(f"other jobs are training on this cluster ({busy}); of {cluster_cpus:g} CPU(s) "
+                            f"{max(cpus, 0):g} are left for this one: {e}. Wait for them to finish, or add "
+                            "nodes") from None

@@ -1,12 +1,13 @@
 """What every training job shares at the Ray edge: joining a cluster, sizing, building and running a trainer."""
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
 
 from patchray.train.checkpoint import load_checkpoint
-from patchray.train.resources import ResourcePlan, ResourcesConfig, plan_resources
+from patchray.train.resources import ResourcePlan, ResourcesConfig, plan_around_other_jobs
 
 
 def init_ray():
@@ -24,13 +25,18 @@ def init_ray():
 
 
 def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
+    """Size the workers on what this job may use: the cluster's totals, less what the caller already holds
+    and what other jobs' trainers hold (with a data CPU kept for each of them). Two jobs each planning on the
+    whole cluster would together starve Ray Data: the silent hang the planner exists to prevent."""
     import ray
 
-    # Planned on the cluster's totals (free resources flicker while a previous trainer shuts down), less what
-    # the caller already holds: inside a Tune trial, the trial's own sliver of CPU would otherwise leave Ray
-    # Data just under the one CPU a data task needs, and the job would hang.
+    from patchray.ray_compat import placement_groups_of_other_jobs
+
+    # Totals, not ray.available_resources(): free resources flicker while this job's own previous trainer shuts
+    # down and while data tasks come and go; other jobs' trainers are counted by their placement groups.
     resources = ray.cluster_resources()
-    return plan_resources(resources.get("CPU", 0) - requested.reserved_cpus, resources.get("GPU", 0), requested)
+    return plan_around_other_jobs(resources.get("CPU", 0) - requested.reserved_cpus, resources.get("GPU", 0),
+                                  placement_groups_of_other_jobs(), requested)
 
 
 def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int,
@@ -54,11 +60,41 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=datasets_to_split),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise TrainingError(_failure_message(e, location)) from None
     if result.checkpoint is None:
-        raise RuntimeError(f"training ended without a checkpoint (error: {result.error})")
+        raise TrainingError(f"training ended without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as folder:
         return load_checkpoint(folder)
+
+
+class TrainingError(RuntimeError):
+    """Training failed on the workers (after Ray Train's retries); the message says why and what is kept."""
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The user-level exception inside Ray Train's wrappers (worker failures, task errors)."""
+    failures = getattr(error, "worker_failures", None)
+    if failures:
+        error = failures[min(failures)]
+    error = getattr(error, "controller_failure", None) or error
+    cause = getattr(error, "cause", None)  # RayTaskError / ActorError wrap the exception raised in user code
+    return cause if isinstance(cause, BaseException) else error
+
+
+def _failure_message(error: BaseException, location: tuple[str, str]) -> str:
+    from patchray.train.identity import last_checkpoint, location_path
+
+    cause = _root_cause(error)
+    text = str(cause).strip().splitlines()
+    message = f"training failed: {type(cause).__name__}: {text[-1] if text else ''}"
+    kept = last_checkpoint(location)
+    if kept is not None:
+        message += (f"; the last good checkpoint (after epoch {kept[0] + 1}) is kept in {location_path(location)}, "
+                    "and running the same command again resumes from it")
+    return message
 
 
 # A cluster's default for every job's --storage (the cluster YAMLs export it on each node).
@@ -69,16 +105,51 @@ def default_storage(storage: str | None) -> str | None:
     return storage or os.environ.get(STORAGE_ENV) or None
 
 
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
 def train_location(out: Path, storage: str | None, kind: str) -> tuple[str, str]:
     """(storage_path, run name) of a job's Ray Train run. Locally it lives in the job's folder; in shared storage
-    (S3, GCS, NFS; ``storage`` or else $PATCHRAY_STORAGE) it is named after the job too, so that two runs never
-    resume each other's checkpoints."""
+    (S3, GCS, NFS; ``storage`` or else $PATCHRAY_STORAGE) its name carries the job's name and a hash of its
+    whole output folder, so that two runs with other ``--out`` never resume each other's checkpoints, however
+    their names agree (the cluster YAMLs give every job one PATCHRAY_STORAGE)."""
     storage = default_storage(storage)
     if storage:
-        return storage, f"{kind}-{out.name}"
+        if not _is_uri(storage):  # Ray Train wants a local storage path absolute
+            storage = str(Path(storage).expanduser().resolve())
+        digest = hashlib.sha256(str(out).encode()).hexdigest()[:10]
+        return storage, f"{kind}-{out.name}-{digest}"
     return str(out / "ray"), kind
 
 
+def _job_working_dir() -> str | None:
+    """The folder ``ray job submit --working-dir`` unpacked this job into (deleted with the job), if any."""
+    from patchray.ray_compat import job_runtime_env
+
+    runtime_env = job_runtime_env()
+    if runtime_env and runtime_env.get("working_dir"):
+        return os.getcwd()
+    return None
+
+
 def run_dir(cfg) -> Path:
-    """Where a job with ``out`` and ``name`` writes: OUT/NAME, absolute."""
-    return Path(cfg.out).expanduser().resolve() / cfg.name
+    """Where a job with ``out`` and ``name`` writes: OUT/NAME, absolute.
+
+    Refuses a URI (outputs are local files; shared checkpoints go to ``--storage``) and, inside a job submitted
+    with ``--working-dir``, a relative ``--out``: it would land in the job's temporary copy of the working dir,
+    which Ray deletes, and a resubmitted job could not find its checkpoints there.
+    """
+    from patchray.config import ConfigError
+
+    if _is_uri(cfg.out):
+        raise ConfigError(f"out: {cfg.out!r} is a URI; job outputs (config, metrics, plots, checkpoints) are "
+                          "written to a local folder. Give a local --out, and --storage "
+                          f"{cfg.out.rstrip('/')} for Ray Train's checkpoints in shared storage")
+    out = Path(cfg.out).expanduser()
+    working_dir = _job_working_dir()
+    if working_dir and not out.is_absolute():
+        raise ConfigError(f"out: {cfg.out!r} is relative, and this job runs in Ray's temporary copy of the "
+                          f"working dir ({working_dir}), deleted when the job ends: give an absolute --out, "
+                          "e.g. --out '~/patchray-runs' (quoted: expanded where the job runs)")
+    return out.resolve() / cfg.name

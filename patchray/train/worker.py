@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from patchray.train.checkpoint import load_checkpoint, save_checkpoint
+from patchray.train.identity import check_same_run
 
 
 def distributed() -> bool:
@@ -34,22 +35,20 @@ def gather_counters(counter: Counter) -> Counter:
     return total
 
 
-def resume(net, optimizer, loop_config: dict, must_match: tuple[str, ...], tag: str, rank: int
-           ) -> tuple[int, list[dict]]:
+def resume(net, optimizer, loop_config: dict, tag: str, rank: int) -> tuple[int, list[dict]]:
     """Load the last checkpoint Ray Train hands this run, if any: (first epoch to run, metric history).
 
-    Refuses a checkpoint whose settings in ``must_match`` differ from this run's:
-    that would load wrong shapes or silently change the experiment halfway.
+    Refuses a checkpoint of a run with another identity (``patchray.train.identity``): that would load wrong
+    shapes or silently change the experiment halfway. The driver checked this before starting; this is the
+    guard where the weights are actually loaded.
     """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, []
     with checkpoint.as_directory() as folder:
         state, history = load_checkpoint(folder)
-    for key in must_match:
-        if state["config"].get(key) != loop_config["config"].get(key):
-            raise ValueError(f"cannot resume: checkpoint has {key}={state['config'].get(key)!r}, this run "
-                             f"{loop_config['config'].get(key)!r}; use another name")
+    check_same_run(state.get("identity"), loop_config["identity"], f"[{tag}] the checkpoint handed to this run",
+                   state["epoch"])
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     start = state["epoch"] + 1
@@ -65,7 +64,7 @@ def report_epoch(metrics: dict, *, rank: int, net, optimizer, epoch: int, loop_c
         checkpoint = None
         if rank == 0:
             save_checkpoint(folder, model=net.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                            config=loop_config["config"], history=history)
+                            config=loop_config["config"], history=history, identity=loop_config["identity"])
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint)
 

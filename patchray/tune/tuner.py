@@ -109,7 +109,8 @@ def run_trial(params: dict, *, tune_cfg: dict, out: str, reserved_cpus: float) -
     from patchray.shards.reader import open_shards
     from patchray.train.finetune import run_finetune
     from patchray.train.pretrain import run_pretrain
-    from patchray.tune.cache import PretrainCache, data_fingerprint, pretext_key
+    from patchray.train.runner import plan_for_cluster
+    from patchray.tune.cache import PretrainCache, pretext_key
 
     cfg = configlib.build(TuneConfig, tune_cfg)
     pre_overrides, fine_overrides = cfg.search_space().split(params)
@@ -123,7 +124,16 @@ def run_trial(params: dict, *, tune_cfg: dict, out: str, reserved_cpus: float) -
         ray.tune.report({f"val_{cfg.metric}": 0.0, "infeasible": 1})
         return
     shards = open_shards(pretrain.data)
-    key = pretext_key(pretrain, data_fingerprint(list(shards.files), shards.filesystem))
+    # The key holds the training workers as planned (their number sets the global batch, GPU or CPU the
+    # precision). Planned here as run_pretrain plans them, and pinned where pinning leaves the plan as it is,
+    # so that the run trains what the key names even if the cluster changes in between.
+    plan = plan_for_cluster(pretrain.resources)
+    pinned = dataclasses.replace(pretrain, resources=dataclasses.replace(
+        pretrain.resources, num_workers=plan.num_workers, use_gpu=plan.use_gpu))
+    if plan_for_cluster(pinned.resources) == plan:
+        pretrain = pinned
+    key = pretext_key(pretrain, shards.fingerprint,
+                      num_workers=plan.num_workers, use_gpu=plan.use_gpu)
     cache = PretrainCache(Path(out).parent / "pretrain_cache")  # beside the experiments: shared by all of them
     trial_id = ray.tune.get_context().get_trial_id()
     folder, trained = cache.get_or_train(

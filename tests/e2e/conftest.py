@@ -1,23 +1,69 @@
-"""One real local Ray cluster for the whole end-to-end session (starting one costs ~5 s), and small data."""
+"""One real local Ray cluster for the whole end-to-end session (starting one costs ~5 s), and small data.
+
+Every Ray process of the session (this cluster, the jobs the tests start, their clients) uses a token of the
+session's own, never the user's ~/.ray/auth_token: Ray reads $RAY_AUTH_TOKEN_PATH before that file, and with
+a token found there it creates none."""
+import os
 import socket
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
+import heads
 import pytest
+
+_TOKEN_VARS = (heads.TOKEN_ENV, heads.TOKEN_PATH_ENV)
+
+
+@dataclass(frozen=True)
+class SessionToken:
+    token: str
+    path: Path
+    user_token_before: tuple | None  # heads.file_state(~/.ray/auth_token) when the session started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_token(tmp_path_factory) -> SessionToken:
+    """A random token for the session, in a pytest folder, named by $RAY_AUTH_TOKEN_PATH for this process
+    and every process it starts."""
+    before = heads.file_state(heads.USER_TOKEN)
+    path = heads.write_token(tmp_path_factory.mktemp("auth"))
+    saved = {name: os.environ.get(name) for name in _TOKEN_VARS}
+    os.environ.pop(heads.TOKEN_ENV, None)
+    os.environ[heads.TOKEN_PATH_ENV] = str(path)
+    _forget_loaded_token()
+    yield SessionToken(token=path.read_text().strip(), path=path, user_token_before=before)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _forget_loaded_token()
+
+
+def _forget_loaded_token() -> None:
+    """Ray's token loader caches the token it found first; make it look again (a no-op before any use)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:
+        return
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(session_token):
     import ray
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    # A cluster of our own (never `ray stop`: it would stop every Ray process on the machine).
+    # A cluster of our own (never `ray stop`: it would stop every Ray process on the machine), and a new one:
+    # address="local", not the machine's "current cluster" a `ray start` (another test's head) recorded.
     # The dashboard is what users have (and Ray Train's placement-group cleaner needs its state API); metrics
     # are exported every second so that the telemetry test sees them while a short run trains.
     with socket.socket() as s:  # 8265 may belong to a cluster of someone else's
         s.bind(("127.0.0.1", 0))
         dashboard_port = s.getsockname()[1]
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, log_to_driver=True,
-             _system_config={"metrics_report_interval_ms": 1000},
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port,
+             log_to_driver=True, _system_config={"metrics_report_interval_ms": 1000},
              runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
     yield ray
     ray.shutdown()

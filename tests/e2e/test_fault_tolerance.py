@@ -66,9 +66,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_half_written_one
     torn = checkpoints / "checkpoint_2999-01-01_00-00-00.000000"
     torn.mkdir()
     (torn / MODEL_FILE).write_bytes(b"PK\x03\x04 truncated")
-    summary = run_pretrain(small_config(tmp_path, "ft", [synthetic_small / "unlabeled"], epochs=4))
-    assert summary["epochs"] == 4 and _epochs(out) == [0, 1, 2, 3]
-    # epochs 0-2 came back from the real last checkpoint's history, byte for byte (their timings would differ
-    # had they been trained again)
-    assert (out / "metrics.jsonl").read_text().splitlines()[:3] == before
+    summary = run_pretrain(small_config(tmp_path, "ft", [synthetic_small / "unlabeled"], epochs=3, max_failures=2))
+    assert summary["epochs"] == 3 and _epochs(out) == [0, 1, 2]
+    # the real last checkpoint was resumed (after epoch 3: nothing left to train), and its history came back byte
+    # for byte (timings would differ had an epoch been trained again); the torn file was never loaded
+    assert (out / "metrics.jsonl").read_text().splitlines() == before
     build_trunk("tiny").load_state_dict(torch.load(out / "checkpoints" / "trunk.pt", weights_only=True))

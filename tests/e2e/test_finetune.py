@@ -9,6 +9,7 @@ from patchray.models import AttributeNet, build_trunk
 from patchray.shards import PARSE27K
 from patchray.train.config import FinetuneConfig
 from patchray.train.finetune import run_finetune
+from patchray.train.identity import RunMismatchError
 
 pytestmark = pytest.mark.slow
 
@@ -61,10 +62,17 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     key = next(k for k in state if k.startswith("trunk.") and k.endswith("weight"))
     assert not torch.equal(state[key], pretext.state_dict()[key])
     assert torch.allclose(state[key], pretext.state_dict()[key], atol=0.5)
-    # same name, more epochs: resumes, epochs continue without repeats
-    summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100, epochs=3))
-    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1, 2] and summary["epochs"] == 3
+    rows = summary["rows_per_epoch"]
+    assert rows["in_stream"] == 100 and rows["trained"] + rows["skipped"] + rows["dropped"] == 100
+    # the same command again resumes after its last epoch: no epoch trained twice, the history kept byte for byte
+    before = (out / "metrics.jsonl").read_text()
+    again = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100))
+    assert (out / "metrics.jsonl").read_text() == before and again["epochs"] == 2
+    # another label budget under the same name is another run: refused, and transfer.txt / config.yaml untouched
+    written = {name: (out / name).read_text() for name in ("config.yaml", "transfer.txt")}
+    with pytest.raises(RunMismatchError, match=r"labels: 100 -> 120"):
+        run_finetune(_cfg(tmp_path, "ft", labeled_small, init="random", labels=120))
+    assert {name: (out / name).read_text() for name in written} == written
 
 
 def test_label_budget_is_the_same_crops_for_every_init(labeled_small):

@@ -1,6 +1,7 @@
 """Job submission as a user does it: a real head on loopback (free ports, stopped alone, never `ray stop`),
 `ray job submit --working-dir .` of jobs/pretrain.py, SUCCEEDED, logs read through the job API, and the job
-API refusing a request without the cluster's token."""
+API refusing a request without the cluster's token. The head and its clients use a token of the test's own,
+never the user's ~/.ray/auth_token."""
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ ROOT = Path(__file__).parents[2]
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     with heads.loopback_head(tmp_path_factory.mktemp("head") / "head.log", "--num-cpus=2") as (_, url, env):
-        yield url, env, heads.TOKEN.read_text().strip()
+        yield url, env, heads.token_of(env)
 
 
 def submit(url: str, env: dict, entrypoint: str) -> str:
@@ -106,3 +107,33 @@ def test_a_killed_driver_s_job_submitted_again_resumes_where_it_stopped(head, sy
     assert "[pretrain] epoch 3/3:" in logs and "[pretrain] epoch 1/3:" not in logs, logs[-3000:]
     epochs = [json.loads(line)["epoch"] for line in (out / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2]
+
+
+def test_the_tests_use_tokens_of_their_own_and_leave_the_user_s_alone(head, ray_cluster, session_token):
+    """Last in this file: after jobs were submitted. The head (and its clients) and the session's ray.init
+    cluster each run on a random token of the tests; the user's ~/.ray/auth_token is neither read nor written."""
+    url, env, token = head
+    assert heads.TOKEN_ENV not in env and env[heads.TOKEN_PATH_ENV] != str(heads.USER_TOKEN)
+    assert len(token) == 64 and token != session_token.token
+    user_token = heads.USER_TOKEN.read_text().strip() if heads.USER_TOKEN.exists() else None
+    assert user_token not in (token, session_token.token)
+
+    def status(base: str, bearer: str | None) -> int:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{base}/api/jobs/", headers=headers),
+                                        timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    # each cluster takes its own token only (no token: 401, a wrong one: 403)
+    session_url = ray_cluster._private.worker.get_dashboard_url()
+    session_url = session_url if session_url.startswith("http") else f"http://{session_url}"
+    assert status(url, token) == 200 and status(url, session_token.token) == 403
+    assert status(session_url, session_token.token) == 200 and status(session_url, token) == 403
+    assert status(session_url, None) == 401
+    if user_token:
+        assert status(url, user_token) == 403 and status(session_url, user_token) == 403
+    # the user's token file is as it was when the session started (absent stays absent)
+    assert heads.file_state(heads.USER_TOKEN) == session_token.user_token_before

@@ -1,5 +1,6 @@
 """PatchTask pretraining end to end on a real local Ray cluster: 2 training workers on 2 CPUs."""
 import json
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,7 +9,9 @@ import torch
 
 from patchray.models import build_trunk
 from patchray.shards import CropRecord, DatasetMeta, ShardWriter, AttributeSet
+from patchray.train.identity import RunMismatchError
 from patchray.train.pretrain import run_pretrain
+from patchray.train.runner import TrainingError
 
 from helpers import small_config
 
@@ -42,12 +45,78 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     assert any(k.startswith("head.") for k in pretext) and any(k.startswith("trunk.") for k in pretext)
     assert all(torch.equal(pretext[f"trunk.{k}"], v) for k, v in trunk_state.items())
 
-    # the same name again with more epochs resumes: epochs continue, none repeated
+    # every row of every epoch accounted for: trained, skipped or dropped by the even split
+    for m in metrics:
+        assert m["rows_trained"] + m["rows_skipped"] + m["rows_dropped"] == m["rows_in_stream"] > 0
+        assert 0 <= m["rows_dropped"] < m["workers"]
+
+    # the same command again resumes after its last epoch: nothing trained twice, the history kept byte for byte
+    config_before, metrics_before = (out / "config.yaml").read_text(), (out / "metrics.jsonl").read_text()
     capsys.readouterr()
-    summary = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], epochs=3))
-    assert "resuming after epoch 1" in capsys.readouterr().out or summary["epochs"] == 3
-    assert [m["epoch"] for m in _metrics(out)] == [0, 1, 2]
-    assert summary["patches_seen"] > metrics[-1]["patches_seen"]
+    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"]))
+    assert "[pretrain] resuming after epoch 2 from" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_text() == metrics_before  # a re-trained epoch would have new timings
+    assert again["patches_seen"] == summary["patches_seen"] and again["epochs"] == 2
+
+    # other settings at the same --out and --name: refused before anything is written, naming what differs
+    with pytest.raises(RunMismatchError) as refused:
+        run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], epochs=3,
+                                  optim={"lr": 0.02}))
+    assert "epochs: 2 -> 3" in str(refused.value) and "optim.lr: 0.01 -> 0.02" in str(refused.value)
+    assert (out / "config.yaml").read_text() == config_before
+
+    # a run that diverges stops, naming the epoch, and its last good checkpoint is kept
+    with pytest.raises(TrainingError, match=r"FloatingPointError: pretraining diverged in epoch 1 .*lower optim.lr"):
+        run_pretrain(small_config(tmp_path, "diverges", [synthetic_small / "unlabeled"], epochs=1, max_failures=0,
+                                  optim={"lr": 1e8}))
+    assert not (tmp_path / "diverges" / "summary.json").exists()
+    from patchray.train.runner import _failure_message
+
+    kept = _failure_message(FloatingPointError("x"), (str(out / "ray"), "pretrain"))
+    assert f"the last good checkpoint (after epoch 2) is kept in {out / 'ray' / 'pretrain'}" in kept
+
+
+def test_a_second_job_on_a_busy_cluster_is_refused_instead_of_starving_ray_data(ray_cluster):
+    """Another job (a second driver) holding training workers' resources: this job plans around them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from patchray.train.resources import ResourceError, ResourcesConfig
+    from patchray.train.runner import plan_for_cluster
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    # this job's own placement groups (a previous trainer, a Tune trial's) are its own business: not counted
+    own = placement_group([{"CPU": 0.5}])
+    ray_cluster.get(own.ready())
+    assert plan_for_cluster(ResourcesConfig()).num_workers == 2
+    remove_placement_group(own)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, ray
+        from ray.util.placement_group import placement_group
+        ray.init(address={ray_cluster.get_runtime_context().gcs_address!r}, log_to_driver=False)
+        group = placement_group([{{"CPU": 0.5}}, {{"CPU": 0.5}}])  # what a 2-worker trainer reserves
+        ray.get(group.ready())
+        print("holding", flush=True)
+        sys.stdin.read()  # until the test closes our stdin
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(ResourceError, match=r"other jobs are training on this cluster \(job \w+: 1 CPU for "
+                                                r"training, 1 CPU kept for its data\)"):
+            plan_for_cluster(ResourcesConfig())
+    finally:
+        holder.stdin.close()
+        holder.wait(60)
+    deadline = time.time() + 30
+    while True:  # its placement group goes with its job
+        try:
+            assert plan_for_cluster(ResourcesConfig()).num_workers == 2
+            break
+        except ResourceError:
+            assert time.time() < deadline
+            time.sleep(1)
 
 
 @pytest.mark.parametrize("decode_on", ["data", "trainer"])
@@ -69,7 +138,22 @@ def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_
     summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, val_crops=100, decode_on=decode_on))
     # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch
     assert summary["skipped_rows"] == {"truncated_image": 6, "unreadable_image": 6}
-    assert summary["patches_seen"] > 0
+    assert summary["rows_per_epoch"] == {"in_stream": 200, "trained": 188, "skipped": 12, "dropped": 0}
+    assert summary["patches_seen"] == 188 * 8
+
+
+def test_an_odd_stream_drops_one_row_and_says_so_and_a_too_small_dataset_is_refused(
+        ray_cluster, synthetic_small, tmp_path):
+    from patchray.train.pretrain import DatasetTooSmallError
+
+    data = [synthetic_small / "unlabeled"]
+    # 151 rows over 2 workers: the even split drops one, which the epoch's accounting names
+    summary = run_pretrain(small_config(tmp_path, "odd", data, epochs=1, val_crops=50, max_crops=151))
+    assert summary["rows_per_epoch"] == {"in_stream": 151, "trained": 150, "skipped": 0, "dropped": 1}
+    with pytest.raises(DatasetTooSmallError, match=r"val_crops=900 are held out for validation: none would be left"):
+        run_pretrain(small_config(tmp_path, "tiny", data, val_crops=900))
+    with pytest.raises(DatasetTooSmallError, match=r"10 crops are left for training .*fewer than one batch"):
+        run_pretrain(small_config(tmp_path, "few", data, val_crops=100, max_crops=10))
 
 
 def test_no_position_cue_in_noise_or_constant_crops(ray_cluster, synthetic_small, tmp_path):

@@ -107,3 +107,52 @@ def test_not_parquet_is_a_clear_error(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"hello")
     with pytest.raises(ShardSchemaError, match="junk.parquet: not a readable Parquet file"):
         open_shards(str(tmp_path))
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (b"[1, 2]", "must be a JSON object, got list"),
+    (b'"text"', "must be a JSON object, got str"),
+    (json.dumps({"format_version": 1, "attributes": ["Gender"]}).encode(), "attribute metadata is invalid"),
+    (json.dumps({"format_version": 1, "attributes": [{"name": "G", "classes": 5}]}).encode(),
+     "attribute metadata is invalid"),
+    (b"\xff\xfe not utf-8", "not JSON"),
+])
+def test_malformed_metadata_stops_with_the_file_named(tmp_path, raw, problem):
+    table = _good_table(DatasetMeta("d", AttributeSet()))
+    path = _write(tmp_path / "meta.parquet", table.replace_schema_metadata({METADATA_KEY: raw}))
+    with pytest.raises(ShardSchemaError, match=problem) as err:
+        open_shards(path)
+    assert "meta.parquet" in str(err.value)
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_label_values_outside_the_attribute_classes_are_refused_naming_file_column_and_row(tmp_path, statistics):
+    meta = DatasetMeta("d", PARSE27K)
+    table = _good_table(meta, n=6)
+    gender = table.schema.get_field_index("attr_Gender")  # classes: male, female -> values 0..2
+    path = str(tmp_path / "labels.parquet")
+    pq.write_table(table.set_column(gender, table.schema.field(gender), pa.array([0, 1, 2, 2, 3, 1], pa.int16())),
+                   path, write_statistics=statistics, row_group_size=4)
+    with pytest.raises(ShardSchemaError, match=r"labels.parquet: column 'attr_Gender': row 4: value 3 is not 0"):
+        open_shards(path)
+    pq.write_table(table.set_column(gender, table.schema.field(gender), pa.array([0, 1, 2, -1, 1, 1], pa.int16())),
+                   path, write_statistics=statistics, row_group_size=4)
+    with pytest.raises(ShardSchemaError, match=r"row 3: value -1"):
+        open_shards(path)
+    pq.write_table(table, path, write_statistics=statistics)  # every value in range: accepted
+    assert open_shards(path).num_rows == 6
+
+
+def test_fingerprint_follows_content_not_size_or_place(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    table = _good_table(n=3)
+    pq.write_table(table, tmp_path / "a" / "s.parquet")
+    pq.write_table(table, tmp_path / "b" / "s.parquet")
+    same_place = open_shards(str(tmp_path / "a"))
+    assert same_place.fingerprint == open_shards(str(tmp_path / "b")).fingerprint  # a copy is the same data
+    ids = table.schema.get_field_index("crop_id")
+    rewritten = table.set_column(ids, table.schema.field(ids), pa.array(["d0", "d1", "d2"]))  # same sizes, other rows
+    pq.write_table(rewritten, tmp_path / "b" / "s.parquet")
+    assert (tmp_path / "a" / "s.parquet").stat().st_size == (tmp_path / "b" / "s.parquet").stat().st_size
+    assert open_shards(str(tmp_path / "b")).fingerprint != same_place.fingerprint

@@ -61,3 +61,21 @@ def test_workers_pinned_to_node_types_not_up_yet_are_planned_for_the_autoscaler(
     # without pinning, asking for GPUs the cluster does not have is still refused, saying what to do
     with pytest.raises(ResourceError, match="trainer_resources and data_resources"):
         plan_resources(8, 0, ResourcesConfig(use_gpu=True, num_workers=4))
+
+
+def test_a_second_job_plans_on_what_the_first_leaves_or_is_refused():
+    from patchray.train.resources import plan_around_other_jobs
+
+    # alone on 2 CPUs: the default plan
+    assert plan_around_other_jobs(2, 0, [], ResourcesConfig()) == plan_resources(2, 0, ResourcesConfig())
+    # another job's trainers hold 1 CPU, and its data needs 1: nothing is left; refused, naming that job
+    with pytest.raises(ResourceError, match=r"other jobs are training on this cluster \(job 02000000: 1 CPU for "
+                                            r"training, 1 CPU kept for its data\); of 2 CPU\(s\) 0 are left"):
+        plan_around_other_jobs(2, 0, [("02000000", {"CPU": 0.5}), ("02000000", {"CPU": 0.5})], ResourcesConfig())
+    # on 8 CPUs, the first job's 2 + 1 leave 5: the plan fits in them and still keeps Ray Data a CPU
+    plan = plan_around_other_jobs(8, 0, [("02000000", {"CPU": 2.0})], ResourcesConfig())
+    assert plan.num_workers * plan.cpus_per_worker + plan.data_cpus == pytest.approx(5)
+    assert plan.data_cpus >= 1
+    # GPUs held by another job's trainers are not planned twice
+    with pytest.raises(ResourceError, match="the cluster has 0 GPUs|no GPU"):
+        plan_around_other_jobs(16, 1, [("03000000", {"CPU": 1.0, "GPU": 1.0})], ResourcesConfig(use_gpu=True))

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from patchray.shards.images import MAX_JPEG_SIDE
+
 PAD_MODES = ("zero", "edge")
+# The pixel budget of one crop, after the context margin and again after rescaling to --height: 50 MP (a
+# 7000 x 7000 crop, 150 MB of RGB) is far above any person, and far below what a hostile or broken box file
+# (a 1e30 or 1e5 x 1e5 px box) would make ingest allocate. Larger boxes are skipped as ``box_too_large``. It is
+# below ``images.MAX_IMAGE_PIXELS``, so every crop written can be decoded again in training.
+MAX_CROP_PIXELS = 50_000_000
+MAX_CROP_SIDE = MAX_JPEG_SIDE  # crops are stored as JPEG
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,28 @@ def check_box(box: Box, frame_width: int, frame_height: int) -> str | None:
     if x >= frame_width or y >= frame_height or x + w <= 0 or y + h <= 0:
         return "box_outside_frame"
     return None
+
+
+def rescaled_size(width: float, height: float, target_height: int | None) -> tuple[float, float]:
+    """Size of a ``width x height`` crop once rescaled to ``target_height`` (aspect kept; None: unchanged)."""
+    if target_height is None or height <= 0:
+        return width, height
+    return max(1.0, width * target_height / height), float(target_height)
+
+
+def size_reason(width: float, height: float, target_height: int | None = None) -> str | None:
+    """"box_too_large" if a crop of this size (as cut, or once rescaled) is over the crop budget, else None."""
+    for w, h in ((width, height), rescaled_size(width, height, target_height)):
+        # +1: cutting rounds each side; float arithmetic: the sizes may be anything a box file says
+        if not (w + 1) * (h + 1) <= MAX_CROP_PIXELS or not max(w, h) <= MAX_CROP_SIDE:
+            return "box_too_large"
+    return None
+
+
+def crop_size_reason(box: Box, options: CropOptions) -> str | None:
+    """"box_too_large" if the crop of ``box`` (with the context margin, then rescaled) would exceed the budget."""
+    _, _, w, h = enlarge(box, options.context)
+    return size_reason(w, h, options.height)
 
 
 def filter_reason(box: Box, score: float | None, options: CropOptions) -> str | None:

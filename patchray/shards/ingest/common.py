@@ -1,6 +1,9 @@
 """The part every detector-output ingest shares: load a frame once, cut its boxes, write, count."""
 from __future__ import annotations
 
+import os
+import reprlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -8,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from patchray.shards.images import BadImage, encode_image, open_image, to_rgb
-from patchray.shards.ingest.boxes import Box, CropOptions, check_box, filter_reason, make_crop
+from patchray.shards.ingest.boxes import Box, CropOptions, check_box, crop_size_reason, filter_reason, make_crop
 from patchray.shards.report import RunReport
 from patchray.shards.writer import CropRecord, ShardWriter
 
@@ -32,9 +35,45 @@ class FrameJob:
     detections: list[Detection] = field(default_factory=list)
 
 
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+
+
+def brief(value) -> str:
+    """A short repr of an untrusted value for messages: bounded in length and nesting depth."""
+    return _BRIEF.repr(value)
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file. Raises FileNotFoundError if there is nothing at ``path``, and BadImage
+    ``unreadable_file`` for anything else that cannot be read: a folder, a pipe or device (checked on the
+    opened file, without blocking or reading), a dangling symbolic link, a permission error, a bad name."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise BadImage("unreadable_file", "dangling symbolic link") from None
+        raise
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte or an unencodable character in the name
+        raise BadImage("unreadable_file", str(e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+            raise BadImage("unreadable_file", kind)
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            return f.read()
+    except OSError as e:
+        raise BadImage("unreadable_file", str(e)) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def load_image_file(path: Path) -> tuple[np.ndarray, str | None]:
     """RGB pixels of an image file; raises BadImage or FileNotFoundError."""
-    image = open_image(Path(path).read_bytes())
+    image = open_image(read_image_file(path))
     rgb, converted = to_rgb(image)
     return np.asarray(rgb), (image.mode if converted else None)
 
@@ -72,9 +111,9 @@ def write_frame_jobs(jobs: Iterable[FrameJob], writer: ShardWriter, report: RunR
             report.convert(f"{converted_from}->RGB")
         height, width = pixels.shape[:2]
         for det in kept:
-            reason = check_box(det.box, width, height)
+            reason = check_box(det.box, width, height) or crop_size_reason(det.box, options)
             if reason:
-                report.skip(reason, det.where, f"box {tuple(round(v, 1) for v in det.box)} in {width}x{height}")
+                report.skip(reason, det.where, f"box {tuple(float(f'{v:.6g}') for v in det.box)} in {width}x{height}")
                 continue
             crop = make_crop(pixels, det.box, options)
             record = CropRecord(image=encode_image(crop), crop_id=det.crop_id, source=job.source, frame=job.frame,

@@ -7,22 +7,46 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from patchray.shards.images import BadImage
 from patchray.shards.ingest.boxes import CropOptions
 from patchray.shards.ingest.common import IMAGE_SUFFIXES, Detection, FrameJob, load_image_file, write_frame_jobs
 from patchray.shards.report import RunReport
 from patchray.shards.writer import ShardWriter
 
 MIN_FIELDS = 6  # frame, id, x, y, w, h; confidence and the 3D fields are optional
+_FRAME_FILE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+
+
+class _BadField(ValueError):
+    pass
+
+
+def _parse_line(fields: list[str]) -> tuple[int, int, tuple, float | None]:
+    """frame, track, box, score of one line's fields; ValueError with the reason if they are not that."""
+    frame_value, track_value = float(fields[0]), float(fields[1])
+    if not (math.isfinite(frame_value) and 1 <= frame_value < 2.0 ** 63 and frame_value == int(frame_value)):
+        raise _BadField(f"frame {fields[0]!r} is not a 1-based frame number")
+    if not math.isfinite(track_value):
+        raise _BadField(f"id {fields[1]!r} is not a finite number")
+    box = tuple(float(v) for v in fields[2:6])
+    score = float(fields[6]) if len(fields) > 6 and fields[6] != "" else None
+    if score is not None and not math.isfinite(score):
+        score = None
+    return int(frame_value), int(track_value), box, score
 
 
 def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[int, list[Detection]]:
-    """Detections by frame. A malformed line is counted with its file and line number and skipped."""
+    """Detections by frame. A malformed line is counted with its file and line number and skipped.
+
+    Every line that is not blank or a ``#`` comment is one input (``report.inputs["box_lines"]``).
+    """
     by_frame: dict[int, list[Detection]] = defaultdict(list)
     name = os.fspath(path)
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -31,23 +55,19 @@ def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[i
             if not text or text.startswith("#"):
                 continue
             where = f"{name}:{lineno}"
+            report.given("box_lines")
             fields = [p.strip() for p in text.replace(";", ",").split(",")]
             if len(fields) < MIN_FIELDS:
                 report.skip("malformed_line", where, f"expected at least {MIN_FIELDS} comma-separated fields, got {len(fields)}")
                 continue
             try:
-                frame = int(float(fields[0]))
-                track = int(float(fields[1]))
-                box = tuple(float(v) for v in fields[2:6])
-                score = float(fields[6]) if len(fields) > 6 and fields[6] != "" else None
+                frame, track, box, score = _parse_line(fields)
+            except _BadField as e:
+                report.skip("malformed_line", where, str(e))
+                continue
             except ValueError as e:
                 report.skip("malformed_line", where, f"not a number: {e}")
                 continue
-            if frame < 1 or float(fields[0]) != frame:
-                report.skip("malformed_line", where, f"frame {fields[0]!r} is not a 1-based frame number")
-                continue
-            if score is not None and not math.isfinite(score):
-                score = None
             crop_id = f"{source}-f{frame:06d}-id{track}"
             by_frame[frame].append(Detection(box=box, score=score, crop_id=crop_id, where=where))
     return dict(by_frame)
@@ -56,9 +76,9 @@ def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[i
 def index_frames(frames_dir: str | os.PathLike) -> dict[int, Path]:
     """Frame number -> image file, for files named by their number (any zero padding)."""
     index = {}
-    for p in Path(frames_dir).iterdir():
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit():
-            index[int(p.stem)] = p
+    for p in sorted(Path(frames_dir).iterdir()):  # sorted: of two files for one frame, the same one each run
+        if p.suffix.lower() in IMAGE_SUFFIXES and _FRAME_FILE.fullmatch(p.stem):
+            index.setdefault(int(p.stem), p)
     return index
 
 
@@ -94,32 +114,71 @@ def frame_jobs_from_video(by_frame, video, source, options, report) -> Iterator[
         raise SystemExit("--video needs PyAV: pip install 'patchray[video]' (or pip install av)") from None
     wanted = set(_skip_every(by_frame, options, report))
     last = max(wanted, default=0)
-    with av.open(os.fspath(video)) as container:
-        for number, decoded in enumerate(container.decode(video=0), 1):
-            if number > last:
-                break
-            if number in wanted:
-                wanted.discard(number)
-                pixels = decoded.to_ndarray(format="rgb24")
-                yield FrameJob(source=source, frame=number, where=f"{video}#frame{number}",
-                               load=lambda pixels=pixels: (np.ascontiguousarray(pixels), None),
-                               detections=by_frame[number])
-    for number in sorted(wanted):  # boxes for frames past the end of the video
+    failure, number = None, 0
+    try:
+        container = av.open(os.fspath(video))
+    except Exception as e:  # PyAV raises its own error types (and OSError, ValueError) on a bad file
+        container, failure = None, f"{video}: {type(e).__name__}: {e}"
+    if container is not None:
+        with container:
+            frames = container.decode(video=0)
+            while wanted and number < last:
+                try:
+                    decoded = next(frames)
+                    number += 1
+                    pixels = decoded.to_ndarray(format="rgb24") if number in wanted else None
+                except StopIteration:
+                    break
+                except Exception as e:  # a damaged stream: the boxes of the frames not reached are counted
+                    failure = f"{video}: decoding stopped after frame {number}: {type(e).__name__}: {e}"
+                    break
+                if pixels is not None:
+                    wanted.discard(number)
+                    yield FrameJob(source=source, frame=number, where=f"{video}#frame{number}",
+                                   load=lambda pixels=pixels: (np.ascontiguousarray(pixels), None),
+                                   detections=by_frame[number])
+    for number in sorted(wanted):  # boxes for frames past the end of the video, or past a decoding error
         def load(number=number):
+            if failure is not None:
+                raise BadImage("unreadable_file", failure)
             raise FileNotFoundError(f"{video} has fewer than {number} frames")
         yield FrameJob(source=source, frame=number, where=f"{video}#frame{number}", load=load,
                        detections=by_frame[number])
 
 
+def check_mot_inputs(boxes, frames=None, video=None) -> None:
+    """Stop before any output is touched if an input is missing or unreadable (FileNotFoundError, ValueError)."""
+    if (frames is None) == (video is None):
+        raise ValueError("give exactly one of --frames DIR or --video FILE")
+    if not Path(boxes).is_file():
+        raise FileNotFoundError(f"--boxes {boxes}: no such file" if not Path(boxes).exists() else
+                                f"--boxes {boxes}: not a file")
+    with open(boxes, "rb") as f:  # readable (a permission error stops here, not after the output is prepared)
+        f.read(1)
+    if frames is not None:
+        if not Path(frames).is_dir():
+            raise FileNotFoundError(f"--frames {frames}: not a folder")
+        os.listdir(frames)
+    if video is not None:
+        if not Path(video).is_file():
+            raise FileNotFoundError(f"--video {video}: no such file")
+        try:
+            import av
+        except ImportError:
+            raise SystemExit("--video needs PyAV: pip install 'patchray[video]' (or pip install av)") from None
+        try:
+            with av.open(os.fspath(video)) as container:
+                has_video = bool(container.streams.video)
+        except Exception as e:
+            raise ValueError(f"--video {video}: not a readable video ({type(e).__name__}: {e})") from None
+        if not has_video:
+            raise ValueError(f"--video {video}: has no video stream")
+
+
 def ingest_mot(boxes: str | os.PathLike, writer: ShardWriter, report: RunReport, options: CropOptions, *,
                frames: str | os.PathLike | None = None, video: str | os.PathLike | None = None,
                source: str | None = None, split: str | None = None) -> None:
-    if (frames is None) == (video is None):
-        raise ValueError("give exactly one of --frames DIR or --video FILE")
-    if frames is not None and not Path(frames).is_dir():
-        raise FileNotFoundError(f"--frames {frames}: not a folder")
-    if video is not None and not Path(video).is_file():
-        raise FileNotFoundError(f"--video {video}: no such file")
+    check_mot_inputs(boxes, frames, video)
     source = source or Path(frames or video).resolve().name.rsplit(".", 1)[0]
     if frames is not None and Path(frames).name == "img1":  # MOTChallenge layout: SEQ/img1/000001.jpg
         source = Path(frames).resolve().parent.name if source == "img1" else source

@@ -1,0 +1,105 @@
+"""Which run a checkpoint belongs to, so that a run is only ever resumed by the same run.
+
+A run's *identity* is everything that changes what it learns: its resolved config minus where and how it runs
+(names, folders, storage, failure budget, resource pinning), plus a fingerprint of its data (the shards'
+Parquet footers) and the number of training workers (with the per-worker batch, the global batch). It travels
+in every checkpoint (``run.json``); before a job writes anything, the driver compares it with the last
+checkpoint registered at the job's Ray Train location and refuses a mismatch, naming the keys that differ.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from patchray.train.checkpoint import RUN_FILE, load_checkpoint
+
+# Top-level config keys that say where or how a run executes, not what it learns. The data keys are replaced
+# by their fingerprints, the resources by the worker count actually planned.
+NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources", "synthetic",
+                          "data", "train_data", "val_data", "test_data"})
+
+
+class RunMismatchError(ValueError):
+    """A checkpoint at this run's location belongs to a run with other settings."""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, Any]:
+    """``config``: the resolved config as plain data; ``data``: fingerprint per input (``{"train": ...}``)."""
+    identity = {k: v for k, v in flatten(config).items() if k.split(".", 1)[0] not in NOT_IDENTITY}
+    identity |= {f"data.{name}": fingerprint for name, fingerprint in data.items()}
+    identity["workers"] = workers
+    # Through JSON and back, so that a stored identity compares equal to a fresh one (tuples, float repr).
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+_ABSENT = "<absent>"
+
+
+def differences(stored: dict | None, current: dict) -> list[str]:
+    """``key: stored -> current`` for every key whose value differs (a key only one side has included)."""
+    stored = stored or {}
+    lines = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key, _ABSENT), current.get(key, _ABSENT)
+        if old != new:
+            lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines
+
+
+def check_same_run(stored: dict | None, current: dict, where: str, epoch: int | None = None) -> None:
+    changed = differences(stored, current)
+    if changed:
+        at = f" (after epoch {epoch + 1})" if epoch is not None else ""
+        raise RunMismatchError(
+            f"{where} holds a checkpoint{at} of a run with other settings; it would be resumed as if it were "
+            f"this one. Differences (checkpoint -> this run): {'; '.join(changed)}. Run with the same settings "
+            "to resume it, or choose another --name or --out for a new run")
+
+
+def location_path(location: tuple[str, str]) -> str:
+    storage, name = location
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def last_checkpoint(location: tuple[str, str]) -> tuple[int, dict | None] | None:
+    """(epoch, identity) of the last checkpoint Ray Train registered at ``location`` (storage path, run name),
+    or None when there is none. Only registered checkpoints count: one a crash left half-written is not."""
+    import ray.train
+
+    try:
+        result = ray.train.Result.from_path(location_path(location))
+    except RuntimeError:  # no run folder, or no checkpoint manager snapshot in it: nothing to resume
+        return None
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        return None
+    fs, folder = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    try:
+        with fs.open_input_stream(f"{folder}/{RUN_FILE}") as f:
+            run = json.loads(f.read().decode())
+        return run["epoch"], run.get("identity")
+    except FileNotFoundError:  # written before run.json existed: the model file holds the same
+        with checkpoint.as_directory() as local:
+            state, _ = load_checkpoint(local)
+        return state["epoch"], state.get("identity")
+
+
+def check_resumable(location: tuple[str, str], identity: dict) -> int | None:
+    """The epoch a run at ``location`` would resume after (None: it starts fresh); refuses another run's
+    checkpoint with :class:`RunMismatchError`."""
+    found = last_checkpoint(location)
+    if found is None:
+        return None
+    epoch, stored = found
+    check_same_run(stored, identity, location_path(location), epoch)
+    return epoch

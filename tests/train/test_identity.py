@@ -1,0 +1,53 @@
+import pytest
+
+from patchray import config as configlib
+from patchray.train.config import PretrainConfig
+from patchray.train.identity import RunMismatchError, check_same_run, differences, run_identity
+from patchray.train.rows import epoch_rows, format_rows
+
+
+def _identity(overrides=(), data="fp-a", workers=2):
+    cfg = configlib.load(PretrainConfig, None, list(overrides))
+    return run_identity(configlib.to_dict(cfg), {"train": data}, workers)
+
+
+def test_identity_keeps_what_changes_the_result_and_drops_where_it_runs():
+    base = _identity()
+    assert base["optim.lr"] == 0.01 and base["epochs"] == 3 and base["batch_size"] == 128
+    assert base["task.patch_size"] == 32 and base["data.train"] == "fp-a" and base["workers"] == 2
+    # places, names, failure budget and resource pinning do not make another run
+    same = _identity(["out=/elsewhere", "name=other", "storage=s3://b/x", "max_failures=3",
+                      "resources.cpus_per_worker=0.25", "data=[/some/path]"])
+    assert differences(base, same) == []
+    # what changes the weights does, each named
+    for override, key in (("optim.lr=0.02", "optim.lr"), ("epochs=4", "epochs"), ("batch_size=64", "batch_size"),
+                          ("seed=1", "seed"), ("task.preset=pt8", "task.preset"), ("model=resnet18", "model")):
+        changed = differences(base, _identity([override]))
+        assert any(line.startswith(f"{key}: ") for line in changed), (override, changed)
+    assert differences(base, _identity(data="fp-b")) == ["data.train: 'fp-a' -> 'fp-b'"]
+    assert differences(base, _identity(workers=4)) == ["workers: 2 -> 4"]
+
+
+def test_a_mismatch_is_refused_naming_every_differing_key():
+    stored = _identity()
+    current = _identity(["optim.lr=0.05", "epochs=5"], data="fp-new", workers=4)
+    with pytest.raises(RunMismatchError) as refused:
+        check_same_run(stored, current, "s3://bucket/pretrain-x", epoch=1)
+    text = str(refused.value)
+    assert "s3://bucket/pretrain-x holds a checkpoint (after epoch 2)" in text
+    for part in ("data.train: 'fp-a' -> 'fp-new'", "epochs: 3 -> 5", "optim.lr: 0.01 -> 0.05", "workers: 2 -> 4"):
+        assert part in text
+    check_same_run(stored, _identity(), "here")  # the same run: accepted
+    # a checkpoint from before identities were recorded is never taken for this run
+    with pytest.raises(RunMismatchError, match="workers: '<absent>' -> 2"):
+        check_same_run(None, stored, "old")
+
+
+def test_every_row_of_an_epoch_is_trained_skipped_or_dropped():
+    rows = epoch_rows(in_stream=201, received=200, skipped=5)
+    assert rows == {"rows_in_stream": 201, "rows_trained": 195, "rows_skipped": 5, "rows_dropped": 1}
+    assert rows["rows_trained"] + rows["rows_skipped"] + rows["rows_dropped"] == rows["rows_in_stream"]
+    assert "201 in the stream = 195 trained + 5 skipped (bad) + 1 dropped" in format_rows(
+        {k[5:]: v for k, v in rows.items()})
+    with pytest.raises(AssertionError, match="received 7 rows of a stream of 5"):
+        epoch_rows(in_stream=5, received=7, skipped=0)
