@@ -70,7 +70,12 @@ def reusable(folder: Path, identity: dict, what: str, log) -> dict | None:
     changed = differences(summary.get("identity"), identity)
     if not changed:
         return summary
-    aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{n}")
     folder.rename(aside)
     log(f"[compare] {what}: the finished run has other settings ({'; '.join(changed[:3])}"
         + (f"; {len(changed) - 3} more" if len(changed) > 3 else "") + f"); kept as {aside.name}, running again")

@@ -23,7 +23,7 @@ from patchray.train.config import FinetuneConfig
 from patchray.train.identity import check_resumable, location_path, run_identity
 from patchray.train.pretrain import DatasetTooSmallError, ensure_synthetic
 from patchray.train.rows import ROW_KEYS, format_rows
-from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
+from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "finetune"
 # Seeds the label-budget draw apart from the patch sampler's epochs (which are >= -1).
@@ -84,17 +84,11 @@ def init_fingerprint(net) -> str:
 
 
 @dataclass
-class PreparedFinetune:
-    """What a fine-tuning run is, before anything is written: resolved config, data, initial net, plan, and
-    its identity (``patchray.train.identity``), so that a caller can tell whether a finished run is this one."""
-    cfg: FinetuneConfig
-    out: Path
-    shards: dict[str, ShardSet]
-    net: object
-    transfer_text: str
-    plan: object
-    location: tuple[str, str]
-    identity: dict
+class PreparedFinetune(PreparedRun):
+    """A fine-tuning run before anything is written (``PreparedRun``; ``shards`` per split), with its initial
+    net, built once in the driver, and what its init transferred."""
+    net: object = None
+    transfer_text: str = ""
 
 
 def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
@@ -126,8 +120,8 @@ def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
     plan = plan_for_cluster(cfg.resources)
     fingerprints = {split: shards[split].fingerprint for split in shards} | {"init": init_fingerprint(net)}
     identity = run_identity(configlib.to_dict(resolved), fingerprints, plan.num_workers)
-    return PreparedFinetune(resolved, out, shards, net, transfer_text, plan,
-                            train_location(out, cfg.storage, RAY_RUN_NAME), identity)
+    return PreparedFinetune(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity,
+                            net=net, transfer_text=transfer_text)
 
 
 def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: PreparedFinetune | None = None) -> dict:

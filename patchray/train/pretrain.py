@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.config import PretrainConfig, SyntheticDataConfig
 from patchray.train.resources import ResourcePlan
 from patchray.train.identity import check_resumable, location_path, run_identity
-from patchray.train.runner import fit, init_ray, plan_for_cluster, run_dir, train_location
+from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "pretrain"
 
@@ -94,19 +93,7 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int)
     return np.stack(pixels), np.array(ids, dtype=object)
 
 
-@dataclass
-class PreparedPretrain:
-    """What a pretraining run is, before anything is written: resolved config, shards, plan, and its identity
-    (``patchray.train.identity``), so that a caller can tell whether a finished run is this one."""
-    cfg: PretrainConfig
-    out: Path
-    shards: ShardSet
-    plan: ResourcePlan
-    location: tuple[str, str]
-    identity: dict
-
-
-def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedPretrain:
+def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
     out = run_dir(cfg)
     data = resolve_data(cfg, log)
     shards = open_shards(data)  # schema errors stop here, before any cluster work
@@ -118,10 +105,10 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedPretrain:
     init_ray()
     plan = plan_for_cluster(cfg.resources)
     identity = run_identity(configlib.to_dict(resolved), {"train": shards.fingerprint}, plan.num_workers)
-    return PreparedPretrain(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity)
+    return PreparedRun(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity)
 
 
-def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedPretrain | None = None) -> dict:
+def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = None) -> dict:
     import ray
 
     from patchray.pipeline import crop_dataset

@@ -4,10 +4,24 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from patchray.train.checkpoint import load_checkpoint
 from patchray.train.resources import ResourcePlan, ResourcesConfig, plan_around_other_jobs
+
+
+@dataclass
+class PreparedRun:
+    """What a training run is, before anything is written: resolved config, output folder, shards, plan, Ray
+    Train location and identity (``patchray.train.identity``), so that a caller can tell whether a finished
+    run is this one, and the run can refuse another's checkpoint before it writes a file."""
+    cfg: object
+    out: Path
+    shards: object  # a ShardSet, or one per split
+    plan: ResourcePlan
+    location: tuple[str, str]
+    identity: dict
 
 
 def init_ray():

@@ -32,3 +32,28 @@ def test_compare_config_nests_job_configs():
         configlib.load(CompareConfig, None, ["finetune.epoch=3"])
     with pytest.raises(configlib.ConfigError, match="budgets must be >= 1"):
         configlib.load(CompareConfig, None, ["budgets=[0]"])
+
+
+def test_a_finished_run_is_reused_only_when_its_identity_matches_and_kept_aside_otherwise(tmp_path):
+    import json
+
+    from patchray.experiments.compare_inits import reusable
+
+    folder = tmp_path / "labels250-seed0-random"
+    folder.mkdir()
+    identity = {"epochs": 15, "labels": 250, "data.train": "fp-a", "workers": 2}
+    (folder / "summary.json").write_text(json.dumps({"test": {"mA": 0.6}, "identity": identity}))
+    messages = []
+    assert reusable(folder, dict(identity), "run", messages.append)["test"]["mA"] == 0.6  # the same run: reused
+    assert messages == [] and folder.exists()
+    # the settings changed since: not reused; the old run is kept beside, never deleted
+    assert reusable(folder, identity | {"epochs": 20}, "labels250-seed0-random", messages.append) is None
+    assert not folder.exists()
+    (aside,) = tmp_path.glob("labels250-seed0-random.replaced-*")
+    assert json.loads((aside / "summary.json").read_text())["identity"] == identity
+    assert "epochs: 15 -> 20" in messages[0] and aside.name in messages[0]
+    # a run finished before identities were recorded is not taken for a run with one
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"test": {"mA": 0.5}}))
+    assert reusable(folder, identity, "run", messages.append) is None
+    assert reusable(tmp_path / "never-ran", identity, "run", messages.append) is None

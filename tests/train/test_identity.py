@@ -51,3 +51,24 @@ def test_every_row_of_an_epoch_is_trained_skipped_or_dropped():
         {k[5:]: v for k, v in rows.items()})
     with pytest.raises(AssertionError, match="received 7 rows of a stream of 5"):
         epoch_rows(in_stream=5, received=7, skipped=0)
+
+
+def test_an_evaluation_split_without_a_usable_crop_is_refused_naming_it(tmp_path):
+    from patchray.shards import PARSE27K, CropRecord, DatasetMeta, ShardWriter, open_shards
+    from patchray.train.finetune import read_labeled
+    from patchray.train.pretrain import DatasetTooSmallError
+
+    with ShardWriter(tmp_path / "bad", DatasetMeta("d", PARSE27K), "labeled") as writer:
+        for i in range(3):
+            writer.add(CropRecord(image=b"not an image %d" % i, crop_id=f"c{i}", split="val"))
+    with pytest.raises(DatasetTooSmallError, match=r"the val split has no usable crop \(all 3 skipped: "
+                                                   r"\{'unreadable_image': 3\}\): 3 row\(s\) in"):
+        read_labeled(open_shards(str(tmp_path / "bad")), 100, 200, "val")
+    import pyarrow.parquet as pq
+
+    from patchray.shards.schema import arrow_schema
+
+    (tmp_path / "empty").mkdir()  # a split whose file holds no rows
+    pq.write_table(arrow_schema(DatasetMeta("d", PARSE27K)).empty_table(), tmp_path / "empty" / "l-test-0.parquet")
+    with pytest.raises(DatasetTooSmallError, match=r"the test split has no usable crop: 0 row\(s\)"):
+        read_labeled(open_shards(str(tmp_path / "empty")), 100, 200, "test")

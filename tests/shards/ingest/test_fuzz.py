@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from patchray.shards.cli import build_parser, main, run
+from patchray.shards.ingest.coco import _hashable
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
 from patchray.shards.images import BadImage, normalise_encoded, open_image, to_rgb
@@ -325,13 +326,6 @@ def coco_doc(draw):
         doc["categories"] = categories
     return doc, bad
 
-
-def _hashable(value) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _annotation_count(annotations) -> int:
