@@ -14,6 +14,17 @@ Conventions used throughout:
   cannot pass for a real score; :func:`to_jsonable` turns it into ``None``.
 * Predictions are the argmax of the probabilities; equal probabilities go to
   the lower class index (numpy's argmax).
+
+Two protocols are computed side by side (see README, "Metrics"):
+
+* ``balanced`` (patchray's own, the top-level keys of :func:`attribute_metrics`):
+  N/A excluded everywhere; balanced accuracy / BER over the classes present;
+  non-interpolated AP of the second class name (``yes``, ``female``, ``walking``).
+* ``parse27k`` (the authors' evaluation scripts, ``pmetrics.py`` and
+  ``parse_evaluation.py`` of GitHub psudowe/parse27k_tools; the ``"parse27k"``
+  key): 11-point interpolated AP of the positive classes ``yes`` / ``male`` /
+  ``standing`` with N/A dropped, and a BER that counts N/A as a true class. This
+  is the one comparable with the paper's tables.
 """
 from __future__ import annotations
 
@@ -23,10 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from patchray.shards.attributes import NA, AttributeSet
+from patchray.shards.attributes import NA, Attribute, AttributeSet
 
 ORIENTATION = "Orientation"
 _MISSING = "–"  # table cell for a metric that is undefined or does not apply
+# The authors' positive classes (parse27k_tools attribute_datasets.py: stored 1 = POS, "by convention we
+# handled the male as the 'pos' label"; Posture: "standing -> pos (less frequent)"; the others are yes/no).
+PARSE27K_POSITIVE_NAMES = ("yes", "male", "standing")
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -63,6 +77,92 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     precision_at_block_end = tp_at_block_end / (block_ends + 1)
     positives_in_block = np.diff(tp_at_block_end, prepend=0)
     return float(np.sum(positives_in_block * precision_at_block_end) / num_positives)
+
+
+def interpolated_average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """11-point interpolated AP (PASCAL VOC 2007 style), as the authors' ``average_precision_everingham``.
+
+    AP = mean over recall levels r in {0, 0.1, ..., 1} of the highest precision
+    reached at any cut-off whose recall is >= r (0 when no cut-off reaches r).
+    Callers drop N/A examples first (the authors' ``precision_recall`` does).
+
+    Two knowing details, both order- and rounding-independent versions of the
+    authors' loop: cut-offs are the distinct scores (tied examples are retrieved
+    as one block, as in :func:`average_precision`; the authors' sweep, one
+    example at a time, depends on the input order of ties), and "recall >= r" is
+    decided exactly in integers (``10 * TP >= k * P``), so recall 3/10 reaches
+    0.3 (with the authors' ``np.linspace`` levels 0.30000000000000004 it would
+    not). Without ties, and away from such float edges, the values are theirs.
+    NaN when there is no positive (the authors' script divides by zero there).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = _as_bool(positives, "positives")
+    if scores.ndim != 1 or positives.shape != scores.shape:
+        raise ValueError(f"scores and positives must be 1-D of equal length, got {scores.shape} and {positives.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite: a NaN or infinite score has no place in a ranking")
+    num_positives = int(positives.sum())
+    if num_positives == 0:
+        return math.nan
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    block_ends = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
+    tp = np.cumsum(positives[order])[block_ends]
+    precision = tp / (block_ends + 1)
+    levels = np.arange(11)
+    # reached[k, c]: cut-off c has recall >= k / 10, i.e. 10 * tp >= k * P (exact).
+    reached = 10 * tp[None, :] >= levels[:, None] * num_positives
+    best = np.where(reached, precision[None, :], 0.0).max(axis=1)
+    return float(best.mean())
+
+
+def parse27k_positive(attribute: Attribute) -> int:
+    """0-based class index of a binary attribute's positive class under protocol ``parse27k``.
+
+    The class named ``yes``, ``male`` or ``standing`` (case-insensitive), as the
+    authors' label convention: PARSE-27k's Gender ``male``, Posture ``standing``
+    (patchray stores both as the *first* class) and ``yes`` of the yes/no
+    attributes (patchray's second class). Other binary attributes (none of
+    those names, or both classes named so) keep protocol ``balanced``'s
+    positive class, the second class name. Multi-class attributes have none.
+    """
+    if not attribute.is_binary:
+        raise ValueError(f"attribute {attribute.name!r} is not binary: it has no positive class")
+    named = [i for i, name in enumerate(attribute.classes) if name.lower() in PARSE27K_POSITIVE_NAMES]
+    return named[0] if len(named) == 1 else 1
+
+
+def parse27k_balanced_error_rate(stored: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """BER the authors' way (``pmetrics.balanced_error_rate`` on ``softmax_to_confmat``): N/A is a true class.
+
+    ``stored`` holds stored labels 0..K (0 = N/A), ``y_pred`` the predicted
+    0-based indices of the K real classes. The confusion matrix has K + 1 rows
+    and columns, N/A first; BER = mean over its rows (true classes, N/A
+    included) of the row's error rate, 1 - recall.
+
+    Interpretation: the authors' nets have K + 1 outputs, N/A first, but with
+    N/A examples adding no loss (the PatchIt fine-tuning) nothing trains the N/A
+    output up, so it is in effect never predicted (their ``make_up_predictions``
+    zeroes it in retrieval mode); patchray's heads have no N/A output at all.
+    So the N/A row's error is 1 whenever the split holds an N/A example: a
+    classifier is charged for every N/A example it cannot flag. A true class without any example is left
+    out of the mean (in the authors' script its row is 0/0 = NaN and spoils the
+    mean); NaN when there is no example at all.
+    """
+    stored = np.asarray(stored).astype(np.int64, copy=False)
+    y_pred = np.asarray(y_pred).astype(np.int64, copy=False)
+    if stored.ndim != 1 or stored.shape != y_pred.shape:
+        raise ValueError(f"stored and y_pred must be 1-D of equal length, got {stored.shape} and {y_pred.shape}")
+    if stored.size and (stored.min() < NA or stored.max() > num_classes):
+        raise ValueError(f"stored labels must lie in 0..{num_classes}")
+    if y_pred.size and (y_pred.min() < 0 or y_pred.max() >= num_classes):
+        raise ValueError(f"y_pred holds class indices outside 0..{num_classes - 1}")
+    if stored.size == 0:
+        return math.nan
+    support = np.bincount(stored, minlength=num_classes + 1)
+    hits = np.bincount(stored[stored == y_pred + 1], minlength=num_classes + 1)  # N/A (0) is never hit
+    present = support > 0
+    return float(np.mean(1.0 - hits[present] / support[present]))
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -107,7 +207,17 @@ def attribute_metrics(probs: Sequence[np.ndarray], labels: np.ndarray, attribute
 
         {"attributes": {name: {"accuracy", "balanced_accuracy", "ber", "count"[, "ap"]}},
          "mA", "mBER", "mAP", "mean_accuracy", "orientation_accuracy",
-         "num_examples", "excluded", "ap_undefined"}
+         "num_examples", "excluded", "ap_undefined", "protocol": "balanced",
+         "parse27k": {"attributes": {name: {"ber", "count", "na_count"[, "ap", "positive"]}},
+                      "mAP", "mBER"}}
+
+    The top-level keys are protocol ``balanced``; ``"parse27k"`` holds the
+    authors' protocol (:func:`interpolated_average_precision` of the class
+    :func:`parse27k_positive` names, :func:`parse27k_balanced_error_rate`),
+    averaged as the authors do: mAP over the binary attributes, mBER over every
+    attribute (multi-class ones included). Its attributes without a labeled
+    example are NaN and left out of its means too (``"excluded"`` applies to
+    both protocols), as are undefined APs.
 
     * ``"ap"`` appears for binary attributes only: AP of the positive class
       (stored value 2, the second class name) ranked by its probability.
@@ -130,6 +240,7 @@ def attribute_metrics(probs: Sequence[np.ndarray], labels: np.ndarray, attribute
     per_attribute: dict[str, dict[str, float | int]] = {}
     excluded: list[str] = []
     ap_undefined: list[str] = []
+    paper_entries: dict[str, dict[str, Any]] = {}
     for column, (attribute, attribute_probs) in enumerate(zip(attributes, probs)):
         attribute_probs = np.asarray(attribute_probs, dtype=np.float64)
         expected_shape = (num_examples, attribute.num_classes)
@@ -145,6 +256,19 @@ def attribute_metrics(probs: Sequence[np.ndarray], labels: np.ndarray, attribute
         if not np.all(np.isfinite(labeled_probs)):
             raise ValueError(f"probs for {attribute.name!r} hold NaN or infinite values on labeled examples")
         y_pred = np.argmax(labeled_probs, axis=1)
+        # Protocol parse27k scores N/A examples as a class the net never predicts (their prediction is moot).
+        all_pred = np.zeros(num_examples, dtype=np.int64)
+        all_pred[labeled] = y_pred
+        paper: dict[str, Any] = {
+            "ber": parse27k_balanced_error_rate(stored, all_pred, attribute.num_classes) if labeled.any() else math.nan,
+            "count": int(labeled.sum()),
+            "na_count": int(num_examples - labeled.sum()),
+        }
+        if attribute.is_binary:
+            positive = parse27k_positive(attribute)
+            paper["positive"] = attribute.classes[positive]
+            paper["ap"] = interpolated_average_precision(labeled_probs[:, positive], y_true == positive)
+        paper_entries[attribute.name] = paper
 
         entry: dict[str, float | int] = {
             "accuracy": accuracy(y_true, y_pred),
@@ -174,20 +298,32 @@ def attribute_metrics(probs: Sequence[np.ndarray], labels: np.ndarray, attribute
         "num_examples": num_examples,
         "excluded": excluded,
         "ap_undefined": ap_undefined,
+        "protocol": "balanced",
+        "parse27k": {
+            "attributes": paper_entries,
+            "mAP": _mean([e["ap"] for n, e in paper_entries.items()
+                          if n not in excluded and "ap" in e and not math.isnan(e["ap"])]),
+            "mBER": _mean([e["ber"] for n, e in paper_entries.items() if n not in excluded]),
+        },
     }
 
 
 def metrics_table_markdown(metrics: dict[str, Any]) -> str:
-    """Markdown table of :func:`attribute_metrics`' result: one row per attribute, then summary rows.
+    """Markdown table of :func:`attribute_metrics`' result (protocol ``balanced``): one row per attribute,
+    then summary rows.
 
     Rates are percentages with one decimal; "–" marks a value that is undefined
     (NaN, or None after :func:`to_jsonable`) or does not apply (AP of a
     multi-class attribute). Each summary row puts its value in the column of
     the quantity it averages (mA under balanced accuracy, mAP under AP, ...).
+    What the attribute set lacks is left out rather than shown empty: the AP
+    column and mAP row without a binary attribute, the orientation row without
+    an attribute named "Orientation".
     Accepts the output of :func:`to_jsonable` as well, so a table can be made
     from a metrics file read back from disk.
     """
-    header = ["Attribute", "Accuracy (%)", "Balanced acc. (%)", "BER (%)", "AP (%)", "Count"]
+    has_ap = any("ap" in entry for entry in metrics["attributes"].values())
+    header = ["Attribute", "Accuracy (%)", "Balanced acc. (%)", "BER (%)"] + (["AP (%)"] if has_ap else []) + ["Count"]
     rows = [header, ["---"] + ["---:"] * (len(header) - 1)]
     for name, entry in metrics["attributes"].items():
         rows.append([
@@ -195,22 +331,47 @@ def metrics_table_markdown(metrics: dict[str, Any]) -> str:
             _percent(entry.get("accuracy")),
             _percent(entry.get("balanced_accuracy")),
             _percent(entry.get("ber")),
-            _percent(entry.get("ap")),
+            *([_percent(entry.get("ap"))] if has_ap else []),
             str(entry.get("count", _MISSING)),
         ])
-    blank = ""
-    rows += [
-        ["**mA**", blank, _percent(metrics.get("mA")), blank, blank, blank],
-        ["**mBER**", blank, blank, _percent(metrics.get("mBER")), blank, blank],
-        ["**mAP**", blank, blank, blank, _percent(metrics.get("mAP")), blank],
-        ["**Mean accuracy**", _percent(metrics.get("mean_accuracy")), blank, blank, blank, blank],
-        ["**Orientation accuracy**", _percent(metrics.get("orientation_accuracy")), blank, blank, blank, blank],
-    ]
+    summary = [("**mA**", 2, "mA"), ("**mBER**", 3, "mBER")]
+    if has_ap:
+        summary.append(("**mAP**", 4, "mAP"))
+    summary.append(("**Mean accuracy**", 1, "mean_accuracy"))
+    if ORIENTATION in metrics["attributes"]:
+        summary.append(("**Orientation accuracy**", 1, "orientation_accuracy"))
+    rows += [_summary_row(label, column, _percent(metrics.get(key)), len(header)) for label, column, key in summary]
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     if metrics.get("excluded"):
         lines.append("")
         lines.append("No labeled example, left out of the means: " + ", ".join(metrics["excluded"]) + ".")
     return "\n".join(lines) + "\n"
+
+
+def parse27k_table_markdown(metrics: dict[str, Any]) -> str:
+    """Markdown table of protocol ``parse27k`` (``metrics["parse27k"]`` of :func:`attribute_metrics`, or its
+    :func:`to_jsonable` form): per attribute the positive class, 11-point AP, BER with N/A as a class, the
+    labeled and N/A counts; then mAP and mBER. The AP columns and mAP row only where a binary attribute is."""
+    paper = metrics["parse27k"]
+    has_ap = any("ap" in entry for entry in paper["attributes"].values())
+    header = (["Attribute"] + (["Positive class", "AP, 11-point (%)"] if has_ap else [])
+              + ["BER, N/A a class (%)", "Labeled", "N/A"])
+    rows = [header, ["---"] + (["---", "---:"] if has_ap else []) + ["---:"] * 3]
+    for name, entry in paper["attributes"].items():
+        rows.append([name] + ([entry.get("positive", _MISSING), _percent(entry.get("ap"))] if has_ap else [])
+                    + [_percent(entry.get("ber")), str(entry.get("count", _MISSING)),
+                       str(entry.get("na_count", _MISSING))])
+    ber_column = 3 if has_ap else 1
+    if has_ap:
+        rows.append(_summary_row("**mAP**", 2, _percent(paper.get("mAP")), len(header)))
+    rows.append(_summary_row("**mBER**", ber_column, _percent(paper.get("mBER")), len(header)))
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+
+
+def _summary_row(label: str, column: int, value: str, width: int) -> list[str]:
+    row = [label] + [""] * (width - 1)
+    row[column] = value
+    return row
 
 
 def to_jsonable(value: Any) -> Any:

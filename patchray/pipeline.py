@@ -59,7 +59,8 @@ def select_batch(batch: pa.Table, exclude_ids: frozenset[str] = frozenset(), inc
 
 
 def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozenset[str] = frozenset(),
-                 include_ids: frozenset[str] | None = None, label_columns: tuple[str, ...] = ()) -> pa.Table:
+                 include_ids: frozenset[str] | None = None, label_columns: tuple[str, ...] = (),
+                 fit: str = "aspect") -> pa.Table:
     """map_batches stage: encoded images -> ``pixels`` uint8 [H, W, 3], ``crop_id``, ``skip`` reason
     ("" for a good crop), and with ``label_columns`` a ``labels`` int16 [A] column.
 
@@ -69,7 +70,7 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
     torch.set_num_threads(1)  # one data task per CPU; intra-op threads would only fight each other
     batch = select_batch(batch, exclude_ids, include_ids, label_columns)
     crop_ids = batch.column(CROP_ID).to_pylist()
-    pixels, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
+    pixels, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height, fit)
     columns = {"pixels": _tensor_column(pixels), CROP_ID: pa.array(crop_ids, pa.string()),
                "skip": pa.array(reasons, pa.string())}
     if label_columns:
@@ -97,7 +98,7 @@ def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[s
 
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
                  label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None,
-                 decode: bool = True):
+                 decode: bool = True, fit: str = "aspect"):
     """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns), or with ``decode=False`` of the
     encoded crops that training workers decode themselves (see ``select_batch``).
 
@@ -121,7 +122,7 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns], "decode": decode,
               "exclude_ids": frozenset(exclude_ids),
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
-              "label_columns": tuple(label_columns)} | ({"width": width, "height": height} if decode else {})
+              "label_columns": tuple(label_columns)} | ({"width": width, "height": height, "fit": fit} if decode else {})
     placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(read_and_decode, fn_kwargs=kwargs, batch_size=1, batch_format="numpy",
                           **placement)
@@ -163,19 +164,20 @@ class EncodedPatchCollate(NumpyBatchCollateFn):
     thread's own stream and is handed to the step's (``produce_for_default_stream``).
     """
 
-    def __init__(self, task: PatchTaskConfig, seed: int, epoch: int, device):
+    def __init__(self, task: PatchTaskConfig, seed: int, epoch: int, device, fit: str = "aspect"):
         self.task, self.seed, self.epoch, self.device = task, seed, epoch, torch.device(device)
+        self.fit = fit
         self.cut = PatchCollate(task, seed, epoch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         images = list(batch[IMAGE])
         if self.device.type == "cpu":
-            pixels, reasons = decode_crops(images, self.task.crop_width, self.task.crop_height)
+            pixels, reasons = decode_crops(images, self.task.crop_width, self.task.crop_height, self.fit)
             return self.cut({"pixels": pixels, CROP_ID: batch[CROP_ID], "skip": np.array(reasons, dtype=object)})
         return produce_for_default_stream(self.device, lambda: self._on_device(images, batch[CROP_ID]))
 
     def _on_device(self, images: list, crop_ids: np.ndarray) -> dict:
-        pixels, reasons = decode_crops_on(images, self.task.crop_width, self.task.crop_height, self.device)
+        pixels, reasons = decode_crops_on(images, self.task.crop_width, self.task.crop_height, self.device, self.fit)
         good = [i for i, reason in enumerate(reasons) if not reason]
         patches, labels = task_patches_on(pixels[good], [str(crop_ids[i]) for i in good], self.task, self.seed,
                                           self.epoch)
@@ -184,11 +186,11 @@ class EncodedPatchCollate(NumpyBatchCollateFn):
 
 
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_batch: int, rank: int,
-                  decode_device=None):
+                  decode_device=None, fit: str = "aspect"):
     """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
     (``PatchCollate``), or, given ``decode_device``, from encoded ones decoded there (``EncodedPatchCollate``)."""
     collate = PatchCollate(task, seed, epoch) if decode_device is None \
-        else EncodedPatchCollate(task, seed, epoch, decode_device)
+        else EncodedPatchCollate(task, seed, epoch, decode_device, fit)
     return shard.iter_torch_batches(
         # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
         # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.

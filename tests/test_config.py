@@ -86,3 +86,47 @@ def test_non_finite_numbers_are_refused_and_exponents_without_a_dot_are_numbers(
         configlib.load(PretrainConfig, None, ["optim.lr=1e-3x"])
     with pytest.raises(configlib.ConfigError, match="expected an integer"):
         configlib.load(PretrainConfig, None, ["epochs=1e3"])  # a string exponent is no integer
+
+
+def test_the_reference_fine_tuning_config_gives_the_authors_input():
+    from pathlib import Path
+
+    from patchray.train.config import FinetuneConfig
+
+    cfg = configlib.load(FinetuneConfig, Path(__file__).parents[1] / "configs" / "finetune_reference.yaml")
+    assert (cfg.crop_width, cfg.crop_height, cfg.crop_fit, cfg.mirror) == (128, 192, "aspect", True)
+    with pytest.raises(configlib.ConfigError, match=r"crop_fit: 'squash' is not one of \['aspect', 'stretch'\]"):
+        configlib.load(FinetuneConfig, None, ["crop_fit=squash"])
+
+
+def test_the_reference_pretraining_config_loads_with_the_authors_schedule():
+    from pathlib import Path
+
+    cfg = configlib.load(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain_reference.yaml")
+    assert (cfg.epochs, cfg.batch_size, cfg.model) == (20, 128, "tiny")
+    optim = cfg.optim
+    assert (optim.lr, optim.momentum, optim.nesterov, optim.schedule) == (0.01, 0.9, True, "none")
+    assert (optim.weight_decay, optim.output_l2) == (0.0, 1e-3)  # L2 on the output layer only
+    task = cfg.task
+    assert (task.preset, task.patch_size, task.jitter, task.gap, task.normalize) == ("pt18", 32, 4, 0, "dataset")
+    assert task.patches_per_crop == 1 and cfg.crops_per_batch == 128  # 128 different crops, one patch each
+    assert task.channel_drop_fill == "zero" and cfg.stats_patches == 50000 and cfg.val_crops == 5000
+    # the default job stays short
+    assert PretrainConfig().epochs == 3 and PretrainConfig().optim.output_l2 == 0.0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["init=random", "normalize=dataset"], "init random has none"),
+    (["init=imagenet", "normalize=patch"], "disagrees with init imagenet"),
+    (["init=patchtask:runs/x", "normalize=patch", "normalize_mean=[0.5, 0.5, 0.5]", "normalize_std=[1, 1, 1]"],
+     "only with normalize=dataset"),
+    (["init=patchtask:runs/x", "normalize=dataset", "normalize_mean=[0.5, 0.5, 0.5]"], "both"),
+    (["normalize=zca"], "normalize must be one of"),
+    (["optim.output_l2=0.001"], "pretext net's output layer"),
+])
+def test_fine_tuning_normalisation_that_cannot_match_its_init_is_refused_at_load_time(overrides, message):
+    from patchray.train.config import FinetuneConfig
+
+    with pytest.raises(configlib.ConfigError, match=message):
+        configlib.load(FinetuneConfig, None, overrides)
+    assert FinetuneConfig().normalize is None  # by default: as the init says

@@ -34,6 +34,16 @@ def test_decode_batch_resizes_marks_bad_rows_and_drops_held_out_ones():
     assert empty.num_rows == 0 and "pixels" in empty.column_names
 
 
+def test_decode_batch_fits_a_wide_crop_without_stretching_it_unless_asked():
+    wide = jpeg_bytes(400, 200, (10, 200, 30))  # 400x200: at height 200 it is 400 wide, centre 100 kept
+    thin = jpeg_bytes(50, 400, (10, 200, 30))   # 50x400: 25 wide at height 200, zero bands either side
+    fitted = _np(decode_batch(_table([wide, thin], ["w", "t"]), 100, 200), "pixels")
+    assert (fitted[0, :, :, 1] > 150).all()  # no padding: the sides were cut
+    assert (fitted[1, 100, :, 1] > 150).sum() == 25 and fitted[1, :, :30].max() == 0
+    stretched = _np(decode_batch(_table([thin], ["t"]), 100, 200, fit="stretch"), "pixels")
+    assert (stretched[0, :, :, 1] > 150).all()  # stretched over the whole width
+
+
 def test_read_and_decode_reads_whole_row_groups_into_bounded_blocks(tmp_path):
     import pyarrow.parquet as pq
 

@@ -19,7 +19,14 @@ from patchray.models.init import imagenet_cache_path, InitError
 from patchray.train.config import FinetuneConfig, PretrainConfig
 from patchray.train.identity import differences
 
-METRICS = (("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"), ("orientation_accuracy", "Orientation acc."))
+# Test scores per run (keys of the fine-tuning summary's "test"): protocol balanced (patchray's), then protocol
+# parse27k (the authors' evaluation, comparable with the paper's tables). A column no run defines (mAP without a
+# binary attribute, orientation without Orientation, parse27k in runs finished before it existed) is left out.
+METRICS = (("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"), ("orientation_accuracy", "Orientation acc."),
+           ("parse27k_mAP", "mAP (parse27k)"), ("parse27k_mBER", "mBER (parse27k)"))
+PROTOCOL_NOTE = ("mA, mAP, mBER, Orientation acc.: protocol balanced (N/A excluded, non-interpolated AP). "
+                 "(parse27k) columns: the authors' protocol (11-point AP of yes / male / standing; BER with N/A "
+                 "as a class), the one comparable with the paper's tables.")
 
 
 @dataclass
@@ -42,6 +49,10 @@ class CompareConfig:
             raise ValueError("need at least one seed and one budget")
         if any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be >= 1, got {self.budgets}")
+        if self.pretrained is None and self.pretrain.model != self.finetune.model:
+            # Transfer copies the trunk it pretrained; a comparison across two trunks compares nothing.
+            raise ValueError(f"pretrain.model {self.pretrain.model!r} and finetune.model {self.finetune.model!r} "
+                             "differ: PatchTask init transfers the pretrained trunk, so both must name one trunk")
 
 
 def available_inits(cfg: CompareConfig, pretext: str) -> list[str]:
@@ -137,7 +148,7 @@ def aggregate(runs: list[dict], inits: list[str], budgets: list[int]) -> dict:
             chosen = [r for r in runs if r["budget"] == budget and r["init"] == init]
             row = {"budget": budget, "init": init, "seeds": len(chosen)}
             for key, _ in METRICS:
-                values = np.array([r["test"][key] for r in chosen if r["test"][key] is not None], dtype=float)
+                values = np.array([r["test"][key] for r in chosen if r["test"].get(key) is not None], dtype=float)
                 row[key] = {"mean": float(values.mean()) if len(values) else None,
                             "std": float(values.std()) if len(values) else None}
             table.append(row)
@@ -145,7 +156,7 @@ def aggregate(runs: list[dict], inits: list[str], budgets: list[int]) -> dict:
     gain = None
     by_seed = {}
     for r in runs:
-        if r["budget"] == smallest:
+        if r["budget"] == smallest and r["test"].get("mA") is not None:
             by_seed.setdefault(r["seed"], {})[r["init"]] = r["test"]["mA"]
     diffs = [v["patchtask"] - v["random"] for v in by_seed.values() if "patchtask" in v and "random" in v]
     if diffs:
@@ -154,13 +165,20 @@ def aggregate(runs: list[dict], inits: list[str], budgets: list[int]) -> dict:
             "patchtask_minus_random_mA_per_seed": diffs}
 
 
+def shown_metrics(table: list[dict]) -> list[tuple[str, str]]:
+    """The METRICS some row of the table defines (mA always)."""
+    return [(key, label) for key, label in METRICS
+            if key == "mA" or any((row.get(key) or {}).get("mean") is not None for row in table)]
+
+
 def table_markdown(result: dict) -> str:
-    header = "| labels | init | " + " | ".join(label for _, label in METRICS) + " | seeds |"
-    lines = [header, "|" + " --- |" * (len(METRICS) + 3)]
+    metrics = shown_metrics(result["table"])
+    header = "| labels | init | " + " | ".join(label for _, label in metrics) + " | seeds |"
+    lines = [header, "|" + " --- |" * (len(metrics) + 3)]
     for row in result["table"]:
         cells = []
-        for key, _ in METRICS:
-            m = row[key]
+        for key, _ in metrics:
+            m = row.get(key) or {"mean": None}
             cells.append("–" if m["mean"] is None else f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}")
         lines.append(f"| {row['budget']} | {row['init']} | " + " | ".join(cells) + f" | {row['seeds']} |")
     return "\n".join(lines)
@@ -172,6 +190,7 @@ def write_outputs(out: Path, result: dict, runs: list[dict]) -> None:
     (out / "comparison.json").write_text(json.dumps({"result": result, "runs": runs}, indent=2) + "\n")
     gain = result["patchtask_minus_random_mA"]
     text = (f"# Fine-tuning from different inits (test split, mean ± std over seeds)\n\n{table_markdown(result)}\n\n"
+            f"{PROTOCOL_NOTE}\n\n"
             f"PatchTask minus random, mA at {result['smallest_budget']} labels, mean over seeds: "
             + ("n/a" if gain is None else f"{100 * gain:+.1f} points") + "\n")
     (out / "comparison.md").write_text(text)

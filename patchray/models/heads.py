@@ -35,7 +35,8 @@ def _has_batchnorm(module: nn.Module) -> bool:
 
 
 class PretextNet(nn.Module):
-    """Trunk + FC-``hidden`` + ReLU + zero-initialised classifier for the PatchTask.
+    """Trunk + FC-``hidden`` (+ BatchNorm1d if the trunk has BN) + ReLU + zero-initialised classifier for the
+    PatchTask, as the reference's ``ModelPatches`` (model.py).
 
     Input ``[B, 3, P, P]``, or ``[B, 2, 3, P, P]`` when ``pairwise``: then both
     patches go through the same trunk and their flattened features are
@@ -59,7 +60,12 @@ class PretextNet(nn.Module):
         self.pairwise = pairwise
         patches_per_example = 2 if pairwise else 1
         in_features = trunk.feature_dim(patch_size, patch_size) * patches_per_example
-        head_layers: list[nn.Module] = [_he_normal_linear(in_features, hidden), nn.ReLU(inplace=True)]
+        use_bn = _has_batchnorm(trunk)
+        # BN's shift makes the FC bias redundant (the reference's lasagne batch_norm() drops it too).
+        head_layers: list[nn.Module] = [_he_normal_linear(in_features, hidden, bias=not use_bn)]
+        if use_bn:
+            head_layers.append(nn.BatchNorm1d(hidden))
+        head_layers.append(nn.ReLU(inplace=True))
         if dropout > 0:
             head_layers.append(nn.Dropout(p=dropout))
         head_layers.append(_zero_linear(hidden, num_classes))
@@ -142,27 +148,49 @@ class AttributeNet(nn.Module):
         return [head(shared) for head in self.heads]
 
 
-def attribute_losses(logits_list: Sequence[Tensor], labels: Tensor) -> Tensor:
-    """Per-attribute cross-entropy ``[A]``, each averaged over the examples labeled for it.
+def attribute_losses(logits_list: Sequence[Tensor], labels: Tensor,
+                     class_weights: Sequence[Tensor | Sequence[float]] | None = None) -> Tensor:
+    """Per-attribute cross-entropy ``[A]``.
 
     ``labels`` is ``[B, A]`` with 0 = N/A and 1..K_a the classes of attribute
-    ``a`` (target = label - 1). An attribute with no labeled example in the
-    batch gives 0 (not NaN). Computed without host syncs (no ``.any()``) so it
-    does not stall the GPU.
+    ``a`` (target = label - 1). N/A examples add no loss in either form.
+
+    * ``class_weights`` None (``loss: ce``): each attribute's cross-entropy is
+      averaged over the examples labeled for it; an attribute with no labeled
+      example in the batch gives 0 (not NaN).
+    * ``class_weights[a]`` (``K_a`` weights; ``loss: balanced``): the class-weighted
+      cross-entropy, sum over the labeled examples of ``w[a][target] * CE``,
+      divided by the whole batch size B, N/A examples included: the reference's
+      convention (``attribute_datasets`` / PATCHTASK.md: "N/A examples zero loss,
+      averaged over the whole batch"). With weights normalised so that a labeled
+      training example weighs 1 on average, it is the plain loss's scale times the
+      labeled fraction of the batch.
+
+    Computed without host syncs (no ``.any()``) so it does not stall the GPU.
     """
     if labels.dim() != 2 or labels.shape[1] != len(logits_list):
         raise ValueError(f"labels must be [B, {len(logits_list)}], got {list(labels.shape)}")
+    if class_weights is not None and len(class_weights) != len(logits_list):
+        raise ValueError(f"expected {len(logits_list)} class weight vectors (one per attribute), got {len(class_weights)}")
     labels = labels.long()
     losses = []
     for index, logits in enumerate(logits_list):
         column = labels[:, index]
-        # N/A (0) becomes target -1, which cross_entropy ignores.
-        summed = F.cross_entropy(logits, column - 1, ignore_index=-1, reduction="sum")
-        labeled = (column != 0).sum().clamp(min=1)
-        losses.append(summed / labeled)
+        if class_weights is None:
+            # N/A (0) becomes target -1, which cross_entropy ignores.
+            summed = F.cross_entropy(logits, column - 1, ignore_index=-1, reduction="sum")
+            labeled = (column != 0).sum().clamp(min=1)
+            losses.append(summed / labeled)
+            continue
+        weights = torch.as_tensor(class_weights[index], dtype=logits.dtype, device=logits.device)
+        if weights.shape != (logits.shape[1],):
+            raise ValueError(f"class weights of attribute {index} must be [{logits.shape[1]}], got {list(weights.shape)}")
+        summed = F.cross_entropy(logits, column - 1, weight=weights, ignore_index=-1, reduction="sum")
+        losses.append(summed / max(len(column), 1))
     return torch.stack(losses)
 
 
-def attribute_loss(logits_list: Sequence[Tensor], labels: Tensor) -> Tensor:
+def attribute_loss(logits_list: Sequence[Tensor], labels: Tensor,
+                   class_weights: Sequence[Tensor | Sequence[float]] | None = None) -> Tensor:
     """Sum over attributes of :func:`attribute_losses` (the fine-tuning loss)."""
-    return attribute_losses(logits_list, labels).sum()
+    return attribute_losses(logits_list, labels, class_weights).sum()

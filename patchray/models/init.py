@@ -78,13 +78,78 @@ def load_init_state(spec: InitSpec, model: str) -> dict | None:
         raise InitError(f"init {spec}: {path} is not a loadable state_dict ({e})") from None
 
 
+def recorded_trunk(spec: InitSpec) -> str | None:
+    """The ``model`` a PatchTask checkpoint was pretrained with, from its run folder's ``config.yaml`` (a run
+    folder, or ``<run>/checkpoints/pretext.pt``), or None when there is no such record."""
+    import yaml
+
+    path = Path(os.path.expanduser(spec.path or ""))
+    run = path if path.is_dir() else path.parent.parent
+    try:
+        return (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("model")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
 def initialise_trunk(trunk: nn.Module, spec: InitSpec | str, model: str) -> TransferReport | None:
-    """Copy pretrained tensors into ``trunk`` in place; returns what was copied and skipped (None: random)."""
+    """Copy pretrained tensors into ``trunk`` in place; returns what was copied and skipped (None: random).
+
+    A PatchTask checkpoint must hold exactly this trunk's tensors: every one by name and shape, none left over
+    (trunks that differ only in what holds no weights, ``tiny`` and ``tiny_d25``'s dropout, transfer). Tensors
+    of another architecture can share names and shapes (vgg16's conv biases and vgg16_bn's BatchNorm biases),
+    so a partial match would copy weights into the wrong layers and succeed quietly.
+    ImageNet weights may differ by design (the small-input stem of ``resnet18``): those skips are reported.
+    """
     spec = parse_init(spec) if isinstance(spec, str) else spec
     state = load_init_state(spec, model)
     if state is None:
         return None
     report = transfer_trunk(state, trunk)
+    if spec.kind == "patchtask" and not report.exact:
+        recorded = recorded_trunk(spec)
+        theirs = f"trunk {recorded!r}" if recorded else "another trunk"
+        raise InitError(
+            f"init {spec}: the checkpoint holds {theirs}, fine-tuning builds trunk {model!r}; "
+            f"{len(report.skipped)} of {len(report.copied) + len(report.skipped)} tensors would not transfer by "
+            f"name and shape. Fine-tune with model={recorded or '<the pretraining model>'}, or pretrain with "
+            f"model={model}.\n{report.summary()}")
     if not report.copied:
         raise InitError(f"init {spec}: no tensor of the checkpoint fits trunk {model!r}:\n{report.summary()}")
     return report
+
+
+# Beside pretext.pt: the input normalisation of the pretraining ({"mode", and for "dataset" per-pixel "mean" and
+# "std" [3, P, P]}), written by patchray.train.pretrain.
+NORMALIZATION_FILE = "normalization.pt"
+
+
+def recorded_normalization(spec: InitSpec) -> dict | None:
+    """How a PatchTask checkpoint's pretraining normalised its input: ``checkpoints/normalization.pt`` beside the
+    checkpoint (loaded with ``weights_only``), else ``task.normalize`` of its run folder's ``config.yaml`` (runs
+    from before that file; ``dataset`` then has lost its statistics and is refused); None without either."""
+    import yaml
+
+    from patchray.patches import NORMALIZE_MODES
+
+    path = Path(os.path.expanduser(spec.path or ""))
+    checkpoints, run = (path / "checkpoints", path) if path.is_dir() else (path.parent, path.parent.parent)
+    file = checkpoints / NORMALIZATION_FILE
+    if file.is_file():
+        try:
+            record = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # never unpickle anything else
+            raise InitError(f"init {spec}: {file} is not a loadable normalisation record ({e})") from None
+        mode = record.get("mode") if isinstance(record, dict) else None
+        stats = [record.get(k) for k in ("mean", "std")] if mode == "dataset" else []
+        if mode not in NORMALIZE_MODES or not all(isinstance(t, torch.Tensor) and t.ndim == 3 and t.shape[0] == 3
+                                                  for t in stats):
+            raise InitError(f"init {spec}: {file} holds no valid normalisation record")
+        return record
+    try:
+        mode = ((yaml.safe_load((run / "config.yaml").read_text()) or {}).get("task") or {}).get("normalize")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if mode == "dataset":
+        raise InitError(f"init {spec}: its pretraining normalised with task.normalize=dataset, but its statistics "
+                        f"({file}) are missing; fine-tuning cannot feed the trunk what it was trained on")
+    return {"mode": mode} if mode in NORMALIZE_MODES else None

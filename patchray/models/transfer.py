@@ -25,19 +25,30 @@ class TransferReport:
     """Outcome of :func:`transfer_trunk`.
 
     ``copied``: target trunk keys whose tensor was overwritten from the source.
-    ``skipped``: ``(key, reason)``; target keys left at their init (missing in
-    source, shape mismatch) and source keys that were not used (pretext head,
-    not a trunk parameter).
+    ``skipped``: ``(key, reason)``; target keys left at their own init (missing in source, shape mismatch): the
+    real skips, what the transfer failed to carry over.
+    ``unused``: ``(key, reason)``; source keys that went nowhere: the pretext head (dropped by design) and
+    tensors the target trunk has no place for (not a trunk parameter).
     """
 
     copied: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unused: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """Every target tensor came from the source, and every source trunk tensor found its place."""
+        return not self.skipped and all(reason == REASON_PRETEXT_HEAD for _, reason in self.unused)
 
     def summary(self) -> str:
+        total = len(self.copied) + len(self.skipped)
+        head = sum(reason == REASON_PRETEXT_HEAD for _, reason in self.unused)
+        lines = [f"copied {len(self.copied)} of {total} trunk tensors, skipped {len(self.skipped)}"
+                 + (f" (the pretext head's {head} tensors are dropped by design)" if head else "")]
         reasons = Counter(reason.split(":")[0] for _, reason in self.skipped)
-        lines = [f"copied {len(self.copied)} trunk tensors, skipped {len(self.skipped)}"]
         lines += [f"  {count} x {reason}" for reason, count in sorted(reasons.items())]
-        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped if reason != REASON_PRETEXT_HEAD]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        lines += [f"  unused {name}: {reason}" for name, reason in self.unused if reason != REASON_PRETEXT_HEAD]
         return "\n".join(lines)
 
 
@@ -80,8 +91,8 @@ def transfer_trunk(
 
     ``source_state_dict`` is a trunk's state_dict, or a full network's (keys
     ``trunk.*``, e.g. a :class:`~patchray.models.heads.PretextNet`): its
-    ``head.*`` keys are reported as skipped "pretext head" and other non-trunk
-    keys as "not a trunk parameter". ``module.``/``_orig_mod.`` prefixes are
+    ``head.*`` keys are reported as unused "pretext head" and other non-trunk
+    keys as unused "not a trunk parameter". ``module.``/``_orig_mod.`` prefixes are
     stripped. Tensors are copied by name where shapes match; everything else
     keeps the target's own initialisation. With ``strict`` a ValueError is
     raised unless every target tensor was copied.
@@ -105,8 +116,8 @@ def transfer_trunk(
             report.copied.append(key)
     for key in source:
         if key not in target_state:
-            report.skipped.append((key, REASON_NOT_TRUNK))
-    report.skipped.extend(unused)
+            report.unused.append((key, REASON_NOT_TRUNK))
+    report.unused.extend(unused)
     if strict and len(report.copied) != len(target_state):
         raise ValueError("trunk transfer incomplete:\n" + report.summary())
     return report

@@ -24,7 +24,8 @@ def _is_int(value: object) -> bool:
 class PatchGrid:
     """Cells of ``cols x rows`` square patches of ``patch_size`` px, ``gap`` px apart,
     centred in a ``crop_width x crop_height`` crop; each patch may be shifted by up
-    to ``+-jitter`` px per axis (clipped so it stays inside the crop)."""
+    to ``+-jitter`` px per axis (clipped so it stays inside the crop; less than half
+    the pitch, see ``max_jitter``)."""
 
     crop_width: int = 100
     crop_height: int = 200
@@ -55,6 +56,12 @@ class PatchGrid:
                 f"PatchGrid: {self.rows} rows of {self.patch_size} px with gap {self.gap} need "
                 f"{span_y} px, more than crop_height={self.crop_height}"
             )
+        if self.num_classes > 1 and self.jitter > self.max_jitter:
+            raise ValueError(
+                f"PatchGrid: jitter={self.jitter} px lets two neighbouring cells, {self.pitch} px apart "
+                f"(patch_size {self.patch_size} + gap {self.gap}), cut the same patch under two labels; jitter "
+                f"must stay below half that pitch: at most {self.max_jitter} px here"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: int) -> PatchGrid:
@@ -75,6 +82,14 @@ class PatchGrid:
     def pitch(self) -> int:
         """Distance in px between the top-left corners of neighbouring cells."""
         return self.patch_size + self.gap
+
+    @property
+    def max_jitter(self) -> int:
+        """Largest jitter for which two neighbouring cells can never cut the same patch: each may move
+        ``jitter`` px towards the other, so ``2 * jitter`` must stay below the pitch. For gap 0 or 1 and an even
+        patch size this is the reference scripts' ``gap + patch_size / 2 - 1``; for a wider gap that formula
+        would allow coinciding patches, which this refuses."""
+        return (self.pitch - 1) // 2
 
     @property
     def span(self) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from .task import VALIDATION_EPOCH, PatchTaskConfig, task_plan
 
 def cut_patches_on(images: torch.Tensor, plan: PatchPlan) -> torch.Tensor:
     """Apply ``plan`` to uint8 [N, H, W, 3] crops on any device: uint8 [N*K, P, P, 3] (pairwise
-    [N*K, 2, P, P, 3]) on the same device."""
+    [N*K, 2, P, P, 3]; 4 planes with a zero-filled channel drop, as ``cut_patches``) on the same device."""
     device, size = images.device, plan.patch_size
     offsets = torch.arange(size, device=device)
     top_left = torch.from_numpy(plan.top_left).to(device)
@@ -31,13 +31,18 @@ def cut_patches_on(images: torch.Tensor, plan: PatchPlan) -> torch.Tensor:
         red, green, blue = _LUMA_WEIGHTS_X256
         luma = (red * colour[..., 0] + green * colour[..., 1] + blue * colour[..., 2] + 128) >> 8
         patches[gray_index] = luma.to(torch.uint8)[..., None].expand(-1, -1, -1, 3)
-    if plan.drop_index.size:
+    if plan.drop_fill == "zero":
+        marks = torch.zeros((*patches.shape[:3], 1), dtype=torch.uint8, device=device)
+        marks[torch.from_numpy(plan.drop_index).to(device)] = \
+            torch.from_numpy(plan.drop_channel + 1).to(device=device, dtype=torch.uint8)[:, None, None, None]
+        patches = torch.cat([patches, marks], dim=-1)
+    elif plan.drop_index.size:
         # Channels-first view: the two advanced indices are adjacent, so the selection is [d, P, P].
         planes = patches.permute(0, 3, 1, 2)
         planes[torch.from_numpy(plan.drop_index).to(device), torch.from_numpy(plan.drop_channel).to(device)] = \
             torch.from_numpy(plan.drop_noise).to(device)
     if plan.pairwise:
-        patches = patches.reshape(len(plan.labels), 2, size, size, 3)
+        patches = patches.reshape(len(plan.labels), 2, size, size, patches.shape[-1])
     return patches
 
 

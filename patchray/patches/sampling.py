@@ -23,6 +23,11 @@ from .grid import PatchGrid
 # so uint16 cannot overflow; ~4x faster than float and at most 1 gray level off.
 _LUMA_WEIGHTS_X256 = (77, 150, 29)
 _HASH_DOMAIN = b"patchray.patches"  # keeps these seeds apart from other blake2b uses
+# What a dropped colour channel becomes (see sample_patches).
+CHANNEL_DROP_FILLS = ("zero", "noise")
+# With channel_drop_fill="zero", patches carry a 4th plane after R, G, B: the channel to zero after
+# normalisation plus one, the same in every pixel of a patch (0: none); see normalize_patches.
+DROP_PLANE = 3
 
 
 def crop_seed(seed: int, epoch: int, crop_id: str) -> int:
@@ -115,9 +120,12 @@ class PatchPlan:
     image_index: np.ndarray   # int64 [M]: the crop each patch is cut from
     top_left: np.ndarray      # int64 [M, 2] as (x, y)
     gray_index: np.ndarray    # int64 [g]: patches turned gray (first)
-    drop_index: np.ndarray    # int64 [d]: patches with one channel replaced by noise (after gray)
+    drop_index: np.ndarray    # int64 [d]: patches with one channel dropped (after gray)
     drop_channel: np.ndarray  # int64 [d]
-    drop_noise: np.ndarray    # uint8 [d, P, P]
+    drop_noise: np.ndarray    # uint8 [d, P, P] with fill "noise" ([0, P, P] with "zero")
+    # None when channel_drop is 0; "noise": the channel's pixels replaced; "zero": marked in the DROP_PLANE
+    # (every patch then has 4 planes), zeroed after normalisation.
+    drop_fill: str | None = None
 
 
 def plan_patches(
@@ -129,8 +137,11 @@ def plan_patches(
     pairwise: bool = False,
     channel_drop: float = 0.0,
     grayscale: float = 0.0,
+    channel_drop_fill: str = "zero",
 ) -> PatchPlan:
     """The :class:`PatchPlan` of one batch of crops (see :func:`sample_patches` for the arguments)."""
+    if channel_drop_fill not in CHANNEL_DROP_FILLS:
+        raise ValueError(f"channel_drop_fill must be one of {CHANNEL_DROP_FILLS}, got {channel_drop_fill!r}")
     for crop_id in crop_ids:
         if not isinstance(crop_id, str):
             raise TypeError(f"crop ids must be str, got {type(crop_id).__name__} {crop_id!r}")
@@ -171,12 +182,16 @@ def plan_patches(
     channel = np.floor(_uniform(seeds[crop_of], _CHANNEL_STREAM, slots)[np.arange(len(drop_index)), slot_of]
                        * 3).astype(np.int64)
     pixels = size * size
-    counters = slot_of[:, None] * pixels + np.arange(pixels)[None, :]
-    noise = (_random_bits(seeds[crop_of][:, None], _NOISE_STREAM, counters) >> np.uint64(56)).astype(np.uint8)
+    if channel_drop_fill == "noise":
+        counters = slot_of[:, None] * pixels + np.arange(pixels)[None, :]
+        noise = (_random_bits(seeds[crop_of][:, None], _NOISE_STREAM, counters) >> np.uint64(56)).astype(np.uint8)
+    else:  # zeroed after normalisation: no noise to draw
+        noise = np.zeros((0, pixels), dtype=np.uint8)
     return PatchPlan(num_crops=num_crops, patch_size=size, pairwise=pairwise, labels=labels.ravel(),
                      image_index=np.repeat(np.arange(num_crops), slots), top_left=top_left.reshape(-1, 2),
                      gray_index=gray_index, drop_index=drop_index, drop_channel=channel,
-                     drop_noise=noise.reshape(-1, size, size))
+                     drop_noise=noise.reshape(-1, size, size),
+                     drop_fill=channel_drop_fill if channel_drop > 0 else None)
 
 
 def check_images(images: np.ndarray | torch.Tensor, grid: PatchGrid, num_crop_ids: int) -> None:
@@ -193,7 +208,8 @@ def check_images(images: np.ndarray | torch.Tensor, grid: PatchGrid, num_crop_id
 
 
 def cut_patches(images: np.ndarray, plan: PatchPlan) -> np.ndarray:
-    """Apply ``plan`` to uint8 [N, H, W, 3] crops: uint8 [N*K, P, P, 3] (pairwise [N*K, 2, P, P, 3])."""
+    """Apply ``plan`` to uint8 [N, H, W, 3] crops: uint8 [N*K, P, P, 3] (pairwise [N*K, 2, P, P, 3]); with a
+    channel drop filled with zeros, 4 planes instead of 3 (the 4th: ``DROP_PLANE``)."""
     size = plan.patch_size
     # One gather for every patch. The window view (no copy) has a whole P x P x 3
     # patch per (image, y, x), so the gather picks M patches with M indices per axis
@@ -205,11 +221,15 @@ def cut_patches(images: np.ndarray, plan: PatchPlan) -> np.ndarray:
         red, green, blue = _LUMA_WEIGHTS_X256
         luma = (red * colour[..., 0] + green * colour[..., 1] + blue * colour[..., 2] + 128) >> 8
         patches[plan.gray_index] = luma.astype(np.uint8)[..., None]
-    if plan.drop_index.size:
+    if plan.drop_fill == "zero":
+        marks = np.zeros((*patches.shape[:3], 1), dtype=np.uint8)
+        marks[plan.drop_index] = (plan.drop_channel + 1).astype(np.uint8)[:, None, None, None]
+        patches = np.concatenate([patches, marks], axis=-1)
+    elif plan.drop_index.size:
         # Advanced indices on axes 0 and 3 around two slices -> selection shape [d, P, P].
         patches[plan.drop_index, :, :, plan.drop_channel] = plan.drop_noise
     if plan.pairwise:
-        patches = patches.reshape(len(plan.labels), 2, size, size, 3)
+        patches = patches.reshape(len(plan.labels), 2, size, size, patches.shape[-1])
     return patches
 
 
@@ -223,6 +243,7 @@ def sample_patches(
     pairwise: bool = False,
     channel_drop: float = 0.0,
     grayscale: float = 0.0,
+    channel_drop_fill: str = "zero",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``patches_per_crop`` labeled patches (or patch pairs) from every crop.
 
@@ -233,12 +254,16 @@ def sample_patches(
     two distinct cells). Rows are crop-major: crop 0's K patches come first.
 
     Per patch, with probability ``grayscale`` it is turned gray, then with probability
-    ``channel_drop`` one random colour channel is replaced by uniform noise (both
-    are there to take away colour shortcuts such as chromatic aberration).
+    ``channel_drop`` one random colour channel is dropped (both are there to take away
+    colour shortcuts such as chromatic aberration): with ``channel_drop_fill="zero"``
+    (the reference scripts) it is set to 0 after normalisation, so the patches carry a
+    4th plane naming it (``DROP_PLANE``: channel + 1, 0 for none; ``normalize_patches``
+    reads it), with ``"noise"`` its pixels are replaced by uniform noise here.
     Geometry is drawn before the colour controls, so changing those probabilities
     does not move any patch.
     """
     images = np.asarray(images)
     check_images(images, grid, len(crop_ids))
-    plan = plan_patches(crop_ids, grid, patches_per_crop, seed, epoch, pairwise, channel_drop, grayscale)
+    plan = plan_patches(crop_ids, grid, patches_per_crop, seed, epoch, pairwise, channel_drop, grayscale,
+                        channel_drop_fill)
     return cut_patches(images, plan), plan.labels

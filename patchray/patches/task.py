@@ -13,11 +13,13 @@ import numpy as np
 
 from .grid import DEFAULT_PRESET, PRESETS, PatchGrid
 from .normalize import NORMALIZE_MODES
-from .sampling import PatchPlan, check_images, cut_patches, plan_patches
+from .sampling import CHANNEL_DROP_FILLS, PatchPlan, check_images, cut_patches, plan_patches
 
 # Epoch reserved for the fixed validation patch set; training epochs are >= 0,
 # so validation patches never coincide with any epoch's training draw.
 VALIDATION_EPOCH = -1
+# Epoch reserved for the patches of task.normalize=dataset's statistics (-2 seeds fine-tuning's label budget).
+STATS_EPOCH = -3
 
 _GRID_DEFAULTS = PatchGrid()
 
@@ -40,6 +42,9 @@ class PatchTaskConfig:
     # Per-patch probabilities of the colour shortcut controls (see sample_patches).
     channel_drop: float = 0.0
     grayscale: float = 0.0
+    # What a dropped channel becomes: "zero", set to 0 after normalisation (the reference scripts), or "noise",
+    # uniform noise in its pixels before normalisation (Doersch et al.'s variant).
+    channel_drop_fill: str = "zero"
     # How the training worker turns uint8 patches into input (see normalize_patches).
     normalize: str = "patch"
 
@@ -72,6 +77,9 @@ class PatchTaskConfig:
             is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
             if not is_number or not 0.0 <= value <= 1.0:
                 raise ValueError(f"PatchTaskConfig.{name} must be a probability in [0, 1], got {value!r}")
+        if self.channel_drop_fill not in CHANNEL_DROP_FILLS:
+            raise ValueError(f"PatchTaskConfig.channel_drop_fill {self.channel_drop_fill!r} unknown; expected one of "
+                             f"{CHANNEL_DROP_FILLS}")
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(
                 f"PatchTaskConfig.normalize {self.normalize!r} unknown; expected one of {NORMALIZE_MODES}"
@@ -135,7 +143,20 @@ def task_plan(crop_ids: Sequence[str], cfg: PatchTaskConfig, seed: int, epoch: i
     """The random draws of one batch under ``cfg`` (see :func:`patchray.patches.plan_patches`), whether its
     pixels are then cut with NumPy or on a torch device."""
     return plan_patches(crop_ids, cfg.grid(), cfg.patches_per_crop, seed, epoch, pairwise=cfg.pairwise,
-                        channel_drop=cfg.channel_drop, grayscale=cfg.grayscale)
+                        channel_drop=cfg.channel_drop, grayscale=cfg.grayscale,
+                        channel_drop_fill=cfg.channel_drop_fill)
+
+
+def statistics_patches(images: np.ndarray, crop_ids: Sequence[str], cfg: PatchTaskConfig, seed: int) -> np.ndarray:
+    """uint8 [N * cells, P, P, 3]: every cell of the grid once per crop, cut by the task's own sampler (its
+    grid, patch size, jitter and gap) at the reserved ``STATS_EPOCH``, for ``normalize=dataset``'s per-pixel
+    statistics. Single patches even for a pairwise task (a pair's two patches are each a patch of a uniformly
+    drawn cell, as here), and no colour control: the statistics describe the images' patches, as the reference's
+    ``make_patch_mean.py`` (no colour drop) does."""
+    plain = dataclasses.replace(cfg, pairwise=False, patches_per_crop=cfg.num_cells, channel_drop=0.0,
+                                grayscale=0.0)
+    patches, _ = _task_patches(np.asarray(images), crop_ids, plain, seed, STATS_EPOCH)
+    return patches
 
 
 def _task_patches(

@@ -58,30 +58,42 @@ def plot_finetune_curves(history: list[dict], path: str | Path, title: str = "")
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot([h["epoch"] + 1 for h in history], [h["loss"] for h in history], "o-")
     ax_loss.set(xlabel="epoch", ylabel="sum of attribute cross-entropies", title="Training loss")
-    scored = [h for h in history if h.get("val_mA") is not None]
-    for key, label in (("val_mA", "validation mA"), ("val_mAP", "validation mAP")):
-        ax_score.plot([h["epoch"] + 1 for h in scored], [h[key] for h in scored], "s-", label=label)
+    # Only the scores the attribute set defines: no mAP line without a binary attribute.
+    plotted = 0
+    for key, label in (("val_mA", "validation mA"), ("val_mAP", "validation mAP"),
+                       ("val_parse27k_mAP", "validation mAP (parse27k)")):
+        scored = [h for h in history if h.get(key) is not None]
+        if scored:
+            ax_score.plot([h["epoch"] + 1 for h in scored], [h[key] for h in scored], "s-", label=label)
+            plotted += 1
     ax_score.set(xlabel="epoch", ylabel="score", title="Attributes (validation)", ylim=(0, 1))
     for ax in (ax_loss, ax_score):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_score.legend()
+    if plotted:
+        ax_score.legend()
+    else:
+        ax_score.text(0.5, 0.5, "no validation score", ha="center", va="center", transform=ax_score.transAxes)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
 
 
 def plot_init_bars(table: list[dict], path: str | Path) -> Path:
-    """Test mA and mAP per label budget, one bar per init, error bars = std over seeds."""
+    """Test mA and mAP per label budget, one bar per init, error bars = std over seeds. A panel only for a
+    score some run defines (no mAP panel when the attributes have no binary one); an undefined value draws
+    no bar."""
     budgets = sorted({row["budget"] for row in table})
     inits = list(dict.fromkeys(row["init"] for row in table))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    keys = [k for k in ("mA", "mAP") if k == "mA" or any((r.get(k) or {}).get("mean") is not None for r in table)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
     width = 0.8 / len(inits)
-    for ax, key in zip(axes, ("mA", "mAP")):
+    for ax, key in zip(axes[0], keys):
         for i, init in enumerate(inits):
             rows = [next(r for r in table if r["budget"] == b and r["init"] == init) for b in budgets]
-            means = [r[key]["mean"] or 0 for r in rows]
-            stds = [r[key]["std"] or 0 for r in rows]
+            cells = [r.get(key) or {} for r in rows]
+            means = [np.nan if c.get("mean") is None else c["mean"] for c in cells]
+            stds = [0 if c.get("std") is None else c["std"] for c in cells]
             ax.bar(np.arange(len(budgets)) + (i - (len(inits) - 1) / 2) * width, means, width, yerr=stds,
                    capsize=3, label=init)
         ax.set(xticks=range(len(budgets)), xticklabels=[str(b) for b in budgets], xlabel="labeled training crops",
@@ -94,16 +106,24 @@ def plot_init_bars(table: list[dict], path: str | Path) -> Path:
 def plot_init_curves(runs: list[dict], path: str | Path) -> Path:
     """Validation mA over epochs, mean over seeds, one panel per budget and one line per init."""
     budgets = sorted({r["budget"] for r in runs})
+    values = [v for r in runs for _, v in r["curve"] if v is not None]
+    # From 0.4 up while every score is above it (binary attributes sit at >= 0.5 by chance), lower for sets
+    # such as a 4-way Orientation alone (chance 0.25), so that no curve leaves the panel.
+    low = min(0.4, max(0.0, np.floor(10 * min(values)) / 10)) if values else 0.4
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
         for init in dict.fromkeys(r["init"] for r in runs):
-            curves = [dict(r["curve"]) for r in runs if r["budget"] == budget and r["init"] == init]
+            curves = [{e: v for e, v in r["curve"] if v is not None}
+                      for r in runs if r["budget"] == budget and r["init"] == init]
             epochs = sorted(set().union(*curves)) if curves else []
-            means = [np.mean([c[e] for c in curves if e in c]) for e in epochs]
-            ax.plot(epochs, means, "o-", label=init)
-        ax.set(xlabel="epoch", ylabel="validation mA", title=f"{budget} labels", ylim=(0.4, 1))
+            if epochs:
+                ax.plot(epochs, [np.mean([c[e] for c in curves if e in c]) for e in epochs], "o-", label=init)
+        ax.set(xlabel="epoch", ylabel="validation mA", title=f"{budget} labels", ylim=(low, 1))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no validation score", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 

@@ -178,3 +178,16 @@ PARSE27K = AttributeSet((
     _yes_no("isPushing"),
     _yes_no("isTalkingOnPhone"),
 ))
+
+# PARSE-27k's 8-way orientation (the dataset's ``Orientation8``), in the dataset's own order (its tools,
+# psudowe/parse27k_tools attribute_datasets.py). A horizontal flip swaps the left and right halves of the
+# circle; front and back stay.
+ORIENTATION8 = Attribute(
+    "Orientation8",
+    ("front", "front-right", "right", "back-right", "back", "back-left", "left", "front-left"),
+    mirror_classes=(("front-right", "front-left"), ("right", "left"), ("back-right", "back-left")),
+)
+
+# PARSE-27k with both orientations, as the dataset's own preprocessing writes them: 4-way ``Orientation``
+# (whose accuracy the metrics report), then ``Orientation8``, then the other ten attributes.
+PARSE27K_BOTH_ORIENTATIONS = AttributeSet((PARSE27K["Orientation"], ORIENTATION8, *PARSE27K.attributes[1:]))

@@ -1,4 +1,4 @@
-"""``jobs/make_shards.py``: synthetic pedestrians, or crops from MOT / COCO detections or a crop folder."""
+"""``jobs/make_shards.py``: synthetic pedestrians, crops from MOT / COCO detections or a crop folder, or PARSE-27k."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +7,11 @@ import sys
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.generate import generate_synthetic
 from patchray.shards.ingest import CocoFormatError, CropOptions, LabelsFormatError, ingest_coco, ingest_folder, ingest_mot
+from patchray.shards.ingest.boxes import ReferenceCrop
 from patchray.shards.ingest.coco import check_images_dir, load_coco
 from patchray.shards.ingest.folder import check_crops_dir, load_labels
 from patchray.shards.ingest.mot import check_mot_inputs
+from patchray.shards.ingest.parse27k import ORIENTATIONS, ingest_parse27k, load_parse27k
 from patchray.shards.report import RunReport
 from patchray.shards.schema import SPLITS, DatasetMeta
 from patchray.shards.writer import (DEFAULT_ROWS_PER_SHARD, OutputExistsError, ShardWriter, StagedOutput,
@@ -68,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attributes", default=None,
                    help="JSON list of attribute definitions (or a dataset.json) fixing class order and mirror rules")
     _add_ingest_args(p, boxes=False)
+
+    p = sub.add_parser("parse27k", help="labeled crops of PARSE-27k (the paper's benchmark) from its own release")
+    p.add_argument("--root", required=True,
+                   help="the PARSE-27k folder: annotations.sqlite3 and sequences/<sequence>/<frame>")
+    p.add_argument("--db", default=None, help="the annotation database (default: ROOT/annotations.sqlite3)")
+    p.add_argument("--orientation", choices=ORIENTATIONS, default="both",
+                   help="Orientation (4-way), Orientation8 (8-way) or both as attributes")
+    p.add_argument("--width", type=int, default=64, help="width of the window around the box, before padding")
+    p.add_argument("--height", type=int, default=128, help="height the box is scaled to, before padding")
+    p.add_argument("--padding", type=int, default=32, help="context added on every side (crop: 128 x 192 px)")
+    p.add_argument("--pad", choices=("zero", "edge"), default="zero", help="fill where a crop leaves the frame")
+    _add_output_args(p)
+    p.add_argument("--name", default=None, help="dataset name recorded in the metadata (default: the --out folder)")
     return parser
 
 
@@ -86,6 +101,9 @@ def _check_inputs(args, report: RunReport):
     if args.command == "coco":
         check_images_dir(args.images)
         return load_coco(args.annotations)
+    if args.command == "parse27k":
+        crop = ReferenceCrop(args.width, args.height, args.padding, args.pad)
+        return load_parse27k(args.root, args.db, args.orientation), crop
     check_crops_dir(args.crops)
     return load_labels(args.labels, args.attributes, report) if args.labels else None
 
@@ -97,7 +115,7 @@ def run(args) -> RunReport:
         return generate_synthetic(args.out, args.num_crops, args.labeled, args.seed, width=args.width,
                                   height=args.height, workers=args.workers, overwrite=args.overwrite,
                                   rows_per_shard=args.rows_per_shard)
-    options = _crop_options(args)
+    options = _crop_options(args) if args.command != "parse27k" else CropOptions()
     out = check_output_dir(args.out, args.overwrite)
     name = args.name or out.resolve().name
     report = RunReport(command=args.command, out_dir=str(out))
@@ -111,6 +129,10 @@ def run(args) -> RunReport:
         if args.command == "folder":
             writer = ingest_folder(args.crops, new_writer, report, options, labels=loaded,
                                    attributes_file=args.attributes, split=args.split)
+        elif args.command == "parse27k":
+            index, crop = loaded
+            writer = new_writer(index.attributes)
+            ingest_parse27k(index, writer, report, crop)
         else:
             writer = new_writer(AttributeSet())
             if args.command == "mot":

@@ -37,14 +37,49 @@ def _pil_rgb(data: bytes) -> np.ndarray:
     return np.asarray(to_rgb(open_image(data))[0])
 
 
-def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+# How a crop of another shape becomes ``width x height``: "aspect" (the authors' rule) scales it to the
+# height and centre-crops or zero-pads the width, so a person is never stretched; "stretch" resizes both sides.
+CROP_FITS = ("aspect", "stretch")
+
+
+def check_crop_fit(fit: str) -> None:
+    if fit not in CROP_FITS:
+        raise ValueError(f"crop_fit must be one of {CROP_FITS}, got {fit!r}")
+
+
+def fit_geometry(src_width: int, src_height: int, width: int, height: int, fit: str = "aspect"
+                 ) -> tuple[int, int, int]:
+    """(scaled width, scaled height, x offset) of a ``src_width x src_height`` crop fitted to ``width x height``:
+    the crop is resized to the scaled size and its column 0 lands at the offset (negative: the sides are cut,
+    positive: the sides are zero padded), always centred."""
+    if fit == "stretch":
+        return width, height, 0
+    scaled = max(1, int(round(src_width * height / src_height)))
+    return scaled, height, (width - scaled) // 2
+
+
+def place(scaled: np.ndarray, width: int, offset: int) -> np.ndarray:
+    """Centre ``scaled`` [H, w, ...] in ``width`` columns at ``offset``: cut its sides or zero-pad them."""
+    if offset == 0 and scaled.shape[1] == width:
+        return scaled
+    out = np.zeros((scaled.shape[0], width, *scaled.shape[2:]), dtype=scaled.dtype)
+    src0, dst0 = max(0, -offset), max(0, offset)
+    n = min(scaled.shape[1] - src0, width - dst0)
+    out[:, dst0:dst0 + n] = scaled[:, src0:src0 + n]
+    return out
+
+
+def _resize(pixels: np.ndarray, width: int, height: int, fit: str = "aspect") -> np.ndarray:
     if pixels.shape[0] == height and pixels.shape[1] == width:
         return pixels
-    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR))
+    scaled_w, scaled_h, offset = fit_geometry(pixels.shape[1], pixels.shape[0], width, height, fit)
+    if (scaled_h, scaled_w) != pixels.shape[:2]:
+        pixels = np.asarray(Image.fromarray(pixels).resize((scaled_w, scaled_h), Image.Resampling.BILINEAR))
+    return place(pixels, width, offset)
 
 
-def decode_crops(images, width: int, height: int) -> tuple[np.ndarray, list[str]]:
-    """Decode and resize to ``height x width``.
+def decode_crops(images, width: int, height: int, fit: str = "aspect") -> tuple[np.ndarray, list[str]]:
+    """Decode and fit to ``height x width`` (``fit``: see ``CROP_FITS``).
 
     Returns ``pixels`` uint8 [N, height, width, 3] (zeros for bad rows) and one
     reason per row: "" for a good crop, else a skip reason such as
@@ -72,5 +107,5 @@ def decode_crops(images, width: int, height: int) -> tuple[np.ndarray, list[str]
             except BadImage as e:
                 reasons[i] = e.reason
                 continue
-        out[i] = _resize(pixels, width, height)
+        out[i] = _resize(pixels, width, height, fit)
     return out, reasons

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from patchray.shards.decode import decode_crops
+from patchray.shards.decode import decode_crops, fit_geometry
 from patchray.shards.images import MAX_IMAGE_PIXELS, jpeg_size
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
@@ -28,16 +28,25 @@ def is_whole_jpeg(data) -> bool:
     return data is not None and len(data) > 4 and bytes(data[:2]) == _SOI and _EOI in bytes(data[-_EOI_SEARCH:])
 
 
-def _fit(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """uint8 [3, h, w] -> [3, height, width] (bilinear with antialiasing, as PIL's resize)."""
+def _fit(image: torch.Tensor, width: int, height: int, fit: str = "aspect") -> torch.Tensor:
+    """uint8 [3, h, w] -> [3, height, width] (bilinear with antialiasing, as PIL's resize; ``fit`` as
+    :func:`patchray.shards.decode.fit_geometry`)."""
     if image.shape[1:] == (height, width):
         return image
-    scaled = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
-                           align_corners=False)
-    return scaled[0].round().clamp_(0, 255).to(torch.uint8)
+    scaled_w, scaled_h, offset = fit_geometry(image.shape[2], image.shape[1], width, height, fit)
+    if (scaled_h, scaled_w) != tuple(image.shape[1:]):
+        image = F.interpolate(image[None].float(), size=(scaled_h, scaled_w), mode="bilinear", antialias=True,
+                              align_corners=False)[0].round().clamp_(0, 255).to(torch.uint8)
+    if offset == 0 and scaled_w == width:
+        return image
+    out = torch.zeros((3, height, width), dtype=torch.uint8, device=image.device)
+    src0, dst0 = max(0, -offset), max(0, offset)
+    n = min(scaled_w - src0, width - dst0)
+    out[:, :, dst0:dst0 + n] = image[:, :, src0:src0 + n]
+    return out
 
 
-def decode_crops_on(images, width: int, height: int, device: torch.device | str
+def decode_crops_on(images, width: int, height: int, device: torch.device | str, fit: str = "aspect"
                     ) -> tuple[torch.Tensor, list[str]]:
     """Decode and resize on ``device``: uint8 [N, height, width, 3] on the device (zeros for bad rows) and
     one reason per row ("" for a good crop), as :func:`patchray.shards.decode.decode_crops`."""
@@ -70,13 +79,13 @@ def decode_crops_on(images, width: int, height: int, device: torch.device | str
             except RuntimeError:
                 decoded.append(None)
     on_cpu = sorted(set(range(len(images))) - set(whole) - set(too_large))
-    fitted = [(i, _fit(image, width, height)) for i, image in zip(whole, decoded) if image is not None]
+    fitted = [(i, _fit(image, width, height, fit)) for i, image in zip(whole, decoded) if image is not None]
     on_cpu += [i for i, image in zip(whole, decoded) if image is None]
     if fitted:  # one copy into the batch, not one per crop: per-crop launches would cost more than the decode
         rows, tensors = zip(*fitted)
         out[list(rows)] = torch.stack(tensors)
     if on_cpu:
-        pixels, cpu_reasons = decode_crops([images[i] for i in on_cpu], width, height)
+        pixels, cpu_reasons = decode_crops([images[i] for i in on_cpu], width, height, fit)
         out[on_cpu] = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(device)
         for i, reason in zip(on_cpu, cpu_reasons):
             reasons[i] = reason

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from patchray import config as configlib
-from patchray.metrics import metrics_table_markdown, to_jsonable
+from patchray.metrics import metrics_table_markdown, parse27k_table_markdown, to_jsonable
 from patchray.models.init import parse_init
 from patchray.patches import crop_seed
 from patchray.shards.decode import decode_crops
@@ -52,7 +52,42 @@ def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] |
     return set(sorted(ids, key=lambda c: crop_seed(seed, BUDGET_EPOCH, c))[:labels])
 
 
-def read_labeled(shards: ShardSet, width: int, height: int, split: str = "") -> tuple[np.ndarray, np.ndarray, dict]:
+def training_class_counts(shards: ShardSet, budget: set[str] | None, mirror: bool) -> list[np.ndarray]:
+    """Per attribute, how many crops the run trains on hold each class (``[K_a]``, N/A not counted), read
+    from the ``attr_*`` columns alone. Only the label budget's crops count; with mirroring on, the mean of
+    the crops and their mirror images (each crop is flipped with probability 1/2, Orientation left/right and
+    the *Left/*Right attributes trade places). Rows that later fail to decode are counted all the same."""
+    attributes = shards.attributes
+    parts = []
+    for path in shards.files:
+        table = pq.read_table(path, columns=[CROP_ID, *attributes.columns], filesystem=shards.filesystem)
+        labels = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in attributes.columns], 1)
+        if budget is not None:
+            labels = labels[[c in budget for c in table.column(CROP_ID).to_pylist()]]
+        parts.append(labels.astype(np.int64))
+    labels = np.concatenate(parts) if parts else np.zeros((0, len(attributes)), dtype=np.int64)
+    views = [labels, attributes.mirror(labels)] if mirror else [labels]
+    return [np.mean([np.bincount(v[:, a], minlength=attribute.num_classes + 1)[1:] for v in views], axis=0)
+            for a, attribute in enumerate(attributes)]
+
+
+def balanced_class_weights(counts: list[np.ndarray]) -> list[list[float]]:
+    """``loss: balanced``'s weights from :func:`training_class_counts`: inverse class frequency,
+    w_c = n / (k * n_c) with n the attribute's labeled count and k its classes present, so that a labeled
+    training example weighs 1 on average (sum_c n_c * w_c = n). A class without a training example weighs 0
+    (it never is a target in training); an attribute without a labeled example has all weights 0."""
+    weights = []
+    for n_c in counts:
+        n_c = np.asarray(n_c, dtype=np.float64)
+        present = n_c > 0
+        w = np.zeros_like(n_c)
+        w[present] = n_c.sum() / (present.sum() * n_c[present])
+        weights.append([float(x) for x in w])
+    return weights
+
+
+def read_labeled(shards: ShardSet, width: int, height: int, split: str = "", crop_fit: str = "aspect"
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """All crops of a (val or test) split, decoded, with their labels [N, A]; bad rows counted. A split with no
     usable crop is refused, naming its files: its metrics would be undefined."""
     pixels, labels, skipped = [], [], {}
@@ -60,7 +95,7 @@ def read_labeled(shards: ShardSet, width: int, height: int, split: str = "") -> 
     for path in shards.files:
         for batch in pq.ParquetFile(path, filesystem=shards.filesystem).iter_batches(
                 batch_size=256, columns=[IMAGE, *columns]):
-            decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
+            decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height, crop_fit)
             good = [i for i, r in enumerate(reasons) if not r]
             for r in reasons:
                 if r:
@@ -147,29 +182,45 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
     if train_rows < plan.num_workers:
         raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "
                                    f"{plan.num_workers} training workers: add data or lower resources.num_workers")
-    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height, "val")
+    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height, "val", cfg.crop_fit)
     if cfg.val_crops is not None:
         val = (val[0][:cfg.val_crops], val[1][:cfg.val_crops], val[2])
-    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height, "test")
+    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height, "test", cfg.crop_fit)
     log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {len(test[0])} test; output -> {out}")
     log(f"[finetune] {plan.describe()}")
+    class_weights = None
+    if cfg.loss == "balanced":
+        class_weights = balanced_class_weights(training_class_counts(shards["train"], budget, cfg.mirror))
+        log("[finetune] loss balanced, class weights: " + "; ".join(
+            f"{a.name} " + "/".join(f"{w:.2f}" for w in ws) for a, ws in zip(attributes, class_weights)))
     dataset = crop_dataset(shards["train"], cfg.crop_width, cfg.crop_height, include_ids=budget,
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
-                           data_resources=cfg.resources.data_resources)
+                           data_resources=cfg.resources.data_resources, fit=cfg.crop_fit)
     state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
                                          "identity": run.identity, "stream_rows": train_rows,
+                                         "class_weights": class_weights,
                                          "initial_ref": ray.put(run.net.state_dict()),
                                          "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
                          plan, location=run.location, max_failures=cfg.max_failures, datasets={"train": dataset},
                          callbacks=callbacks)
     summary = write_outputs(out, cfg, state, history, train_rows, {"val": val[2], "test": test[2]},
-                            plan.describe(), time.time() - t0, run.identity)
+                            plan.describe(), time.time() - t0, run.identity, class_weights)
     log(format_summary(summary))
     return summary
 
 
+def summary_scores(metrics: dict) -> dict:
+    """The headline scores of one split's metrics (or their JSON form): protocol balanced's mA, mAP, mBER and
+    orientation accuracy, and protocol parse27k's (the paper's) mAP and mBER as ``parse27k_mAP`` /
+    ``parse27k_mBER``. None where undefined (no binary attribute, no Orientation)."""
+    paper = metrics.get("parse27k") or {}
+    return ({k: metrics.get(k) for k in ("mA", "mAP", "mBER", "orientation_accuracy")}
+            | {f"parse27k_{k}": paper.get(k) for k in ("mAP", "mBER")})
+
+
 def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dict], train_rows: int,
-                  eval_skipped: dict, resources: str, wall_s: float, identity: dict | None = None) -> dict:
+                  eval_skipped: dict, resources: str, wall_s: float, identity: dict | None = None,
+                  class_weights: list[list[float]] | None = None) -> dict:
     from patchray.report.plots import plot_finetune_curves
 
     model_path = atomic_torch_save(state["model"], out / "checkpoints" / "model.pt")
@@ -180,14 +231,22 @@ def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dic
     test = last["test"]
     (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
     (out / "val_metrics.json").write_text(json.dumps(last["val"], indent=2) + "\n")
-    (out / "test_metrics.md").write_text(f"# Test metrics: {cfg.name} (init {cfg.init})\n\n"
-                                         + metrics_table_markdown(test) + "\n")
+    (out / "test_metrics.md").write_text(
+        f"# Test metrics: {cfg.name} (init {cfg.init})\n\n"
+        "## Protocol parse27k (the authors' evaluation; comparable with the paper's tables)\n\n"
+        "11-point interpolated AP of the positive class (yes / male / standing), N/A dropped; BER with N/A "
+        "counted as a true class the net never predicts, averaged over every class present.\n\n"
+        + parse27k_table_markdown(test) + "\n"
+        "## Protocol balanced (patchray's)\n\n"
+        "N/A excluded; balanced accuracy and BER over the classes present; non-interpolated AP of the second "
+        "class (yes / female / walking).\n\n"
+        + metrics_table_markdown(test) + "\n"),
     curves = plot_finetune_curves(history, out / "curves.png", f"{cfg.name}: init {cfg.init}")
     summary = {
         "name": cfg.name, "output": str(out), "init": cfg.init, "model": cfg.model, "seed": cfg.seed,
         "labels": train_rows, "epochs": last["epoch"] + 1,
-        "val": {k: last["val"][k] for k in ("mA", "mAP", "mBER", "orientation_accuracy")},
-        "test": {k: test[k] for k in ("mA", "mAP", "mBER", "orientation_accuracy")},
+        "loss": cfg.loss, "class_weights": class_weights,
+        "val": summary_scores(last["val"]), "test": summary_scores(test),
         "crops_per_s": last["crops_per_s"] * last["workers"],
         "skipped_rows": {"train": last.get("skipped", {}), **eval_skipped},
         "rows_per_epoch": {key: last[f"rows_{key}"] for key in ROW_KEYS},
@@ -204,11 +263,17 @@ def _pct(v) -> str:
 
 def format_summary(s: dict) -> str:
     t = s["test"]
+
+    def scores(names) -> str:  # only what the attribute set defines (no mAP without a binary attribute, ...)
+        return "  ".join(f"{label} {_pct(t.get(key))}" for key, label in names if t.get(key) is not None) or "n/a"
+
     return "\n".join([
         f"[finetune] done in {s['wall_s']:.0f} s: {s['epochs']} epoch(s) on {s['labels']} labeled crops, "
-        f"init {s['init']}",
-        f"  test mA {_pct(t['mA'])}  mAP {_pct(t['mAP'])}  mBER {_pct(t['mBER'])}  "
-        f"orientation accuracy {_pct(t['orientation_accuracy'])}",
+        f"init {s['init']}" + (f", loss {s['loss']}" if s.get("loss") else ""),
+        "  test, protocol parse27k (the paper's): "
+        + scores((("parse27k_mAP", "mAP"), ("parse27k_mBER", "mBER"))),
+        "  test, protocol balanced: " + scores((("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"),
+                                                ("orientation_accuracy", "orientation accuracy"))),
         "  " + format_rows(s["rows_per_epoch"]),
         f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, test_metrics.md/.json, "
         "val_metrics.json, transfer.txt, curves.png",

@@ -14,8 +14,9 @@ import torch.distributed as dist
 from patchray import config as configlib
 from patchray.metrics import attribute_metrics, to_jsonable
 from patchray.models import AttributeNet, attribute_loss, build_trunk
-from patchray.models.init import IMAGENET_MEAN, IMAGENET_STD, initialise_trunk, parse_init
-from patchray.patches import normalize_images
+from patchray.models.init import (IMAGENET_MEAN, IMAGENET_STD, InitError, initialise_trunk, parse_init,
+                                  recorded_normalization)
+from patchray.patches import channel_stats, normalize_images
 from patchray.pipeline import AttributeCollate
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
@@ -28,9 +29,13 @@ EVAL_BATCH = 64
 
 
 def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialise: bool = True):
-    """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report)."""
+    """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report).
+    Initialising (the driver) also settles ``cfg``'s input normalisation from the init, in place
+    (:func:`resolve_normalization`), so that the workers, config.yaml and the run's identity carry it."""
     trunk = build_trunk(cfg.model)
     report = initialise_trunk(trunk, cfg.init, cfg.model) if initialise else None
+    if initialise:
+        resolve_normalization(cfg)
     net = AttributeNet(trunk, [a.num_classes for a in attributes], input_hw=(cfg.crop_height, cfg.crop_width),
                        hidden=cfg.hidden)
     if cfg.freeze_blocks:
@@ -38,10 +43,53 @@ def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialis
     return net, report
 
 
+def resolve_normalization(cfg: FinetuneConfig) -> None:
+    """Set ``cfg.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what a PatchTask
+    init's pretraining used (``recorded_normalization``), carried over to whole crops: ``patch`` standardises
+    each crop per channel as pretraining did each patch, ``dataset`` takes the pretraining's per-pixel mean/std
+    pooled per channel (``channel_stats``), ``none`` is none. A normalisation the config sets that differs from
+    the pretraining's is refused, naming both. A random init, or a PatchTask checkpoint without any record
+    (hand-made), takes ``cfg.normalize`` or ``patch``; an imagenet init ImageNet's mean/std (see :func:`normalise`).
+    """
+    init = parse_init(cfg.init)
+    if init.kind == "random":
+        cfg.normalize = cfg.normalize or "patch"
+    if init.kind != "patchtask":
+        return
+    record = recorded_normalization(init)
+    if record is None:
+        if cfg.normalize == "dataset" and cfg.normalize_mean is None:
+            raise InitError(f"normalize=dataset, but init {init} records no pretraining statistics")
+        cfg.normalize = cfg.normalize or "patch"
+        return
+    pretrained = record["mode"]
+    if cfg.normalize is not None and cfg.normalize != pretrained:
+        raise InitError(f"fine-tuning normalize={cfg.normalize!r}, but init {init} was pretrained with "
+                        f"task.normalize={pretrained!r}: the trunk must see input normalised as in pretraining. "
+                        f"Leave normalize unset (it follows the pretraining), or pretrain with "
+                        f"task.normalize={cfg.normalize}")
+    cfg.normalize = pretrained
+    if pretrained == "dataset":
+        mean, std = channel_stats(record["mean"], record["std"])
+        if cfg.normalize_mean is not None and not np.allclose([cfg.normalize_mean, cfg.normalize_std], [mean, std],
+                                                              rtol=1e-6, atol=1e-9):
+            raise InitError(f"normalize_mean/normalize_std {cfg.normalize_mean} / {cfg.normalize_std} differ from "
+                            f"init {init}'s pretraining statistics {mean} / {std}; leave them unset")
+        cfg.normalize_mean, cfg.normalize_std = mean, std
+
+
 def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
-    if parse_init(cfg.init).kind == "imagenet":
+    """uint8 crops [B, H, W, 3] -> network input: ImageNet's mean/std for an imagenet init, else
+    ``cfg.normalize`` (settled by :func:`resolve_normalization` for a PatchTask init; ``patch`` by default)."""
+    init = parse_init(cfg.init).kind
+    if init == "imagenet":
         return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return normalize_images(images, cfg.normalize)
+    if init == "patchtask" and cfg.normalize is None:
+        raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
+                         "(resolve_normalization, when the driver builds the net)")
+    if cfg.normalize == "dataset":
+        return normalize_images(images, "dataset", mean=cfg.normalize_mean, std=cfg.normalize_std)
+    return normalize_images(images, cfg.normalize or "patch")
 
 
 def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.ndarray]:
@@ -78,11 +126,25 @@ def evaluate(net, split: tuple[np.ndarray, np.ndarray], attributes: AttributeSet
     return attribute_metrics(probs, labels, attributes)
 
 
+SUMMARY_KEYS = {"mA": "mA", "mAP": "mAP", "mBER": "mBER", "orientation_accuracy": "orientation_acc"}
+PARSE27K_SUMMARY_KEYS = {"mAP": "parse27k_mAP", "mBER": "parse27k_mBER"}
+
+
 def _summary_metrics(prefix: str, metrics: dict | None) -> dict:
+    """Flat per-epoch scores (``val_mA``, ..., ``val_parse27k_mAP``); None where undefined (no binary
+    attribute: no mAP; no Orientation: no orientation accuracy)."""
     if metrics is None:
         return {}
-    keys = {"mA": "mA", "mAP": "mAP", "mBER": "mBER", "orientation_accuracy": "orientation_acc"}
-    return {f"{prefix}_{short}": to_jsonable(metrics[key]) for key, short in keys.items()}
+    out = {f"{prefix}_{short}": to_jsonable(metrics[key]) for key, short in SUMMARY_KEYS.items()}
+    paper = metrics.get("parse27k", {})
+    return out | {f"{prefix}_{short}": to_jsonable(paper.get(key)) for key, short in PARSE27K_SUMMARY_KEYS.items()}
+
+
+def scores_text(metrics: dict, prefix: str = "val") -> str:
+    """`` val mA 0.512 mAP 0.301`` for the epoch line, naming only the scores that are defined."""
+    parts = [f"{name} {metrics[f'{prefix}_{key}']:.3f}" for key, name in (("mA", "mA"), ("mAP", "mAP"))
+             if metrics.get(f"{prefix}_{key}") is not None]
+    return f" {prefix} " + " ".join(parts) if parts else ""
 
 
 def finetune_loop(loop_config: dict) -> None:
@@ -108,6 +170,10 @@ def finetune_loop(loop_config: dict) -> None:
 
     val = ray.get(loop_config["val_ref"])
     test = ray.get(loop_config["test_ref"])
+    # loss: balanced: per-attribute class weights from the driver (the training split's class frequencies).
+    class_weights = loop_config.get("class_weights")
+    if class_weights is not None:
+        class_weights = [torch.tensor(w, dtype=torch.float32, device=device) for w in class_weights]
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
@@ -134,7 +200,7 @@ def finetune_loop(loop_config: dict) -> None:
             y = labels.to(device, non_blocking=True)
             with autocast(device, cfg.amp):
                 logits = [l.float() for l in model(x)]
-            loss = attribute_loss(logits, y) * weight
+            loss = attribute_loss(logits, y, class_weights) * weight
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # before the step: the weights stay those of the last good step
                 raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1} (loss {loss_value}); "
@@ -161,7 +227,7 @@ def finetune_loop(loop_config: dict) -> None:
         history.append(metrics | {"skipped": dict(skipped), "val": to_jsonable(val_metrics),
                                   "test": to_jsonable(test_metrics)})
         if rank == 0:
-            scores = (f" val mA {metrics['val_mA']:.3f} mAP {metrics['val_mAP']:.3f}" if val_metrics else "")
+            scores = scores_text(metrics) if val_metrics else ""
             print(f"[finetune] epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f}{scores}, "
                   f"{metrics['crops_per_s'] * world:.0f} crops/s, skipped rows {metrics['skipped_rows']}", flush=True)
         report_epoch(metrics, rank=rank, net=base, optimizer=optimizer, epoch=epoch, loop_config=loop_config,

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from patchray import config as configlib
+from patchray.models.init import NORMALIZATION_FILE
+from patchray.patches import STATS_EPOCH, PixelStatistics, crop_seed, statistics_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
@@ -72,7 +74,7 @@ def resolve_data(cfg: PretrainConfig, log=print) -> list[str]:
     return [os.path.join(ensure_synthetic(cfg.synthetic, log), "unlabeled")]
 
 
-def read_validation_crops(shards: ShardSet, count: int, width: int, height: int):
+def read_validation_crops(shards: ShardSet, count: int, width: int, height: int, crop_fit: str = "aspect"):
     """The first ``count`` good crops of the first shards: the fixed validation set, held out of training.
 
     Bad rows met here are not counted: they stay in the training stream, which counts each bad row once.
@@ -81,7 +83,7 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int)
     for path in shards.files:
         parquet = pq.ParquetFile(path, filesystem=shards.filesystem)
         for batch in parquet.iter_batches(batch_size=256, columns=[IMAGE, CROP_ID]):
-            decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height)
+            decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height, crop_fit)
             for px, crop_id, reason in zip(decoded, batch.column(CROP_ID).to_pylist(), reasons):
                 if not reason and len(ids) < count:
                     pixels.append(px)
@@ -91,6 +93,51 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int)
     if not ids:
         raise ValueError(f"no decodable crop in {list(shards.files)} for the validation set")
     return np.stack(pixels), np.array(ids, dtype=object)
+
+
+# Row groups that task.normalize=dataset's statistics are spread over, at most (each is read whole; only its chosen
+# crops are decoded).
+STATS_ROW_GROUPS = 16
+
+
+def input_normalization(shards: ShardSet, cfg: PretrainConfig, exclude_ids, log=print) -> dict:
+    """The run's input normalisation, as the workers apply it and ``checkpoints/normalization.pt`` records it:
+    ``{"mode": task.normalize}``, and for ``dataset`` the per-pixel ``mean`` and ``std`` (float32 [3, P, P],
+    [0, 1] units, the reference's ``make_patch_mean.py``) over ``cfg.stats_patches`` training patches.
+
+    Those patches are every grid cell of a crop once (``statistics_patches``: the task's own sampler) of crops
+    chosen by seed, never the held-out validation crops (``exclude_ids``): row groups in a seeded order, from
+    each the crops first in a seeded order, spread over up to ``STATS_ROW_GROUPS`` row groups. The same seed,
+    config and data give the same statistics, so a resumed run recomputes what it started with.
+    """
+    task = cfg.task
+    if task.normalize != "dataset":
+        return {"mode": task.normalize}
+    wanted = -(-cfg.stats_patches // task.num_cells)  # crops
+    groups = [g for g in shards.row_groups if g[2]]
+    quota = -(-wanted // max(1, min(len(groups), STATS_ROW_GROUPS)))
+    excluded = frozenset(exclude_ids)
+    stats, crops = PixelStatistics(), 0
+    for index in np.random.default_rng(cfg.seed).permutation(len(groups)):
+        if crops >= wanted:
+            break
+        path, group, _ = groups[index]
+        table = pq.ParquetFile(path, filesystem=shards.filesystem).read_row_group(group, columns=[IMAGE, CROP_ID])
+        ids = table.column(CROP_ID).to_pylist()
+        chosen = sorted((i for i, c in enumerate(ids) if c not in excluded),
+                        key=lambda i: crop_seed(cfg.seed, STATS_EPOCH, ids[i]))[:min(quota, wanted - crops)]
+        pixels, reasons = decode_crops(table.column(IMAGE).take(chosen).to_pylist(), task.crop_width,
+                                       task.crop_height, cfg.crop_fit)
+        good = [k for k, reason in enumerate(reasons) if not reason]
+        if good:
+            stats.add(statistics_patches(pixels[good], [ids[chosen[k]] for k in good], task, cfg.seed))
+            crops += len(good)
+    if not crops:
+        raise DatasetTooSmallError(f"task.normalize=dataset: no decodable training crop in {list(shards.files)} "
+                                   f"for the statistics ({len(excluded)} held out for validation)")
+    mean, std = stats.mean_std()
+    log(f"[pretrain] normalize=dataset: per-pixel mean/std over {stats.count} patches of {crops} training crops")
+    return {"mode": "dataset", "mean": mean, "std": std, "patches": stats.count, "crops": crops}
 
 
 def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
@@ -126,7 +173,7 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
         log(f"[pretrain] resuming after epoch {resumes_after + 1} from {location_path(location)}")
 
     task = cfg.task
-    val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height)
+    val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height, cfg.crop_fit)
     # Crop ids are unique within a dataset (make_shards refuses duplicates), so the held-out ids are the rows
     # the stream loses to validation.
     stream_rows = shards.num_rows - len(val_ids)
@@ -140,23 +187,30 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
             + f"): fewer than one batch ({cfg.crops_per_batch} crops) for each of {plan.num_workers} worker(s). "
             "Lower val_crops or batch_size, or add data")
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
-                           seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data")
+                           seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data",
+                           fit=cfg.crop_fit)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
+    normalization = input_normalization(shards, cfg, val_ids.tolist(), log)
     state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
-                                         "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids))},
+                                         "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
+                                         "normalization_ref": ray.put(normalization)},
                          plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
-    summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity)
+    summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization)
     log(format_summary(summary))
     return summary
 
 
 def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
-                  wall_s: float, identity: dict | None = None) -> dict:
+                  wall_s: float, identity: dict | None = None, normalization: dict | None = None) -> dict:
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
     pretext_path = atomic_torch_save(state["model"], checkpoints / "pretext.pt")
+    # What fine-tuning from this run must feed the trunk (patchray.models.init.recorded_normalization).
+    normalization = normalization or {"mode": cfg.task.normalize}
+    norm_path = atomic_torch_save({k: v for k, v in normalization.items() if k in ("mode", "mean", "std")},
+                                  checkpoints / NORMALIZATION_FILE)
     trunk_path = atomic_torch_save(sub_state(state["model"], "trunk"), checkpoints / "trunk.pt")
     with open(out / "metrics.jsonl", "w") as f:
         for h in history:
@@ -185,6 +239,8 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "resources": plan.describe(),
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),
+        "normalization": {"mode": normalization["mode"], "checkpoint": str(norm_path)}
+        | {k: normalization[k] for k in ("patches", "crops") if k in normalization},
         "plots": plots,
         "wall_s": round(wall_s, 1),
         "identity": identity,

@@ -33,15 +33,29 @@ def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
     return PretextNet(trunk, cfg.task.num_classes, patch_size=cfg.task.patch_size, pairwise=cfg.task.pairwise)
 
 
+class InputNormalization:
+    """uint8 patches -> network input as the run normalises them (``normalize_patches``), with the driver's
+    ``{"mode", "mean", "std"}`` record (``patchray.train.pretrain.input_normalization``) held on ``device``."""
+
+    def __init__(self, record: dict, device):
+        self.mode = record["mode"]
+        self.stats = {k: torch.as_tensor(record[k], dtype=torch.float32).to(device) for k in ("mean", "std")
+                      if self.mode == "dataset"}
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        return normalize_patches(patches, self.mode, **self.stats)
+
+
 def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int,
-             channels_last: bool = False):
+             channels_last: bool = False, normalize: InputNormalization | None = None):
     """Loss sum, correct count, count and confusion matrix on this worker's validation slice."""
+    normalize = normalize or InputNormalization({"mode": cfg.task.normalize}, device)
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     loss_sum = correct = 0.0
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(labels), EVAL_BATCH):
-            x = normalize_patches(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device), cfg.task.normalize)
+            x = normalize(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device))
             x = as_input(x, channels_last)
             y = torch.from_numpy(labels[start:start + EVAL_BATCH]).to(device)
             logits = net(x).float()
@@ -63,7 +77,7 @@ def pretrain_loop(loop_config: dict) -> None:
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     net = build_pretext_net(cfg)
-    optimizer = build_optimizer(net.parameters(), cfg.optim)
+    optimizer = build_optimizer(net.parameters(), cfg.optim, output_weights=[net.classifier.weight])
     start_epoch, history = resume(net, optimizer, loop_config, "pretrain", rank)
     telemetry = TrainingMetrics(cfg.name, rank)
     channels_last = channels_last_for(cfg.channels_last, device)
@@ -72,6 +86,7 @@ def pretrain_loop(loop_config: dict) -> None:
     model = maybe_compile(model, cfg.compile)
 
     val_pixels, val_ids = ray.get(loop_config["val_ref"])
+    normalize = InputNormalization(ray.get(loop_config["normalization_ref"]), device)
     mine = slice(rank, None, world)
     val_patches, val_labels = validation_patches(val_pixels[mine], list(val_ids[mine]), cfg.task, cfg.seed)
     num_classes = cfg.task.num_classes
@@ -82,7 +97,7 @@ def pretrain_loop(loop_config: dict) -> None:
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
         set_lr(optimizer, lr)
         batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_batch, rank,
-                                decode_device=device if cfg.decode_on == "trainer" else None)
+                                decode_device=device if cfg.decode_on == "trainer" else None, fit=cfg.crop_fit)
         loss_sum = correct = count = steps = 0.0
         wait_s = 0.0
         received = 0
@@ -100,7 +115,7 @@ def pretrain_loop(loop_config: dict) -> None:
             if not len(y):
                 patches = torch.zeros((1, *patches.shape[1:]), dtype=torch.uint8)
                 y = torch.zeros(1, dtype=torch.long, device=device)
-            x = as_input(normalize_patches(patches.to(device, non_blocking=True), cfg.task.normalize), channels_last)
+            x = as_input(normalize(patches.to(device, non_blocking=True)), channels_last)
             with autocast(device, cfg.amp):
                 logits = model(x).float()
             loss = F.cross_entropy(logits, y) * weight
@@ -130,7 +145,7 @@ def pretrain_loop(loop_config: dict) -> None:
         totals = sum_across_workers([loss_sum, correct, count, wait_s, elapsed, received], device)
         skipped = gather_counters(skipped)
         v_loss, v_correct, v_count, confusion = evaluate(base, val_patches, val_labels, cfg, device, num_classes,
-                                                           channels_last)
+                                                           channels_last, normalize)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(confusion)
         v_loss, v_correct, v_count = sum_across_workers([v_loss, v_correct, v_count], device)

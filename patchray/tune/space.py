@@ -169,7 +169,9 @@ class SearchSpace:
 
     def infeasible_pretext(self, base: dict, limit: int | None = None) -> tuple[int, list[tuple[dict, str]]]:
         """Every combination of the pretext parameters' candidates that its config refuses together (a patch
-        and grid that do not fit the crop, say), with the reason; and how many combinations there are."""
+        and grid that do not fit the crop, say, or a jitter of half the cell pitch or more, which would let two
+        cells cut the same patch: ``PatchGrid.max_jitter``), with the reason; and how many combinations there
+        are."""
         params = self.pretext_params()
         total = math.prod(len(p.candidates()) for p in params)
         if not params or total > (limit or PRODUCT_LIMIT):

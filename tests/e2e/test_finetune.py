@@ -53,7 +53,7 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     assert sum(a["count"] for a in test["attributes"].values()) > 0
     table = (out / "test_metrics.md").read_text()
     assert "| Orientation |" in table and "mA" in table
-    assert "copied 16 trunk tensors" in (out / "transfer.txt").read_text()
+    assert "copied 16 of 16 trunk tensors, skipped 0" in (out / "transfer.txt").read_text()
     assert (out / "curves.png").stat().st_size > 0
     state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
     net = AttributeNet(build_trunk("tiny"), [a.num_classes for a in PARSE27K])
@@ -86,3 +86,56 @@ def test_label_budget_is_the_same_crops_for_every_init(labeled_small):
     assert choose_budget(shards, 60, seed=1) > a  # a bigger budget adds crops, keeps the smaller one's
     with pytest.raises(ValueError, match="only"):
         choose_budget(shards, 10**6, seed=1)
+
+
+@pytest.fixture(scope="module")
+def orientation_only(labeled_small, tmp_path_factory):
+    """labeled_small's crops with their Orientation label alone: no binary attribute (no mAP anywhere)."""
+    import pyarrow.parquet as pq
+
+    from patchray.shards import AttributeSet, CropRecord, DatasetMeta, ShardWriter
+    from patchray.shards.schema import CROP_ID, IMAGE, SPLIT
+
+    attributes = AttributeSet((PARSE27K["Orientation"],))
+    out = tmp_path_factory.mktemp("orientation") / "labeled"
+    with ShardWriter(out, DatasetMeta("orientation-only", attributes), "labeled") as writer:
+        for path in sorted(labeled_small.glob("*.parquet")):
+            rows = pq.read_table(path, columns=[IMAGE, CROP_ID, SPLIT, "attr_Orientation"]).to_pylist()
+            for row in rows:
+                assert writer.add(CropRecord(image=row[IMAGE], crop_id=row[CROP_ID], split=row[SPLIT],
+                                             labels={"Orientation": row["attr_Orientation"]})) is None
+    return out
+
+
+def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, orientation_only,
+                                                                     pretext_checkpoint, tmp_path):
+    """Fine-tuning used to crash at its first validation here (mAP None formatted as a number)."""
+    from patchray.experiments.compare_inits import CompareConfig, run_compare
+
+    folder, _ = pretext_checkpoint
+    cfg = configlib.build(CompareConfig, {
+        "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
+        "pretrained": str(folder),
+        "finetune": {"data": str(orientation_only), "epochs": 2, "batch_size": 16, "eval_every": 1,
+                     "val_crops": 64, "loss": "balanced"}})
+    result = run_compare(cfg, log=print)
+    out = tmp_path / "cmp"
+    for init in ("random", "patchtask"):
+        run = out / "runs" / f"labels60-seed0-{init}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["epochs"] == 2 and summary["loss"] == "balanced"
+        assert len(summary["class_weights"]) == 1 and len(summary["class_weights"][0]) == 4
+        test = summary["test"]
+        assert test["mAP"] is None and test["parse27k_mAP"] is None
+        assert 0.0 <= test["mA"] <= 1.0 and 0.0 <= test["parse27k_mBER"] <= 1.0
+        assert test["orientation_accuracy"] is not None
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [h["val_mA"] is not None for h in history] == [True, True]
+        table = (run / "test_metrics.md").read_text()
+        assert "| Orientation |" in table and "**mAP**" not in table
+        assert (run / "curves.png").stat().st_size > 0
+    row = next(r for r in result["table"] if r["init"] == "patchtask")
+    assert row["seeds"] == 1 and row["mAP"]["mean"] is None and row["parse27k_mBER"]["mean"] is not None
+    comparison = (out / "comparison.md").read_text()
+    assert "mBER (parse27k)" in comparison and "| mAP |" not in comparison
+    assert (out / "comparison.png").stat().st_size > 0 and (out / "learning_curves.png").stat().st_size > 0

@@ -16,6 +16,9 @@ from patchray.train.runner import TrainingError
 from helpers import small_config
 
 pytestmark = pytest.mark.slow
+# The tests that need a net that learns within their ~100 steps: the tiny net at the reference's dropout 0.5 stays
+# near chance that long (patchray.models.trunks, tiny_d25).
+LEARNS = {"model": "tiny_d25"}
 
 
 def _metrics(out):
@@ -23,7 +26,7 @@ def _metrics(out):
 
 
 def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small, tmp_path, capsys):
-    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"])
+    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"], **LEARNS)
     summary = run_pretrain(cfg)
     out = tmp_path / "run"
     # learned something real: well above the 1/18 chance of pt18
@@ -53,7 +56,7 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     # the same command again resumes after its last epoch: nothing trained twice, the history kept byte for byte
     config_before, metrics_before = (out / "config.yaml").read_text(), (out / "metrics.jsonl").read_text()
     capsys.readouterr()
-    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"]))
+    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], **LEARNS))
     assert "[pretrain] resuming after epoch 2 from" in capsys.readouterr().out
     assert (out / "metrics.jsonl").read_text() == metrics_before  # a re-trained epoch would have new timings
     assert again["patches_seen"] == summary["patches_seen"] and again["epochs"] == 2
@@ -61,7 +64,7 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     # other settings at the same --out and --name: refused before anything is written, naming what differs
     with pytest.raises(RunMismatchError) as refused:
         run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], epochs=3,
-                                  optim={"lr": 0.02}))
+                                  optim={"lr": 0.02}, **LEARNS))
     assert "epochs: 2 -> 3" in str(refused.value) and "optim.lr: 0.01 -> 0.02" in str(refused.value)
     assert (out / "config.yaml").read_text() == config_before
 
@@ -162,10 +165,10 @@ def test_no_position_cue_in_noise_or_constant_crops(ray_cluster, synthetic_small
     from patchray.patches import PatchTaskConfig, normalize_patches, validation_patches
     from patchray.shards.decode import decode_crops
 
-    cfg = small_config(tmp_path, "probe", [synthetic_small / "unlabeled"], epochs=2)
+    cfg = small_config(tmp_path, "probe", [synthetic_small / "unlabeled"], epochs=2, **LEARNS)
     run_pretrain(cfg)
     task = PatchTaskConfig()
-    net = PretextNet(build_trunk("tiny"), task.num_classes)
+    net = PretextNet(build_trunk(cfg.model), task.num_classes)
     net.load_state_dict(torch.load(tmp_path / "probe" / "checkpoints" / "pretext.pt", weights_only=True))
     net.eval()
 
@@ -190,3 +193,34 @@ def test_no_position_cue_in_noise_or_constant_crops(ray_cluster, synthetic_small
     assert real_acc > chance + 5 * tolerance  # the probe is a net that did learn positions
     assert abs(noise_acc - chance) < tolerance
     assert abs(constant_acc - chance) < tolerance
+
+
+def test_dataset_normalisation_is_computed_applied_and_recorded_for_fine_tuning(ray_cluster, synthetic_small,
+                                                                                tmp_path):
+    """task.normalize=dataset, the reference's: per-pixel statistics of training patches computed by the driver,
+    applied by the workers (a zero-filled channel drop after it), stored beside the checkpoint; fine-tuning from
+    the run takes them, pooled per channel."""
+    import math
+
+    from patchray import config as configlib
+    from patchray.patches import channel_stats
+    from patchray.train.config import FinetuneConfig
+    from patchray.train.finetune_loop import resolve_normalization
+
+    cfg = small_config(tmp_path, "dataset", [synthetic_small / "unlabeled"], epochs=1, val_crops=50, max_crops=160,
+                       stats_patches=900, task={"normalize": "dataset", "channel_drop": 0.5})
+    summary = run_pretrain(cfg)
+    out = tmp_path / "dataset"
+    assert summary["normalization"]["mode"] == "dataset"
+    assert (summary["normalization"]["patches"], summary["normalization"]["crops"]) == (900, 50)  # 18 cells a crop
+    record = torch.load(out / "checkpoints" / "normalization.pt", weights_only=True)
+    assert record["mode"] == "dataset" and record["mean"].shape == record["std"].shape == (3, 32, 32)
+    assert 0 < float(record["mean"].min()) and float(record["mean"].max()) < 1 and float(record["std"].min()) > 0
+    assert all(math.isfinite(m["loss"]) and math.isfinite(m["val_loss"]) for m in _metrics(out))
+    assert summary["patches_seen"] == 160 * 8
+
+    finetune = configlib.build(FinetuneConfig, {"init": f"patchtask:{out}"})
+    resolve_normalization(finetune)
+    mean, std = channel_stats(record["mean"], record["std"])
+    assert finetune.normalize == "dataset"
+    assert np.allclose(finetune.normalize_mean, mean) and np.allclose(finetune.normalize_std, std)

@@ -57,3 +57,48 @@ def test_a_finished_run_is_reused_only_when_its_identity_matches_and_kept_aside_
     (folder / "summary.json").write_text(json.dumps({"test": {"mA": 0.5}}))
     assert reusable(folder, identity, "run", messages.append) is None
     assert reusable(tmp_path / "never-ran", identity, "run", messages.append) is None
+
+
+def test_pretraining_and_fine_tuning_must_use_one_trunk():
+    with pytest.raises(configlib.ConfigError, match=r"pretrain.model 'tiny_d25' and finetune.model 'resnet18' differ"):
+        configlib.load(CompareConfig, None, ["finetune.model=resnet18"])
+    assert configlib.load(CompareConfig, None, ["finetune.model=resnet18", "pretrain.model=resnet18"])
+
+
+def _orientation_only_run(budget, seed, init, ma):
+    """A run's test scores on a dataset with an Orientation attribute alone: no mAP of either protocol."""
+    return {"budget": budget, "seed": seed, "init": init,
+            "test": {"mA": ma, "mAP": None, "mBER": 1 - ma, "orientation_accuracy": ma + 0.1,
+                     "parse27k_mAP": None, "parse27k_mBER": 0.7}}
+
+
+def test_table_shows_both_protocols_and_only_the_metrics_some_run_defines():
+    runs = [_run(250, 0, "random", 0.50) | {"test": {"mA": 0.5, "mAP": 0.3, "mBER": 0.5, "orientation_accuracy": 0.4,
+                                                     "parse27k_mAP": 0.35, "parse27k_mBER": 0.6}},
+            _run(250, 0, "patchtask", 0.56)]  # finished before protocol parse27k existed: no such keys
+    table = table_markdown(aggregate(runs, ["random", "patchtask"], [250]))
+    assert table.splitlines()[0] == ("| labels | init | mA | mAP | mBER | Orientation acc. | mAP (parse27k) | "
+                                     "mBER (parse27k) | seeds |")
+    assert "| 250 | random | 50.0 ± 0.0 | 30.0 ± 0.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 35.0 ± 0.0 | 60.0 ± 0.0 | 1 |" in table
+    assert "| 250 | patchtask | 56.0 ± 0.0 | 30.0 ± 0.0 | 44.0 ± 0.0 | – | – | – | 1 |" in table
+
+    only = [_orientation_only_run(100, 0, "random", 0.3), _orientation_only_run(100, 0, "patchtask", 0.4)]
+    result = aggregate(only, ["random", "patchtask"], [100])
+    assert result["patchtask_minus_random_mA"] == pytest.approx(0.1)
+    table = table_markdown(result)
+    assert table.splitlines()[0] == "| labels | init | mA | mBER | Orientation acc. | mBER (parse27k) | seeds |"
+    assert "| 100 | patchtask | 40.0 ± 0.0 | 60.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 0.0 | 1 |" in table
+
+
+def test_comparison_outputs_for_an_attribute_set_without_map(tmp_path):
+    from patchray.experiments.compare_inits import format_result, write_outputs
+
+    runs = [_orientation_only_run(100, 0, "random", 0.3) | {"curve": [(1, 0.25), (2, 0.3)]},
+            _orientation_only_run(100, 0, "patchtask", 0.4) | {"curve": [(1, 0.3), (2, 0.4)]}]
+    result = aggregate(runs, ["random", "patchtask"], [100]) | {"wall_s": 60.0}
+    write_outputs(tmp_path, result, runs)
+    text = (tmp_path / "comparison.md").read_text()
+    assert "mAP" not in text.split("\n\n")[1] and "comparable with the paper" in text
+    assert "+10.0 points" in text
+    assert (tmp_path / "comparison.png").stat().st_size > 0 and (tmp_path / "learning_curves.png").stat().st_size > 0
+    assert "+10.0 mA points" in format_result(result, tmp_path)

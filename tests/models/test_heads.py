@@ -43,6 +43,24 @@ def test_pretext_net_learns_despite_zero_classifier() -> None:
     assert torch.count_nonzero(net(patches)) > 0
 
 
+@pytest.mark.parametrize(("trunk", "bn"), [(dict(name="tiny"), False), (dict(name="tiny", bn=True), True),
+                                           (dict(name="resnet18"), True)])
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_pretext_head_is_batch_normalised_when_the_trunk_is(trunk: dict, bn: bool, pairwise: bool) -> None:
+    """The reference's ModelPatches: fc6 goes through batch_norm() (bias dropped, BN before the ReLU) when the
+    base net has BatchNorm."""
+    net = PretextNet(build_trunk(**trunk), num_classes=306 if pairwise else 18, pairwise=pairwise)
+    kinds = [type(m) for m in net.head]
+    if bn:
+        assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+        assert net.head[0].bias is None and net.head[1].num_features == 256
+    else:
+        assert kinds == [nn.Linear, nn.ReLU, nn.Linear] and net.head[0].bias is not None
+    shape = (4, 2, 3, 32, 32) if pairwise else (4, 3, 32, 32)
+    assert torch.count_nonzero(net(torch.randn(shape))) == 0  # still a uniform softmax at init
+    assert all(k.startswith(("trunk.", "head.")) for k in net.state_dict())  # the transfer drops head.* whole
+
+
 def test_pretext_dropout_option_and_hidden_size() -> None:
     net = PretextNet(build_trunk("tiny"), num_classes=8, hidden=64, dropout=0.5)
     assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in net.head)
@@ -206,3 +224,41 @@ def test_attribute_without_labels_adds_zero_but_others_count() -> None:
 def test_attribute_loss_rejects_mismatched_labels() -> None:
     with pytest.raises(ValueError):
         attribute_loss([torch.randn(2, 3)], torch.ones(2, 2, dtype=torch.long))
+
+
+# ------------------------------------------------------------ attribute_loss, loss: balanced
+
+
+def test_class_weighted_loss_matches_hand_computation() -> None:
+    # Attribute a (3 classes, weights 0.5 / 2 / 1), attribute b (2 classes, weights 1 / 3). Batch of 3.
+    logits_a = [[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, 1.0, 1.0]]
+    logits_b = [[0.0, 1.0], [2.0, -2.0], [0.3, 0.1]]
+    labels = torch.tensor([[1, 0], [3, 2], [0, 1]])  # 0 = N/A
+    weights = [[0.5, 2.0, 1.0], [1.0, 3.0]]
+    # Weighted sum over the labeled examples, divided by the whole batch (3), N/A rows included.
+    expected_a = (0.5 * _manual_cross_entropy(logits_a[0], 0) + 1.0 * _manual_cross_entropy(logits_a[1], 2)) / 3
+    expected_b = (3.0 * _manual_cross_entropy(logits_b[1], 1) + 1.0 * _manual_cross_entropy(logits_b[2], 0)) / 3
+    logits = [torch.tensor(logits_a), torch.tensor(logits_b)]
+    per_attribute = attribute_losses(logits, labels, weights)
+    assert per_attribute.tolist() == pytest.approx([expected_a, expected_b], rel=1e-6)
+    assert attribute_loss(logits, labels, [torch.tensor(w) for w in weights]).item() == pytest.approx(
+        expected_a + expected_b, rel=1e-6)
+    # Unit weights: the plain cross-entropy's sum, over the whole batch instead of the labeled examples.
+    ones = [[1.0] * 3, [1.0] * 2]
+    assert attribute_losses(logits, labels, ones).tolist() == pytest.approx(
+        (attribute_losses(logits, labels) * 2 / 3).tolist(), rel=1e-6)
+
+
+def test_class_weighted_loss_na_and_zero_weight_examples_add_nothing() -> None:
+    labels = torch.tensor([[1], [2], [0]])
+    logits = [torch.randn(3, 2, requires_grad=True)]
+    loss = attribute_loss(logits, labels, [[0.0, 2.0]])  # class 1 weighs 0: only row 1 counts
+    assert loss.item() == pytest.approx(2.0 * F.cross_entropy(logits[0][1:2], torch.tensor([1])).item() / 3, rel=1e-6)
+    loss.backward()
+    assert torch.count_nonzero(logits[0].grad[0]) == 0 and torch.count_nonzero(logits[0].grad[2]) == 0
+    all_na = attribute_loss([torch.randn(2, 2)], torch.zeros(2, 1, dtype=torch.long), [[1.0, 1.0]])
+    assert all_na.item() == 0.0
+    with pytest.raises(ValueError, match="class weight"):
+        attribute_loss([torch.randn(2, 3)], torch.ones(2, 1, dtype=torch.long), [[1.0, 1.0]])
+    with pytest.raises(ValueError, match="class weight"):
+        attribute_loss([torch.randn(2, 3)], torch.ones(2, 1, dtype=torch.long), [[1.0] * 3, [1.0] * 3])

@@ -21,7 +21,7 @@ def test_patchtask_init_copies_trunk_from_a_run_folder(tmp_path):
     target = build_trunk("tiny")
     report = initialise_trunk(target, f"patchtask:{tmp_path}", "tiny")
     assert report.copied and all(torch.equal(v, source.trunk.state_dict()[k]) for k, v in target.state_dict().items())
-    assert any(reason == "pretext head" for _, reason in report.skipped)
+    assert any(reason == "pretext head" for _, reason in report.unused) and report.skipped == []
     assert initialise_trunk(build_trunk("tiny"), "random", "tiny") is None
 
 
@@ -33,8 +33,33 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         initialise_trunk(build_trunk("tiny"), f"patchtask:{tmp_path}/junk.pt", "tiny")
     # a vgg16 checkpoint has nothing that fits the tiny trunk
     torch.save(build_trunk("vgg16").state_dict(), tmp_path / "vgg.pt")
-    with pytest.raises(InitError, match="no tensor of the checkpoint fits"):
+    with pytest.raises(InitError, match="the checkpoint holds another trunk, fine-tuning builds trunk 'tiny'"):
         initialise_trunk(build_trunk("tiny"), f"patchtask:{tmp_path}/vgg.pt", "tiny")
+
+
+def test_a_checkpoint_of_another_trunk_is_refused_naming_both(tmp_path):
+    """vgg16 -> vgg16_bn shares some names and shapes (conv biases vs BatchNorm biases): copying those would
+    put weights into the wrong layers and succeed quietly."""
+    from patchray.models import transfer_trunk
+
+    source = PretextNet(build_trunk("vgg16"), 18)
+    partial = transfer_trunk(source.state_dict(), build_trunk("vgg16_bn"))
+    assert partial.copied  # what the old, partial transfer would have copied
+    run = tmp_path / "pretrain-vgg16"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(source.state_dict(), run / "checkpoints" / "pretext.pt")
+    (run / "config.yaml").write_text("model: vgg16\n")
+    for spec in (f"patchtask:{run}", f"patchtask:{run}/checkpoints/pretext.pt"):
+        with pytest.raises(InitError, match=r"holds trunk 'vgg16', fine-tuning builds trunk 'vgg16_bn'.*"
+                                            r"Fine-tune with model=vgg16, or pretrain with model=vgg16_bn"):
+            initialise_trunk(build_trunk("vgg16_bn"), spec, "vgg16_bn")
+    # trunks that differ only in dropout (no weights) are one trunk for the transfer
+    (run / "config.yaml").write_text("model: tiny_d25\n")
+    source = PretextNet(build_trunk("tiny_d25"), 18)
+    torch.save(source.state_dict(), run / "checkpoints" / "pretext.pt")
+    target = build_trunk("tiny")
+    assert initialise_trunk(target, f"patchtask:{run}", "tiny").exact
+    assert all(torch.equal(v, source.trunk.state_dict()[k]) for k, v in target.state_dict().items())
 
 
 def test_imagenet_only_from_the_local_cache(tmp_path, monkeypatch):

@@ -33,8 +33,12 @@ def test_transfer_from_pretext_net_copies_trunk_and_skips_head() -> None:
     for key, value in target.state_dict().items():
         assert torch.equal(value, source.trunk.state_dict()[key]), key
     head_keys = {f"head.{k}" for k in source.head.state_dict()}
-    assert {k for k, r in report.skipped if r == "pretext head"} == head_keys
-    assert "copied" in report.summary() and str(len(report.copied)) in report.summary()
+    assert {k for k, r in report.unused if r == "pretext head"} == head_keys
+    # the dropped pretext head is no skip: the summary counts only tensors the transfer failed to carry
+    assert report.skipped == [] and report.exact
+    n = len(report.copied)
+    assert report.summary().splitlines()[0] == (f"copied {n} of {n} trunk tensors, skipped 0 (the pretext head's "
+                                                f"{len(head_keys)} tensors are dropped by design)")
 
 
 def test_transfer_from_bare_trunk_state_dict() -> None:
@@ -76,7 +80,8 @@ def test_missing_and_extra_keys_are_reported() -> None:
     report = transfer_trunk(source.state_dict(), target)
     reasons = _reasons(report)
     assert reasons["stages.0.1.weight"] == "missing in source"  # BN scale
-    assert reasons["stages.0.0.bias"] == "not a trunk parameter"  # conv bias target lacks
+    assert dict(report.unused)["stages.0.0.bias"] == "not a trunk parameter"  # conv bias target lacks
+    assert not report.exact
     assert "stages.0.0.weight" in report.copied
     with pytest.raises(ValueError, match="incomplete"):
         transfer_trunk(source.state_dict(), build_trunk("tiny", bn=True), strict=True)
@@ -89,9 +94,9 @@ def test_non_trunk_keys_of_a_full_net_and_wrapper_prefixes() -> None:
     target = build_trunk("tiny")
     report = transfer_trunk(wrapped, target, strict=True)
     assert set(report.copied) == set(target.state_dict())
-    reasons = _reasons(report)
-    assert reasons["fc.0.weight"] == "not a trunk parameter"
-    assert reasons["heads.0.weight"] == "not a trunk parameter"
+    unused = dict(report.unused)
+    assert unused["fc.0.weight"] == "not a trunk parameter"
+    assert unused["heads.0.weight"] == "not a trunk parameter"
 
 
 @pytest.mark.parametrize(("trunk_name", "trunk_kwargs"), [("tiny", {"bn": True}), ("vgg16", {})])

@@ -11,6 +11,7 @@ from patchray.models import build_trunk, list_trunks
 EXPECTED_SHAPES = {
     ("tiny", ()): ((128, 2, 2), (128, 12, 6)),
     ("tiny", (("bn", True),)): ((128, 2, 2), (128, 12, 6)),
+    ("tiny_d25", ()): ((128, 2, 2), (128, 12, 6)),
     ("vgg16", ()): ((512, 1, 1), (512, 6, 3)),
     ("vgg16_bn", ()): ((512, 1, 1), (512, 6, 3)),
     ("resnet18", ()): ((512, 4, 4), (512, 25, 13)),
@@ -109,3 +110,17 @@ def test_he_normal_init_every_conv(name: str, kwargs: dict) -> None:
             assert torch.count_nonzero(conv.bias) == 0
     for bn in (m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def test_tiny_trunk_drops_half_after_every_pool_as_the_reference() -> None:
+    """nets.py tiny_10_dropout: DropoutLayer(p=0.5) after each of the 4 pools."""
+    layers = list(build_trunk("tiny").modules())
+    pools = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 4
+    assert all(isinstance(layers[i + 1], nn.Dropout) and layers[i + 1].p == 0.5 for i in pools)
+
+
+def test_tiny_d25_is_the_tiny_net_with_a_quarter_dropout() -> None:
+    light, reference = build_trunk("tiny_d25"), build_trunk("tiny")
+    assert light.state_dict().keys() == reference.state_dict().keys()
+    assert {m.p for m in light.modules() if isinstance(m, nn.Dropout)} == {0.25}

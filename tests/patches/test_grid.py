@@ -79,7 +79,7 @@ def test_grid_is_frozen():
         PatchGrid().cols = 4  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("grid", [PatchGrid(), PatchGrid(jitter=20), PatchGrid.from_preset("pt8", gap=3)])
+@pytest.mark.parametrize("grid", [PatchGrid(), PatchGrid(jitter=15), PatchGrid.from_preset("pt8", gap=3)])
 def test_jitter_bounds_keep_patches_inside_the_crop(grid):
     origins = grid.cell_origins()
     low, high = grid.jitter_bounds()
@@ -101,3 +101,30 @@ def test_jitter_bounds_are_clipped_only_at_the_border():
     # Middle column is free in x: window centred on its origin.
     assert tuple(low[1]) == (-4, -4) and tuple(high[1]) == (4, 4)
     assert np.array_equal(PatchGrid(jitter=0).jitter_bounds()[0], np.zeros((18, 2)))
+
+
+@pytest.mark.parametrize(("patch_size", "gap"), [(32, 0), (16, 0), (16, 1), (24, 4), (25, 0)])
+def test_jitter_must_stay_below_half_the_pitch(patch_size, gap):
+    """Two neighbouring cells (pitch p apart) each moving j px towards the other meet when 2j >= p: then the
+    same patch could come with two labels. The largest jitter allowed is the largest j with 2j < p."""
+    grid = PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=0)
+    pitch, allowed = patch_size + gap, grid.max_jitter
+    assert 2 * allowed < pitch <= 2 * (allowed + 1)
+    if gap <= 1 and patch_size % 2 == 0:  # the reference scripts' rule, jitter <= gap + P/2 - 1
+        assert allowed == gap + patch_size // 2 - 1
+    ok = PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=allowed)
+    # neighbouring cells 0 and 1 (x) and 0 and 2 (y): their reachable positions never coincide
+    low, high = ok.jitter_bounds()
+    origins = ok.cell_origins()
+    for other, axis in ((1, 0), (2, 1)):
+        reach = [set(range(origins[c, axis] + low[c, axis], origins[c, axis] + high[c, axis] + 1)) for c in (0, other)]
+        assert not reach[0] & reach[1]
+    refused = rf"jitter={allowed + 1} px .*same patch under two labels.*at most {allowed} px"
+    with pytest.raises(ValueError, match=refused):
+        PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=allowed + 1)
+
+
+def test_the_tune_example_of_16_px_patches_and_jitter_8_is_refused():
+    with pytest.raises(ValueError, match="jitter=8 px lets two neighbouring cells, 16 px apart"):
+        PatchGrid.from_preset("pt8", patch_size=16, jitter=8)
+    assert PatchGrid.from_preset("pt8", patch_size=16, jitter=7).max_jitter == 7

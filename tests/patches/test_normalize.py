@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from patchray.patches import dataset_channel_stats, normalize_patches
+from patchray.patches import (PixelStatistics, channel_stats, dataset_channel_stats, normalize_images,
+                              normalize_patches)
+from patchray.patches.normalize import DATASET_STD_FLOOR
 
 
 def random_patches(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -131,3 +134,72 @@ def test_normalize_images_standardises_whole_crops():
     imagenet = normalize_images(images, "dataset", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     expected = (images[0, 0, 0, 0].float() / 255 - 0.485) / 0.229
     assert torch.isclose(imagenet[0, 0, 0, 0], expected)
+
+
+def test_dataset_mode_takes_per_pixel_stats_as_the_reference():
+    """make_patch_mean.py's default: a mean and std per pixel and channel (3 x P x P), in [0, 1] units."""
+    patches = random_patches(6, 8, 8, 3)
+    generator = torch.Generator().manual_seed(3)
+    mean, std = torch.rand(3, 8, 8, generator=generator), 0.1 + torch.rand(3, 8, 8, generator=generator)
+    out = normalize_patches(patches, "dataset", mean=mean, std=std)
+    assert torch.allclose(out, (patches.permute(0, 3, 1, 2).float() / 255 - mean) / std, atol=1e-6)
+    pairs = normalize_patches(random_patches(2, 2, 8, 8, 3), "dataset", mean=mean, std=std)
+    assert pairs.shape == (2, 2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"per pixel \[3, 16, 16\], got shape \[3, 8, 8\]"):
+        normalize_patches(random_patches(2, 16, 16, 3), "dataset", mean=mean, std=std)
+    with pytest.raises(ValueError, match=r"per pixel \[3, 20, 10\]"):
+        normalize_images(torch.zeros(1, 20, 10, 3, dtype=torch.uint8), "dataset", mean=mean, std=std)
+
+
+def test_pixel_statistics_are_the_per_pixel_mean_and_std_of_the_patches():
+    patches = random_patches(300, 8, 8, 3).numpy()
+    patches[:, 0, 0, :] = 7  # a pixel that never varies: its std is floored, not 0
+    stats = PixelStatistics()
+    stats.add(patches[:100])
+    stats.add(patches[100:])  # batch by batch, as the driver adds them
+    mean, std = stats.mean_std()
+    assert stats.count == 300 and mean.dtype == std.dtype == torch.float32 and mean.shape == (3, 8, 8)
+    reference = np.moveaxis(patches.astype(np.float64) / 255, -1, 1)  # [N, 3, P, P], as the reference's X
+    assert np.allclose(mean.numpy(), reference.mean(axis=0), atol=1e-6)
+    assert np.allclose(std.numpy()[:, 1:, 1:], reference.std(axis=0)[:, 1:, 1:], atol=1e-6)
+    assert torch.all(std[:, 0, 0] == DATASET_STD_FLOOR)
+    normalised = normalize_patches(torch.from_numpy(patches), "dataset", mean=mean, std=std)
+    assert torch.allclose(normalised.mean(dim=0)[:, 1:, 1:], torch.zeros(3, 7, 7), atol=1e-4)
+    assert torch.allclose(normalised.std(dim=0, correction=0)[:, 1:, 1:], torch.ones(3, 7, 7), atol=1e-4)
+    with pytest.raises(ValueError, match="no patches"):
+        PixelStatistics().mean_std()
+
+
+def test_channel_stats_pool_per_pixel_stats_into_those_of_every_pixel_of_the_sample():
+    """Fine-tuning's rule for whole crops after a dataset-normalised pretraining."""
+    scale = torch.tensor([255.0, 100.0, 30.0])
+    patches = (torch.rand(200, 8, 8, 3, generator=torch.Generator().manual_seed(2)) * scale).to(torch.uint8)
+    stats = PixelStatistics()
+    stats.add(patches.numpy())
+    pooled_mean, pooled_std = channel_stats(*stats.mean_std())
+    direct_mean, direct_std = dataset_channel_stats(patches.numpy())
+    assert np.allclose(pooled_mean, direct_mean, atol=1e-6) and np.allclose(pooled_std, direct_std, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["patch", "dataset", "none"])
+def test_a_marked_channel_is_zeroed_after_normalising(mode):
+    """Patches with a 4th plane (channel_drop_fill=zero) get that channel set to exactly 0 after normalising,
+    as the reference drops it; the other channels are normalised as without the plane."""
+    patches = random_patches(6, 2, 8, 8, 3)  # pairs: each patch of a pair has its own mark
+    marks = torch.tensor([[0, 1], [2, 3], [0, 0], [3, 3], [1, 0], [2, 2]], dtype=torch.uint8)
+    marked = torch.cat([patches, marks[:, :, None, None, None].expand(-1, -1, 8, 8, 1)], dim=-1)
+    stats = dict(mean=torch.full((3, 8, 8), 0.6), std=torch.full((3, 8, 8), 0.2)) if mode == "dataset" else {}
+    out = normalize_patches(marked, mode, **stats)
+    expected = normalize_patches(patches, mode, **stats)
+    for example in range(6):
+        for view in range(2):
+            channel = int(marks[example, view]) - 1
+            for c in range(3):
+                got = out[example, view, c]
+                if c == channel:
+                    assert torch.equal(got, torch.zeros_like(got))
+                else:
+                    assert torch.equal(got, expected[example, view, c])
+    if mode == "dataset":  # zeroing the uint8 pixels instead would have given (0 - mean) / std = -3
+        assert not torch.equal(normalize_patches(torch.zeros(1, 8, 8, 3, dtype=torch.uint8), mode, **stats),
+                               torch.zeros(1, 3, 8, 8))

@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from patchray.patches import VALIDATION_EPOCH, PatchTaskConfig, task_patches_on, training_patches, validation_patches
+from patchray.patches import (VALIDATION_EPOCH, PatchTaskConfig, normalize_patches, task_patches_on, training_patches,
+                              validation_patches)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TASKS = {
     "pt18": PatchTaskConfig(),
     "pt8-pairs": PatchTaskConfig(preset="pt8", pairwise=True, patches_per_crop=5),
     "colour-controls": PatchTaskConfig(channel_drop=0.6, grayscale=0.3),
+    "colour-controls-noise": PatchTaskConfig(channel_drop=0.6, grayscale=0.3, channel_drop_fill="noise"),
     "pairs-and-controls": PatchTaskConfig(preset="pt8", pairwise=True, channel_drop=0.5, grayscale=0.5),
+    "pairs-and-noise": PatchTaskConfig(preset="pt8", pairwise=True, channel_drop=0.5, channel_drop_fill="noise"),
 }
 
 
@@ -31,7 +34,14 @@ def test_same_patches_and_labels_as_the_numpy_sampler(random_images, device, nam
     if task.channel_drop or task.grayscale:  # the controls were exercised, not skipped
         plain, _ = training_patches(images, crop_ids, PatchTaskConfig(preset=task.preset, pairwise=task.pairwise,
                                     patches_per_crop=task.patches_per_crop), seed=4, epoch=3)
-        assert not np.array_equal(plain, expected)
+        zero_fill = task.channel_drop and task.channel_drop_fill == "zero"
+        assert expected.shape[-1] == (4 if zero_fill else 3)  # zero fill: the channel to zero named in a 4th plane
+        assert not np.array_equal(plain, expected[..., :3]) if task.grayscale or not zero_fill \
+            else np.array_equal(plain, expected[..., :3]) and expected[..., 3].any()
+        # normalised on the device as on the CPU, the dropped channel zeroed after normalising
+        for mode in ("patch", "none"):
+            on_cpu = normalize_patches(torch.from_numpy(expected), mode)
+            assert torch.allclose(normalize_patches(patches, mode).cpu(), on_cpu, atol=1e-5)
 
 
 def test_validation_epoch_matches_validation_patches(random_images):

@@ -68,13 +68,13 @@ def test_jitter_window_is_centred_on_cell_origin_and_fully_used(position_images)
 
 
 def test_large_jitter_is_clipped_inside_the_crop(position_images):
-    grid = PatchGrid(jitter=30)
+    grid = PatchGrid(jitter=15)  # the most a 32 px pitch allows
     patches, labels = sample_patches(position_images(40), ids(40), grid, 18, seed=3, epoch=0)
     offsets = assert_patches_come_from_their_cells(patches, labels, np.repeat(np.arange(40), 18), grid)
     top_left = top_left_of(patches)
     assert top_left.min() == 0
     assert top_left[:, 0].max() == 100 - 32 and top_left[:, 1].max() == 200 - 32
-    assert offsets.min() == -30 and offsets.max() == 30
+    assert offsets.min() == -15 and offsets.max() == 15
 
 
 def test_no_jitter_means_exact_cell_origins(position_images):
@@ -129,8 +129,8 @@ def test_a_crops_patches_do_not_depend_on_the_batch(random_images):
     patches, labels = sample_patches(images, crop_ids, GRID, 5, **options)
     order = np.array([4, 0, 6, 2, 1, 5, 3])
     shuffled, shuffled_labels = sample_patches(images[order], [crop_ids[i] for i in order], GRID, 5, **options)
-    by_crop = patches.reshape(7, 5, 32, 32, 3)
-    assert np.array_equal(shuffled.reshape(7, 5, 32, 32, 3), by_crop[order])
+    by_crop = patches.reshape(7, 5, 32, 32, 4)  # the 4th plane: the zero-filled channel drop
+    assert np.array_equal(shuffled.reshape(7, 5, 32, 32, 4), by_crop[order])
     assert np.array_equal(shuffled_labels.reshape(7, 5), labels.reshape(7, 5)[order])
     alone, alone_labels = sample_patches(images[3:4], crop_ids[3:4], GRID, 5, **options)
     assert np.array_equal(alone, by_crop[3]) and np.array_equal(alone_labels, labels.reshape(7, 5)[3])
@@ -184,7 +184,8 @@ def test_pairwise_patches_come_from_two_distinct_labeled_cells(position_images):
 def test_channel_drop_replaces_exactly_one_channel_with_noise(random_images):
     images, crop_ids = random_images(20), ids(20)
     clean, labels = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0)
-    dropped, dropped_labels = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0, channel_drop=1.0)
+    dropped, dropped_labels = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0, channel_drop=1.0,
+                                             channel_drop_fill="noise")
     assert np.array_equal(labels, dropped_labels)  # the controls never move a patch
     changed = np.any(dropped != clean, axis=(1, 2))  # [M, 3]
     assert np.all(changed.sum(axis=1) == 1)
@@ -193,9 +194,32 @@ def test_channel_drop_replaces_exactly_one_channel_with_noise(random_images):
     noise = dropped[np.arange(len(dropped)), :, :, channel]
     assert abs(noise.mean() - 127.5) < 3 and noise.min() == 0 and noise.max() == 255
 
-    some, _ = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0, channel_drop=0.5)
+    some, _ = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0, channel_drop=0.5, channel_drop_fill="noise")
     fraction = np.any(some != clean, axis=(1, 2, 3)).mean()
     assert 0.35 < fraction < 0.65
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_zero_filled_channel_drop_keeps_the_pixels_and_names_the_channel_for_after_normalising(random_images,
+                                                                                               pairwise):
+    """The reference zeroes a channel after normalising: the sampler leaves the pixels alone and names, per
+    patch, the channel to zero in a 4th plane (channel + 1; 0 for none): the same channel the noise fill picks."""
+    images, crop_ids = random_images(20), ids(20)
+    options = dict(seed=0, epoch=0, pairwise=pairwise, channel_drop=0.5)
+    clean, labels = sample_patches(images, crop_ids, GRID, 8, seed=0, epoch=0, pairwise=pairwise)
+    marked, marked_labels = sample_patches(images, crop_ids, GRID, 8, **options)
+    noisy, _ = sample_patches(images, crop_ids, GRID, 8, **options, channel_drop_fill="noise")
+    assert marked.shape == (*clean.shape[:-1], 4) and np.array_equal(labels, marked_labels)
+    assert np.array_equal(marked[..., :3], clean)
+    plane = marked[..., 3]
+    assert np.all(plane == plane[..., :1, :1])  # one value per patch
+    channel = plane[..., 0, 0].astype(int) - 1  # -1: kept whole
+    assert set(np.unique(channel)) == {-1, 0, 1, 2} and 0.35 < (channel >= 0).mean() < 0.65
+    changed = np.any(noisy != clean, axis=(-3, -2))  # [..., 3]: channels the noise fill replaced
+    assert np.array_equal(changed.any(-1), channel >= 0)
+    assert np.array_equal(changed.argmax(-1)[channel >= 0], channel[channel >= 0])
+    with pytest.raises(ValueError, match="channel_drop_fill"):
+        sample_patches(images, crop_ids, GRID, 8, **options, channel_drop_fill="gray")
 
 
 def test_grayscale_makes_equal_luma_channels(random_images):

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from patchray.patches import (
+    STATS_EPOCH,
     VALIDATION_EPOCH,
     PatchGrid,
     PatchTaskConfig,
     sample_patches,
+    statistics_patches,
     training_patches,
     validation_patches,
 )
@@ -21,6 +23,7 @@ def test_defaults_are_the_reference_pt18_task():
     assert (cfg.preset, cfg.num_classes, cfg.patches_per_crop, cfg.normalize) == ("pt18", 18, 8, "patch")
     assert (cfg.patch_size, cfg.jitter, cfg.gap, cfg.crop_width, cfg.crop_height) == (32, 4, 0, 100, 200)
     assert not cfg.pairwise and cfg.channel_drop == 0 and cfg.grayscale == 0
+    assert cfg.channel_drop_fill == "zero"  # the reference zeroes the dropped channel after normalising
 
 
 @pytest.mark.parametrize(
@@ -60,6 +63,10 @@ def test_grid_follows_the_knobs():
         (dict(channel_drop=1.5), "channel_drop"),
         (dict(grayscale=-0.1), "grayscale"),
         (dict(normalize="zca"), "normalize"),
+        (dict(channel_drop_fill="gray"), "channel_drop_fill"),
+        # 16 px cells 16 px apart: jitter 8 would let two cells cut the same patch (configs/tune.yaml allowed it)
+        (dict(preset="pt8", patch_size=16, jitter=8), "jitter=8 px .*at most 7 px"),
+        (dict(jitter=16), "jitter=16 px .*at most 15 px"),
     ],
 )
 def test_invalid_configs(kwargs, match):
@@ -103,3 +110,19 @@ def test_config_knobs_reach_the_sampler():
     assert patches.shape == (15, 2, 32, 32, 3)
     assert labels.max() < cfg.num_classes
     assert np.array_equal(patches[..., 0], patches[..., 1])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(preset="pt8", pairwise=True, channel_drop=1.0, grayscale=1.0,
+                                                 patches_per_crop=3)])
+def test_statistics_patches_cover_every_cell_once_per_crop_with_the_tasks_geometry_and_no_colour_control(kwargs):
+    images, crop_ids = _images(5)
+    cfg = PatchTaskConfig(**kwargs)
+    patches = statistics_patches(images, crop_ids, cfg, seed=3)
+    cells = cfg.num_cells
+    assert patches.shape == (5 * cells, 32, 32, 3)  # single patches, 3 planes: no colour drop or gray
+    plain = dataclasses.replace(cfg, pairwise=False, channel_drop=0.0, grayscale=0.0)
+    expected, labels = sample_patches(images, crop_ids, plain.grid(), cells, seed=3, epoch=STATS_EPOCH)
+    assert np.array_equal(patches, expected)
+    assert np.array_equal(np.sort(labels.reshape(5, cells), axis=1), np.tile(np.arange(cells), (5, 1)))
+    assert STATS_EPOCH not in (VALIDATION_EPOCH, -2) and STATS_EPOCH < 0  # apart from validation and label budgets
+    assert np.array_equal(statistics_patches(images, crop_ids, cfg, seed=3), patches)

@@ -45,3 +45,26 @@ def test_json_round_trip_and_validation():
         Attribute.from_dict({"name": "A", "classes": ["x", "y"], "colour": 1})
     with pytest.raises(ValueError, match="no class 'maybe'"):
         PARSE27K["HasTrolley"].value("maybe")
+
+
+def test_orientation8_mirrors_the_left_and_right_halves_of_the_circle():
+    from patchray.shards.attributes import ORIENTATION8, PARSE27K_BOTH_ORIENTATIONS
+
+    o8 = PARSE27K_BOTH_ORIENTATIONS["Orientation8"]
+    assert o8 == ORIENTATION8 and o8.num_classes == 8
+    flipped = {"front": "front", "back": "back", "left": "right", "right": "left", "front-left": "front-right",
+               "front-right": "front-left", "back-left": "back-right", "back-right": "back-left"}
+    perm = o8.class_permutation()
+    for name, mirrored in flipped.items():
+        assert perm[o8.value(name)] == o8.value(mirrored)
+    assert perm[0] == 0
+    names = PARSE27K_BOTH_ORIENTATIONS.names
+    assert names[:2] == ["Orientation", "Orientation8"] and names[2:] == PARSE27K.names[1:]
+    labels = np.zeros(len(names), dtype=np.int64)
+    labels[0], labels[1] = PARSE27K["Orientation"].value("left"), o8.value("back-left")
+    labels[names.index("HasBagInHandLeft")] = 2
+    mirrored_labels = PARSE27K_BOTH_ORIENTATIONS.mirror(labels)
+    assert mirrored_labels[0] == PARSE27K["Orientation"].value("right")
+    assert mirrored_labels[1] == o8.value("back-right")
+    assert mirrored_labels[names.index("HasBagInHandRight")] == 2
+    assert AttributeSet.from_json(PARSE27K_BOTH_ORIENTATIONS.to_json()) == PARSE27K_BOTH_ORIENTATIONS

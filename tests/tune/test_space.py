@@ -90,3 +90,25 @@ def test_the_shipped_tune_config_loads_with_the_issue_s_search_space():
             "finetune.freeze_blocks"} <= names
     total, bad = cfg.search_space().infeasible_pretext(cfg.pretrain)
     assert 0 < len(bad) < total
+
+
+def test_a_jitter_of_half_the_pitch_is_an_infeasible_combination_and_the_shipped_space_has_none():
+    """16 px cells 16 px apart with jitter 8: two cells could cut the same patch. The feasibility check finds
+    exactly those combinations (24 px patches take jitter 8), and configs/tune.yaml stays clear of them."""
+    from pathlib import Path
+
+    from patchray import config as configlib
+    from patchray.tune.tuner import TuneConfig
+
+    space = SearchSpace.from_dict({"pretrain": {"task.patch_size": {"choice": [16, 24]},
+                                                "task.jitter": {"choice": [4, 8]}, "task.gap": {"choice": [0, 4]}}})
+    total, bad = space.infeasible_pretext({})
+    assert total == 8 and [b[0] for b in bad] == [
+        {"pretrain.task.patch_size": 16, "pretrain.task.jitter": 8, "pretrain.task.gap": 0}]
+    assert "same patch under two labels" in bad[0][1]
+    with pytest.raises(configlib.ConfigError, match=r"task.jitter: value 8 is refused.*same patch under two labels"):
+        configlib.build(TuneConfig, {"space": {"pretrain": {"task.patch_size": {"choice": [16]},
+                                                            "task.jitter": {"choice": [4, 8]}}}})
+    cfg = configlib.load(TuneConfig, Path(__file__).parents[2] / "configs" / "tune.yaml")
+    _, shipped_bad = cfg.search_space().infeasible_pretext(cfg.pretrain)
+    assert not [reason for _, reason in shipped_bad if "jitter" in reason]

@@ -115,3 +115,58 @@ def make_crop(frame: np.ndarray, box: Box, options: CropOptions) -> Image.Image:
         width = max(1, int(round(crop.width * options.height / crop.height)))
         crop = crop.resize((width, options.height), Image.Resampling.BILINEAR)
     return crop
+
+
+@dataclass(frozen=True)
+class ReferenceCrop:
+    """The crop rule of PARSE-27k's own tools (``preprocess_dataset.py``, psudowe/parse27k_tools and
+    psudowe/patchit): the box is scaled so that its height becomes ``height``; a ``width``-wide window is taken
+    around the box's centre (the box's own width does not matter: the aspect is kept, never stretched); then
+    ``padding`` px of context are added on every side. Every crop is ``width + 2 * padding`` x ``height + 2 *
+    padding`` px (64x128 + 32: 128 x 192) with the box's top at row ``padding`` and its bottom at row
+    ``padding + height``; where the window leaves the frame it is filled per ``pad`` (zeros by default).
+
+    The authors rescale the whole frame, then round the scaled box to whole pixels; here the window is cut in
+    frame coordinates and resampled once (bilinear, antialiased when shrinking), so a crop can differ from
+    theirs by the rounding, under one output pixel."""
+    width: int = 64
+    height: int = 128
+    padding: int = 32
+    pad: str = "zero"
+
+    def __post_init__(self):
+        if self.width < 1 or self.height < 1 or self.padding < 0:
+            raise ValueError(f"crop width and height must be >= 1 and padding >= 0, got width {self.width}, "
+                             f"height {self.height}, padding {self.padding}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
+        if size_reason(*self.size):
+            raise ValueError(f"a {self.size[0]}x{self.size[1]} crop is over the crop budget")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of every crop, padding included."""
+        return self.width + 2 * self.padding, self.height + 2 * self.padding
+
+    def window(self, box: Box) -> Box:
+        """x, y, w, h, in frame pixels, of what the crop of ``box`` (x, y, w, h) shows."""
+        x, y, w, h = box
+        per_pixel = h / self.height  # frame pixels per crop pixel
+        out_w, out_h = self.size
+        return (x + w / 2 - out_w * per_pixel / 2, y - self.padding * per_pixel, out_w * per_pixel,
+                out_h * per_pixel)
+
+    def size_reason(self, box: Box) -> str | None:
+        """"box_too_large" if the frame region behind the crop is over the crop budget (a 1e30 box)."""
+        _, _, w, h = self.window(box)
+        return size_reason(w, h)
+
+    def cut(self, frame: np.ndarray, box: Box) -> Image.Image:
+        """The crop of ``box`` from an [H, W, 3] frame (call ``check_box`` and ``size_reason`` first)."""
+        wx, wy, ww, wh = self.window(box)
+        # whole pixels around the window, one more on each side for the filter; outside the frame: padded
+        x0, y0 = math.floor(wx) - 1, math.floor(wy) - 1
+        x1, y1 = math.ceil(wx + ww) + 1, math.ceil(wy + wh) + 1
+        region = Image.fromarray(cut_crop(frame, (x0, y0, x1 - x0, y1 - y0), self.pad))
+        return region.resize(self.size, Image.Resampling.BILINEAR,
+                             box=(wx - x0, wy - y0, wx - x0 + ww, wy - y0 + wh))

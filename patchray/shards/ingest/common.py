@@ -11,7 +11,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from patchray.shards.images import BadImage, encode_image, open_image, to_rgb
-from patchray.shards.ingest.boxes import Box, CropOptions, check_box, crop_size_reason, filter_reason, make_crop
+from patchray.shards.ingest.boxes import (Box, CropOptions, ReferenceCrop, check_box, crop_size_reason, filter_reason,
+                                          make_crop)
 from patchray.shards.report import RunReport
 from patchray.shards.writer import CropRecord, ShardWriter
 
@@ -24,6 +25,7 @@ class Detection:
     score: float | None
     crop_id: str
     where: str  # "file:line" or "file#annotation", for messages
+    labels: dict[str, int] = field(default_factory=dict)  # attribute name -> stored value, for labeled data
 
 
 @dataclass
@@ -33,6 +35,7 @@ class FrameJob:
     where: str
     load: Callable[[], tuple[np.ndarray, str | None]]  # pixels, and the mode converted from (or None)
     detections: list[Detection] = field(default_factory=list)
+    split: str | None = None  # the split of this frame's crops, where it is the frame's (PARSE-27k's sequences)
 
 
 _BRIEF = reprlib.Repr()
@@ -79,8 +82,9 @@ def load_image_file(path: Path) -> tuple[np.ndarray, str | None]:
 
 
 def write_frame_jobs(jobs: Iterable[FrameJob], writer: ShardWriter, report: RunReport, options: CropOptions,
-                     split: str | None = None, progress_every: int = 500) -> None:
-    """Cut and write every detection; each lost box is counted under a reason."""
+                     split: str | None = None, progress_every: int = 500, crop: ReferenceCrop | None = None) -> None:
+    """Cut and write every detection; each lost box is counted under a reason. ``crop``: cut by that fixed
+    rule instead of ``options``' context margin and height; a job's own ``split`` overrides ``split``."""
     frames_done = 0
     for job in jobs:
         frames_done += 1
@@ -111,13 +115,14 @@ def write_frame_jobs(jobs: Iterable[FrameJob], writer: ShardWriter, report: RunR
             report.convert(f"{converted_from}->RGB")
         height, width = pixels.shape[:2]
         for det in kept:
-            reason = check_box(det.box, width, height) or crop_size_reason(det.box, options)
+            reason = check_box(det.box, width, height) or (crop.size_reason(det.box) if crop is not None
+                                                           else crop_size_reason(det.box, options))
             if reason:
                 report.skip(reason, det.where, f"box {tuple(float(f'{v:.6g}') for v in det.box)} in {width}x{height}")
                 continue
-            crop = make_crop(pixels, det.box, options)
-            record = CropRecord(image=encode_image(crop), crop_id=det.crop_id, source=job.source, frame=job.frame,
-                                box=det.box, score=det.score, split=split)
+            image = crop.cut(pixels, det.box) if crop is not None else make_crop(pixels, det.box, options)
+            record = CropRecord(image=encode_image(image), crop_id=det.crop_id, source=job.source, frame=job.frame,
+                                box=det.box, score=det.score, split=job.split or split, labels=det.labels)
             reason = writer.add(record)
             if reason:
                 report.skip(reason, det.where, det.crop_id)

@@ -46,6 +46,11 @@ def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[i
     """Detections by frame. A malformed line is counted with its file and line number and skipped.
 
     Every line that is not blank or a ``#`` comment is one input (``report.inputs["box_lines"]``).
+
+    Crop ids: ``<source>-f<frame>-id<track>`` for a box with a track id (0 or more), so that one id twice in a
+    frame is a ``duplicate_crop_id``; ``<source>-f<frame>-det<n>`` for a box without one (a negative id: the
+    ``-1`` of MOTChallenge's det/det.txt and of most detectors' output), n = its place (1-based) among the
+    frame's boxes in the file, so that every detection of a frame is kept.
     """
     by_frame: dict[int, list[Detection]] = defaultdict(list)
     name = os.fspath(path)
@@ -68,8 +73,10 @@ def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[i
             except ValueError as e:
                 report.skip("malformed_line", where, f"not a number: {e}")
                 continue
-            crop_id = f"{source}-f{frame:06d}-id{track}"
-            by_frame[frame].append(Detection(box=box, score=score, crop_id=crop_id, where=where))
+            boxes_of_frame = by_frame[frame]
+            crop_id = (f"{source}-f{frame:06d}-id{track}" if track >= 0 else
+                       f"{source}-f{frame:06d}-det{len(boxes_of_frame) + 1}")
+            boxes_of_frame.append(Detection(box=box, score=score, crop_id=crop_id, where=where))
     return dict(by_frame)
 
 

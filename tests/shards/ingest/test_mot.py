@@ -134,3 +134,42 @@ def test_existing_output_refused_and_missing_inputs_are_clear(tmp_path, capsys):
     assert _run(["mot", "--frames", str(frames), "--boxes", str(boxes), "--out", str(out), "--overwrite"]) == 0
     assert _run(["mot", "--frames", str(tmp_path / "nope"), "--boxes", str(boxes), "--out", str(tmp_path / "o2")]) == 2
     assert "nope: not a folder" in capsys.readouterr().err
+
+
+def test_detector_boxes_without_track_ids_are_all_kept(tmp_path):
+    """MOTChallenge det/det.txt (and most detectors' output in that format) say id -1 on every box: each box of
+    a frame is its own crop, named by its place among the frame's boxes, not one crop per frame."""
+    frames = _frames(tmp_path / "img1", n=2)
+    boxes = tmp_path / "det.txt"
+    people = [(2, 2, 8, 16), (12, 3, 8, 16), (22, 4, 8, 16), (32, 5, 8, 16), (42, 6, 8, 16)]
+    lines = [f"{frame},-1,{x},{y},{w},{h},0.9,-1,-1,-1" for frame in (1, 2) for x, y, w, h in people]
+    lines.insert(3, "1,-1,abc,5,8,12,0.9")  # a malformed line between them does not shift the names
+    boxes.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert _run(["mot", "--frames", str(frames), "--boxes", str(boxes), "--out", str(out)]) == 0
+    summary = _summary(out)
+    assert summary["crops_written"] == 10
+    assert summary["skipped"] == {"malformed_line": 1}
+    assert summary["unaccounted"] == 0
+    rows = _rows(out)
+    source = tmp_path.name
+    assert {r["crop_id"] for r in rows} == {f"{source}-f{f:06d}-det{i}" for f in (1, 2) for i in range(1, 6)}
+    by_id = {r["crop_id"]: r for r in rows}
+    for i, (x, y, w, h) in enumerate(people, 1):
+        assert by_id[f"{source}-f000002-det{i}"]["box"] == [x, y, w, h]
+    # any negative id means "no track"; the same box twice in a frame is still two detections
+    boxes.write_text("1,-1,2,2,8,16,0.9\n1,-7,2,2,8,16,0.8\n1,-1,2,2,8,16,0.7\n")
+    assert _run(["mot", "--frames", str(frames), "--boxes", str(boxes), "--out", str(out), "--overwrite"]) == 0
+    assert _summary(out)["crops_written"] == 3
+
+
+def test_repeated_track_id_in_a_frame_stays_a_duplicate(tmp_path):
+    """Where the file has real track ids (gt.txt, a tracker's output), one id twice in a frame is an error."""
+    frames = _frames(tmp_path / "frames", n=1)
+    boxes = tmp_path / "gt.txt"
+    boxes.write_text("1,3,2,2,8,16,1\n1,3,12,2,8,16,1\n1,-1,22,2,8,16,1\n1,4,32,2,8,16,1\n")
+    out = tmp_path / "out"
+    assert _run(["mot", "--frames", str(frames), "--boxes", str(boxes), "--out", str(out), "--source", "s"]) == 0
+    summary = _summary(out)
+    assert summary["skipped"] == {"duplicate_crop_id": 1}
+    assert {r["crop_id"] for r in _rows(out)} == {"s-f000001-id3", "s-f000001-det3", "s-f000001-id4"}
