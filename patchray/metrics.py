@@ -43,6 +43,25 @@ _MISSING = "–"  # table cell for a metric that is undefined or does not apply
 PARSE27K_POSITIVE_NAMES = ("yes", "male", "standing")
 
 
+def _ranked_blocks(scores: np.ndarray, positives: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """What both APs rank on: (number of positives, index of the last example of each block of equal scores
+    in descending order (the block's cut-off rank), true positives up to each block's end); None without a
+    positive. Checks the inputs."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = _as_bool(positives, "positives")
+    if scores.ndim != 1 or positives.shape != scores.shape:
+        raise ValueError(f"scores and positives must be 1-D of equal length, got {scores.shape} and {positives.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite: a NaN or infinite score has no place in a ranking")
+    num_positives = int(positives.sum())
+    if num_positives == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    block_ends = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
+    return num_positives, block_ends, np.cumsum(positives[order])[block_ends]
+
+
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     """Non-interpolated average precision of ranking ``scores`` in descending order.
 
@@ -58,22 +77,10 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
     Returns NaN when there is no positive (AP is undefined, not zero).
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = _as_bool(positives, "positives")
-    if scores.ndim != 1 or positives.shape != scores.shape:
-        raise ValueError(f"scores and positives must be 1-D of equal length, got {scores.shape} and {positives.shape}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores must be finite: a NaN or infinite score has no place in a ranking")
-    num_positives = int(positives.sum())
-    if num_positives == 0:
+    ranked = _ranked_blocks(scores, positives)
+    if ranked is None:
         return math.nan
-
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    true_positives = np.cumsum(positives[order])
-    # Index of the last example of each block of equal scores: the block's cut-off rank.
-    block_ends = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
-    tp_at_block_end = true_positives[block_ends]
+    num_positives, block_ends, tp_at_block_end = ranked
     precision_at_block_end = tp_at_block_end / (block_ends + 1)
     positives_in_block = np.diff(tp_at_block_end, prepend=0)
     return float(np.sum(positives_in_block * precision_at_block_end) / num_positives)
@@ -95,19 +102,10 @@ def interpolated_average_precision(scores: np.ndarray, positives: np.ndarray) ->
     not). Without ties, and away from such float edges, the values are theirs.
     NaN when there is no positive (the authors' script divides by zero there).
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = _as_bool(positives, "positives")
-    if scores.ndim != 1 or positives.shape != scores.shape:
-        raise ValueError(f"scores and positives must be 1-D of equal length, got {scores.shape} and {positives.shape}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores must be finite: a NaN or infinite score has no place in a ranking")
-    num_positives = int(positives.sum())
-    if num_positives == 0:
+    ranked = _ranked_blocks(scores, positives)
+    if ranked is None:
         return math.nan
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    block_ends = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
-    tp = np.cumsum(positives[order])[block_ends]
+    num_positives, block_ends, tp = ranked
     precision = tp / (block_ends + 1)
     levels = np.arange(11)
     # reached[k, c]: cut-off c has recall >= k / 10, i.e. 10 * tp >= k * P (exact).
