@@ -127,7 +127,7 @@ class PreparedFinetune(PreparedRun):
 
 
 def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
-    from patchray.train.finetune_loop import build_attribute_net
+    from patchray.train.finetune_loop import build_attribute_net, resolve_normalization
 
     out = run_dir(cfg)
     splits = resolve_splits(cfg, log)
@@ -149,6 +149,9 @@ def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
 
     torch.manual_seed(cfg.seed)
     net, report = build_attribute_net(resolved, attributes)
+    # The input normalisation follows the init's pretraining; settled here, before config.yaml, the identity
+    # and the workers see the config.
+    resolve_normalization(resolved)
     transfer_text = report.summary() if report else "random init (He): nothing transferred"
 
     init_ray()

@@ -29,13 +29,9 @@ EVAL_BATCH = 64
 
 
 def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialise: bool = True):
-    """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report).
-    Initialising (the driver) also settles ``cfg``'s input normalisation from the init, in place
-    (:func:`resolve_normalization`), so that the workers, config.yaml and the run's identity carry it."""
+    """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report)."""
     trunk = build_trunk(cfg.model)
     report = initialise_trunk(trunk, cfg.init, cfg.model) if initialise else None
-    if initialise:
-        resolve_normalization(cfg)
     net = AttributeNet(trunk, [a.num_classes for a in attributes], input_hw=(cfg.crop_height, cfg.crop_width),
                        hidden=cfg.hidden)
     if cfg.freeze_blocks:
@@ -86,7 +82,7 @@ def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
         return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if init == "patchtask" and cfg.normalize is None:
         raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
-                         "(resolve_normalization, when the driver builds the net)")
+                         "(resolve_normalization, when the driver prepares the run)")
     if cfg.normalize == "dataset":
         return normalize_images(images, "dataset", mean=cfg.normalize_mean, std=cfg.normalize_std)
     return normalize_images(images, cfg.normalize or "patch")

@@ -32,7 +32,6 @@ from typing import Callable
 
 from patchray import config as configlib
 from patchray.locks import LOCK_LOG_EVERY_S, STALE_AFTER_S, LockTimeout, check_lock_mode, hold, read_json
-from patchray.shards.reader import shard_fingerprint
 from patchray.train.config import PretrainConfig
 
 COMPLETE = "complete.json"
@@ -55,12 +54,6 @@ class CachedFailure(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- key
-
-
-def data_fingerprint(files: list[str], filesystem=None) -> str:
-    """The shards' fingerprint (``patchray.shards.reader.shard_fingerprint``: names and Parquet footers): it
-    changes whenever a shard is rewritten with other content, even at the same size."""
-    return shard_fingerprint(files, filesystem)
 
 
 def pretext_key(cfg: PretrainConfig, fingerprint: str, *, num_workers: int | None = None,

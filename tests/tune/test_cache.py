@@ -14,12 +14,12 @@ import pytest
 
 from patchray import config as configlib
 from patchray.train.config import PretrainConfig
+from patchray.shards.reader import shard_fingerprint
 from patchray.tune.cache import (
     FAILED,
     CachedFailure,
     CacheLockTimeout,
     PretrainCache,
-    data_fingerprint,
     pretext_key,
 )
 
@@ -32,7 +32,7 @@ def _write_shard(path, ids, images):
 def test_key_ignores_names_and_places_but_not_the_task_or_the_data(tmp_path):
     shard = tmp_path / "a.parquet"
     _write_shard(shard, ["c0", "c1"], [b"jpeg-0", b"jpeg-1"])
-    fp = data_fingerprint([str(shard)])
+    fp = shard_fingerprint([str(shard)])
     base = PretrainConfig()
     moved = configlib.build(PretrainConfig, configlib.to_dict(base) | {"name": "other", "out": "/elsewhere"})
     assert pretext_key(base, fp, num_workers=2, use_gpu=False) == pretext_key(moved, fp, num_workers=2,
@@ -41,7 +41,7 @@ def test_key_ignores_names_and_places_but_not_the_task_or_the_data(tmp_path):
     assert pretext_key(smaller, fp, num_workers=2, use_gpu=False) != pretext_key(base, fp, num_workers=2,
                                                                                  use_gpu=False)
     _write_shard(shard, ["c0", "c1", "c2"], [b"jpeg-0", b"jpeg-1", b"jpeg-2"])
-    assert pretext_key(base, data_fingerprint([str(shard)]), num_workers=2, use_gpu=False) != \
+    assert pretext_key(base, shard_fingerprint([str(shard)]), num_workers=2, use_gpu=False) != \
         pretext_key(base, fp, num_workers=2, use_gpu=False)
 
 
@@ -54,15 +54,15 @@ def test_a_rewritten_shard_of_the_same_size_changes_the_key(tmp_path):
     _write_shard(b, ["c2", "c3"], [b"cccc", b"dddd"])
     assert a.stat().st_size == b.stat().st_size
     cfg = PretrainConfig()
-    fp_a, fp_b = data_fingerprint([str(a)]), data_fingerprint([str(b)])
+    fp_a, fp_b = shard_fingerprint([str(a)]), shard_fingerprint([str(b)])
     assert fp_a != fp_b
     assert pretext_key(cfg, fp_a, num_workers=2, use_gpu=False) != pretext_key(cfg, fp_b, num_workers=2,
                                                                                use_gpu=False)
     # the same file read through a pyarrow filesystem gives the same fingerprint; a copy elsewhere too
-    assert data_fingerprint([str(a)], pafs.LocalFileSystem()) == fp_a
+    assert shard_fingerprint([str(a)], pafs.LocalFileSystem()) == fp_a
     copy = tmp_path / "s-train-00000.parquet"
     copy.write_bytes(a.read_bytes())
-    assert data_fingerprint([str(copy)]) == fp_a
+    assert shard_fingerprint([str(copy)]) == fp_a
 
 
 def test_key_holds_the_planned_workers_and_device_not_how_they_are_placed():
