@@ -26,7 +26,7 @@ from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
 from patchray.shards.reader import ShardSet
 from patchray.shards.schema import CROP_ID, IMAGE
-from patchray.train.accel import produce_for_default_stream
+from patchray.accel import produce_for_default_stream
 
 # Crops per decoded block: ~15 MB of 200x100 pixels, a few training batches each; small enough that a data
 # task holds one at a time and the stream stays in bounded memory, big enough to amortise per-block overhead.

@@ -65,8 +65,8 @@ def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
     configlib.dump_yaml(cfg, out / "config.yaml")
     sources = cfg.data
     if not sources:  # imported here only: rendering needs Ray, a benchmark given its shards need not
-        from patchray.train.config import SyntheticDataConfig
-        from patchray.train.pretrain import ensure_synthetic
+        from patchray.shards.default_data import SyntheticDataConfig
+        from patchray.shards.default_data import ensure_synthetic
 
         sources = [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
     return out, resolve_paths(sources)[0]

@@ -27,7 +27,7 @@ from patchray.bench.data import describe_machine, load_jpegs, machine, start_ben
 from patchray.patches import PatchTaskConfig, normalize_patches, task_patches_on, training_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
-from patchray.train.accel import (COMPILE_BACKENDS, as_input, autocast, check_device, maybe_compile,
+from patchray.accel import (COMPILE_BACKENDS, as_input, autocast, check_device, maybe_compile,
                                   produce_for_default_stream, resolve_device, to_memory_format, tune_for)
 from patchray.train.config import OptimConfig
 

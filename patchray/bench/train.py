@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from patchray import config as configlib
 from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
 from patchray.patches import PatchTaskConfig, normalize_patches, training_patches
-from patchray.train.accel import (as_input, autocast, channels_last_for, check_compile, check_device, maybe_compile,
+from patchray.accel import (as_input, autocast, channels_last_for, check_compile, check_device, maybe_compile,
                                   resolve_device, to_memory_format)
 from patchray.train.config import OptimConfig, check_decode_on
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from patchray.patches import PatchTaskConfig
+from patchray.shards.default_data import SyntheticDataConfig
 from patchray.train.resources import ResourcesConfig
 
 SCHEDULES = ("none", "step", "cosine")
@@ -33,19 +34,6 @@ class OptimConfig:
         if self.weight_decay < 0 or self.output_l2 < 0:
             raise ValueError(f"weight_decay and output_l2 must be >= 0, got {self.weight_decay}, {self.output_l2}")
 
-
-@dataclass
-class SyntheticDataConfig:
-    """The embedded default data, rendered once and cached under ``dir``."""
-    dir: str = os.path.join("~", ".cache", "patchray", "synthetic")
-    # Sized so that the default run (render + pretrain) ends within 5 minutes on 2 CPU cores.
-    num_crops: int = 6000
-    labeled: int = 6000
-    seed: int = 0
-
-    def path(self) -> str:
-        name = f"seed{self.seed}-n{self.num_crops}-l{self.labeled}"
-        return os.path.join(os.path.expanduser(self.dir), name)
 
 DECODE_ON = ("data", "trainer")
 
@@ -99,7 +87,7 @@ class PretrainConfig:
                              f"{self.task.patches_per_crop} (a batch holds whole crops)")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
-        from patchray.train.accel import check_compile
+        from patchray.accel import check_compile
 
         check_compile(self.compile)
         check_decode_on(self.decode_on)

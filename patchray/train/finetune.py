@@ -21,7 +21,8 @@ from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
 from patchray.train.checkpoint import atomic_torch_save
 from patchray.train.config import FinetuneConfig
 from patchray.train.identity import check_resumable, location_path, run_identity
-from patchray.train.pretrain import DatasetTooSmallError, ensure_synthetic
+from patchray.shards.default_data import ensure_synthetic
+from patchray.train.pretrain import DatasetTooSmallError
 from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
 

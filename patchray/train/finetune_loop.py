@@ -22,7 +22,7 @@ from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
 from patchray.train.rows import epoch_rows
-from patchray.train.accel import autocast
+from patchray.accel import autocast
 from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
 
 EVAL_BATCH = 64

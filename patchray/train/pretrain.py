@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,11 +13,12 @@ from patchray import config as configlib
 from patchray.models.init import NORMALIZATION_FILE
 from patchray.patches import STATS_EPOCH, PixelStatistics, crop_seed, statistics_patches
 from patchray.shards.decode import decode_crops
+from patchray.shards.default_data import ensure_synthetic
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import atomic_torch_save, sub_state
 from patchray.train.rows import ROW_KEYS, format_rows
-from patchray.train.config import PretrainConfig, SyntheticDataConfig
+from patchray.train.config import PretrainConfig
 from patchray.train.resources import ResourcePlan
 from patchray.train.identity import check_resumable, location_path, run_identity
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
@@ -28,44 +28,6 @@ RAY_RUN_NAME = "pretrain"
 
 class DatasetTooSmallError(ValueError):
     """Too few crops (or none) for what the job was asked to do; the message says how many and why."""
-
-
-# First-run rendering of the default data takes about a minute; a second job waits that long, and more on a
-# loaded machine, before it is told why it waits no longer.
-SYNTHETIC_LOCK_TIMEOUT_S = 1800.0
-
-
-def ensure_synthetic(cfg: SyntheticDataConfig, log=print) -> str:
-    """The synthetic default shards, rendered on first use and cached.
-
-    Jobs started together (two first runs, Tune trials, a test session) render it once: under a lock beside
-    the folder, into a temporary folder renamed into place when whole, so that nobody ever reads, or
-    deletes, a half-rendered dataset.
-    """
-    from patchray.locks import hold
-    from patchray.shards.generate import generate_synthetic
-    from patchray.shards.report import SUMMARY_JSON
-
-    root = Path(cfg.path())
-    if (root / SUMMARY_JSON).exists():
-        return str(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with hold(root.parent / f".{root.name}.lock", f"the synthetic dataset {root} (rendered by another job)",
-              timeout_s=SYNTHETIC_LOCK_TIMEOUT_S, log=log, tag="pretrain"):
-        if (root / SUMMARY_JSON).exists():  # rendered by whoever held the lock before us
-            return str(root)
-        log(f"[pretrain] rendering the synthetic default dataset into {root} (once; cached afterwards)")
-        for dead in root.parent.glob(f".{root.name}.rendering-*"):  # we hold the lock: no renderer is alive
-            shutil.rmtree(dead, ignore_errors=True)
-        scratch = root.parent / f".{root.name}.rendering-{os.getpid()}"
-        report = generate_synthetic(scratch, cfg.num_crops, cfg.labeled, cfg.seed, overwrite=True)
-        if root.exists():  # a folder without its summary: an interrupted render of an older version; ours
-            shutil.rmtree(root)
-        os.rename(scratch, root)
-        report.out_dir = str(root)  # the summary names where the data is, not where it was rendered
-        report.save()
-    log(f"[pretrain] rendered {report.written} crops in {len(report.files)} shard(s) -> {root}")
-    return str(root)
 
 
 def resolve_data(cfg: PretrainConfig, log=print) -> list[str]:

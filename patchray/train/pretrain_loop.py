@@ -16,7 +16,7 @@ from patchray import config as configlib
 from patchray.models import PretextNet, build_trunk
 from patchray.patches import normalize_patches, validation_patches
 from patchray.pipeline import patch_batches
-from patchray.train.accel import as_input, autocast, channels_last_for, maybe_compile, to_memory_format, tune_for
+from patchray.accel import as_input, autocast, channels_last_for, maybe_compile, to_memory_format, tune_for
 from patchray.train.config import PretrainConfig
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
 from patchray.train.rows import epoch_rows

@@ -148,7 +148,8 @@ def run_trial(params: dict, *, tune_cfg: dict, out: str, reserved_cpus: float) -
 
 def _resolve_data(cfg: TuneConfig, log) -> TuneConfig:
     """Render / locate the data once in the driver, so concurrent trials never race to create it."""
-    from patchray.train.pretrain import ensure_synthetic, resolve_data
+    from patchray.shards.default_data import ensure_synthetic
+    from patchray.train.pretrain import resolve_data
 
     pretrain = build_section("pretrain", cfg.pretrain, {})
     finetune = build_section("finetune", cfg.finetune, {})

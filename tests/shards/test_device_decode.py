@@ -87,7 +87,7 @@ def test_batches_made_in_threads_reach_a_consumer_intact(device):
     from concurrent.futures import ThreadPoolExecutor
 
     from patchray.patches import PatchTaskConfig, task_patches_on
-    from patchray.train.accel import produce_for_default_stream
+    from patchray.accel import produce_for_default_stream
 
     task = PatchTaskConfig()
     batches = [[textured_jpeg(10 * b + i) for i in range(6)] for b in range(12)]

@@ -4,12 +4,12 @@ import subprocess
 import sys
 import textwrap
 
-from patchray.train.config import SyntheticDataConfig
+from patchray.shards.default_data import SyntheticDataConfig
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from patchray.train.config import SyntheticDataConfig
-    from patchray.train.pretrain import ensure_synthetic
+    from patchray.shards.default_data import SyntheticDataConfig
+    from patchray.shards.default_data import ensure_synthetic
     cfg = SyntheticDataConfig(dir=sys.argv[1], num_crops=24, labeled=24, seed=7)
     print("RESULT", ensure_synthetic(cfg), flush=True)
 """)
@@ -50,7 +50,7 @@ def test_a_render_killed_midway_leaves_nothing_that_looks_like_the_dataset(tmp_p
 
     assert not Path(cfg.path()).exists()  # only the scratch folder, never the dataset's own name
     # the next run renders it (the dead run's lock is no obstacle) and clears the dead run's scratch
-    from patchray.train.pretrain import ensure_synthetic
+    from patchray.shards.default_data import ensure_synthetic
 
     assert ensure_synthetic(cfg, log=lambda *_: None) == cfg.path()
     assert json.loads((Path(cfg.path()) / "summary.json").read_text())["crops_written"] == 2000

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from patchray.models import PretextNet, build_trunk
-from patchray.train.accel import as_input, channels_last_for, maybe_compile, to_memory_format
+from patchray.accel import as_input, channels_last_for, maybe_compile, to_memory_format
 from patchray.train.config import PretrainConfig
 
 
@@ -47,7 +47,7 @@ def test_unknown_compile_backend_is_refused_at_config_time():
 
 
 def test_decode_on_names_a_place_and_autocast_is_bf16_on_gpus_only():
-    from patchray.train.accel import autocast
+    from patchray.accel import autocast
 
     assert PretrainConfig(decode_on="trainer").decode_on == "trainer"
     with pytest.raises(ValueError, match="decode_on must be one of"):
