@@ -5,7 +5,7 @@ channels-last and torch.compile, and the end-to-end path with the data decoded o
 """
 import sys
 
-from patchray.train.cli import bench_gpu_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("bench_gpu"))

@@ -4,7 +4,7 @@
 """
 import sys
 
-from patchray.train.cli import bench_train_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("bench_train"))

@@ -6,7 +6,7 @@ writes comparison.md / .json / .png and learning_curves.png.
 """
 import sys
 
-from patchray.train.cli import compare_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("compare_inits"))

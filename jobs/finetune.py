@@ -6,7 +6,7 @@ default's labeled crops.
 """
 import sys
 
-from patchray.train.cli import finetune_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("finetune"))

@@ -6,7 +6,7 @@ joins that cluster.
 """
 import sys
 
-from patchray.train.cli import pretrain_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("pretrain"))

@@ -7,7 +7,7 @@ Re-running with the same --name resumes the experiment; see README "Searching wi
 """
 import sys
 
-from patchray.train.cli import tune_main as main
+from patchray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("tune_finetune"))

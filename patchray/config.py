@@ -173,8 +173,9 @@ def _set_path(tree: dict, cls, path: list[str], value, full_key: str) -> None:
     _set_path(sub, tp, path[1:], value, full_key)
 
 
-def load(cls: type[T], file: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """Defaults of ``cls``, updated by a YAML ``file``, then by ``key=value`` ``overrides``."""
+def load(cls: type[T], file: str | Path | None = None, overrides: list[str] = (), flags: dict | None = None) -> T:
+    """Defaults of ``cls``, updated by a YAML ``file``, then by ``flags`` (``{dotted key: value}``, as a
+    command line's flags give them), then by ``key=value`` ``overrides``: the last one wins."""
     tree: dict = {}
     if file is not None:
         path = Path(file)
@@ -187,6 +188,8 @@ def load(cls: type[T], file: str | Path | None = None, overrides: list[str] = ()
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         tree = loaded
+    for key, value in (flags or {}).items():
+        _set_path(tree, cls, key.split("."), value, key)
     for text in overrides:
         path_parts, value = parse_override(text)
         _set_path(tree, cls, path_parts, value, ".".join(path_parts))
