@@ -7,15 +7,17 @@ it pays. ``torch.compile`` costs a minute of compilation before the first step a
 from __future__ import annotations
 
 import threading
+import typing
 from contextlib import nullcontext
+from typing import Literal
 
 import torch
 from torch import nn
 
-COMPILE_BACKENDS = ("", "inductor", "aot_eager", "eager", "cudagraphs")  # "": no compilation
-
-
-DEVICES = ("auto", "cpu", "cuda")
+CompileBackend = Literal["", "inductor", "aot_eager", "eager", "cudagraphs"]  # "": no compilation
+COMPILE_BACKENDS = typing.get_args(CompileBackend)
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = typing.get_args(Device)
 
 
 def check_device(name: str) -> None:

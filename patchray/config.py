@@ -27,6 +27,10 @@ class ConfigError(ValueError):
 
 
 def _type_name(tp) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return f"one of {list(typing.get_args(tp))}"
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -45,7 +49,7 @@ def _coerce(value: Any, tp, key: str):
                 return _coerce(value, option, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} is not a {' or '.join(_type_name(o) for o in options)}")
+        raise ConfigError(f"{key}: {value!r} is not {' or '.join(_type_name(o) for o in options)}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")

@@ -12,14 +12,17 @@ per-pixel statistics of patches; :func:`channel_stats` pools them per channel.
 """
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .sampling import DROP_PLANE  # zero-filled channel drop: the plane after R, G, B naming the channel
 
-NORMALIZE_MODES = ("patch", "dataset", "none")
+NormalizeMode = Literal["patch", "dataset", "none"]
+NORMALIZE_MODES = typing.get_args(NormalizeMode)
 # Variance floor on the [0, 1] scale (~2.5 gray levels of std): standardising a
 # near-flat patch (sky, zero padding) would otherwise blow quantisation noise up
 # to unit variance.

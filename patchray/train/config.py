@@ -1,15 +1,17 @@
 """Pretraining configuration: plain data with defaults, loaded by patchray.config."""
 from __future__ import annotations
 
-import os
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from patchray.accel import CompileBackend
 from patchray.patches import PatchTaskConfig
+from patchray.patches.normalize import NormalizeMode
 from patchray.shards.default_data import SyntheticDataConfig
 from patchray.train.resources import ResourcesConfig
 
-SCHEDULES = ("none", "step", "cosine")
+Schedule = Literal["none", "step", "cosine"]
 
 
 @dataclass
@@ -22,20 +24,19 @@ class OptimConfig:
     # L2 penalty output_l2 * sum(W^2) on the output layer's weights only (not its bias), the reference's
     # `-r -w 1e-3` (lasagne l2 on the output layer): weight decay 2 * output_l2 on those weights. Pretraining only.
     output_l2: float = 0.0
-    schedule: str = "step"
+    schedule: Schedule = "step"
     step_epochs: int = 5     # step schedule: multiply lr by gamma every step_epochs epochs
     gamma: float = 0.5
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.lr <= 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1:
             raise ValueError("need lr > 0, step_epochs >= 1 and 0 < gamma <= 1")
         if self.weight_decay < 0 or self.output_l2 < 0:
             raise ValueError(f"weight_decay and output_l2 must be >= 0, got {self.weight_decay}, {self.output_l2}")
 
 
-DECODE_ON = ("data", "trainer")
+DecodeOn = Literal["data", "trainer"]
+DECODE_ON = typing.get_args(DecodeOn)
 
 
 def check_decode_on(value: str) -> None:
@@ -62,10 +63,10 @@ class PretrainConfig:
     val_crops: int = 256         # crops held out for the fixed validation patch set
     amp: bool = True             # bf16 autocast, on GPU only
     channels_last: bool | None = None  # channels-last memory format (None: on GPUs only)
-    compile: str = ""            # torch.compile backend ("inductor"; "" for none)
+    compile: CompileBackend = ""  # torch.compile backend ("inductor"; "" for none)
     # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
-    decode_on: str = "data"
+    decode_on: DecodeOn = "data"
     # How a crop of another shape becomes task.crop_width x task.crop_height: "aspect" (the authors' rule:
     # scale to the height, centre-crop or zero-pad the width; never stretched) or "stretch".
     crop_fit: Literal["aspect", "stretch"] = "aspect"
@@ -87,10 +88,6 @@ class PretrainConfig:
                              f"{self.task.patches_per_crop} (a batch holds whole crops)")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
-        from patchray.accel import check_compile
-
-        check_compile(self.compile)
-        check_decode_on(self.decode_on)
 
     @property
     def crops_per_batch(self) -> int:
@@ -125,7 +122,7 @@ class FinetuneConfig:
     # normalisation, carried over to whole crops (patch -> each crop standardised; dataset -> the pretraining's
     # per-pixel mean/std pooled per channel; none -> none), ImageNet's mean/std for imagenet, patch for random.
     # Set, it must agree with the init's (a mismatch is refused, naming both).
-    normalize: str | None = None
+    normalize: NormalizeMode | None = None
     # dataset: the per-channel mean/std ([0, 1] units), filled in from the PatchTask pretraining when the run
     # is prepared (so config.yaml records them); given, they must be the pretraining's.
     normalize_mean: list[float] | None = None
@@ -160,12 +157,7 @@ class FinetuneConfig:
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
         from patchray.models.init import parse_init
-        from patchray.patches import NORMALIZE_MODES
-
         init = parse_init(self.init)
-        if self.normalize is not None and self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_MODES} (or null: as the init says), "
-                             f"got {self.normalize!r}")
         stats = (self.normalize_mean, self.normalize_std)
         if (stats[0] is None) != (stats[1] is None):
             raise ValueError("give both normalize_mean and normalize_std, or neither")
