@@ -102,8 +102,30 @@ def _fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
 
 
+def _has_path(tree: dict, dotted: str) -> bool:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _refuse_old_keys(cls, values: dict, prefix: str) -> None:
+    """A key a config class has renamed (``RENAMED_KEYS``: old dotted key -> new) or derives from another
+    (``DERIVED_KEYS``: dotted key -> the key it follows) is refused with the key to set instead, so an old config
+    file fails loudly rather than silently training with a default."""
+    for old, new in getattr(cls, "RENAMED_KEYS", {}).items():
+        if _has_path(values, old):
+            raise ConfigError(f"{prefix}{old} is now {prefix}{new}: rename it in the config or command line")
+    for derived, source in getattr(cls, "DERIVED_KEYS", {}).items():
+        if _has_path(values, derived):
+            raise ConfigError(f"{prefix}{derived} follows {prefix}{source} here: set {prefix}{source} instead")
+
+
 def build(cls: type[T], values: dict, prefix: str = "") -> T:
     """An instance of dataclass ``cls`` from a (nested) mapping; missing keys keep their defaults."""
+    _refuse_old_keys(cls, values, prefix)
     known = _fields(cls)
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -119,10 +141,20 @@ def build(cls: type[T], values: dict, prefix: str = "") -> T:
 
 
 def to_dict(config) -> dict:
-    """Plain nested dict of a config (lists, not tuples), ready for YAML."""
+    """Plain nested dict of a config (lists, not tuples), ready for YAML. Keys a class derives from others
+    (``DERIVED_KEYS``) are left out: they are not settings, and building from the dict sets them again."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            derived = getattr(type(v), "DERIVED_KEYS", {})
+            tree = {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            for key in derived:
+                *parents, leaf = key.split(".")
+                node = tree
+                for part in parents:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, dict):
+                    node.pop(leaf, None)
+            return tree
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
@@ -192,10 +224,15 @@ def load(cls: type[T], file: str | Path | None = None, overrides: list[str] = ()
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         tree = loaded
-    for key, value in (flags or {}).items():
-        _set_path(tree, cls, key.split("."), value, key)
-    for text in overrides:
-        path_parts, value = parse_override(text)
+    given = [(key.split("."), value) for key, value in (flags or {}).items()]
+    given += [parse_override(text) for text in overrides]
+    for path_parts, value in given:
+        single: dict = {}
+        node = single
+        for part in path_parts[:-1]:
+            node = node.setdefault(part, {})
+        node[path_parts[-1]] = value
+        _refuse_old_keys(cls, single, "")
         _set_path(tree, cls, path_parts, value, ".".join(path_parts))
     try:
         return build(cls, tree)
