@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from patchray import config as configlib
 
-OVERRIDES_HELP = "Extra arguments are key=value overrides of the config (dotted keys for sections); they win over flags."
+OVERRIDES_HELP = ("Extra arguments are key=value overrides of the config (dotted keys for sections); "
+                  "they win over flags.")
 
 
 @dataclass(frozen=True)

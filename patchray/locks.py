@@ -16,8 +16,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LOCK_LOG_EVERY_S = 30.0
 # Exclusive-create lock files (filesystems without flock): the owner touches its file this often, and a file

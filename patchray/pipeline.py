@@ -20,13 +20,13 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from patchray.accel import produce_for_default_stream
 from patchray.patches import PatchTaskConfig, crop_seed, task_patches_on, training_patches
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
 from patchray.shards.reader import ShardSet
 from patchray.shards.schema import CROP_ID, IMAGE
-from patchray.accel import produce_for_default_stream
 
 # Crops per decoded block: ~15 MB of 200x100 pixels, a few training batches each; small enough that a data
 # task holds one at a time and the stream stays in bounded memory, big enough to amortise per-block overhead.
@@ -122,7 +122,9 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns], "decode": decode,
               "exclude_ids": frozenset(exclude_ids),
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
-              "label_columns": tuple(label_columns)} | ({"width": width, "height": height, "fit": fit} if decode else {})
+              "label_columns": tuple(label_columns)}
+    if decode:
+        kwargs |= {"width": width, "height": height, "fit": fit}
     placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(read_and_decode, fn_kwargs=kwargs, batch_size=1, batch_format="numpy",
                           **placement)
@@ -185,7 +187,12 @@ class EncodedPatchCollate(NumpyBatchCollateFn):
                 "rows": len(reasons)}
 
 
-def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_batch: int, rank: int,
+def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a training worker's local shuffle buffer: a new order each epoch, another on each worker."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
+
+
+def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_step: int, rank: int,
                   decode_device=None, fit: str = "aspect"):
     """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
     (``PatchCollate``), or, given ``decode_device``, from encoded ones decoded there (``EncodedPatchCollate``)."""
@@ -194,11 +201,11 @@ def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per
     return shard.iter_torch_batches(
         # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
         # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.
-        batch_size=crops_per_batch, collate_fn=collate, drop_last=False,
+        batch_size=crops_per_step, collate_fn=collate, drop_last=False,
         # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
         # 60 kB crops for little gain (the row-group order already changes every epoch).
-        prefetch_batches=4, local_shuffle_buffer_size=crops_per_batch * 4,
-        local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) % 2**31)
+        prefetch_batches=4, local_shuffle_buffer_size=crops_per_step * 4,
+        local_shuffle_seed=local_shuffle_seed(seed, epoch, rank))
 
 
 class AttributeCollate(NumpyBatchCollateFn):

@@ -1,9 +1,12 @@
-"""The few places patchray reads Ray's state beyond its stable user API, each behind one small function so
-that a Ray upgrade breaks one named place (tested in ``tests/test_ray_compat.py``)."""
+"""Every use of Ray beyond its stable user API (private modules, underscore attributes, undocumented
+environment variables and text formats), the test suite's included, each behind one small function so that a
+Ray upgrade breaks one named place. Each function is tested against real Ray: in ``tests/test_ray_compat.py``
+where no cluster is needed, in ``tests/e2e/test_ray_compat_cluster.py`` where one is."""
 from __future__ import annotations
 
 import json
 import os
+import re
 
 # Set by Ray's job supervisor in a submitted job's driver: the job's runtime_env and metadata, as JSON.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -44,3 +47,59 @@ def placement_groups_of_other_jobs() -> list[tuple[str, dict[str, float]]]:
                 total[key] = total.get(key, 0.0) + float(value)
         held.append((job, total))
     return held
+
+
+# The object store line of Ray's memory summary (``ray memory --stats-only``).
+_PLASMA_USE = re.compile(r"Plasma memory usage (\d+) MiB")
+
+
+def object_store_used_mib() -> float:
+    """MiB of the object store in use across the cluster this driver is connected to, from Ray's memory summary
+    (``ray._private.internal_api``). Asked of this driver's GCS: without an address Ray would guess the
+    machine's latest ``ray start`` cluster, or refuse when several run."""
+    import ray
+    from ray._private.internal_api import memory_summary
+
+    text = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    found = _PLASMA_USE.search(text)
+    if found is None:
+        raise RuntimeError(f"Ray's memory summary has no object store line any more: {text[:300]!r}")
+    return float(found.group(1))
+
+
+def trial_statuses(result_grid) -> dict[str, str]:
+    """Tune's own status of each trial of a ResultGrid (``"TERMINATED"``, ``"ERROR"``, ``"RUNNING"``,
+    ``"PENDING"``...; an interrupted experiment restored from disk leaves some unfinished), by trial id. Ray has
+    no public accessor: read from the grid's ``_experiment_analysis``."""
+    return {trial.trial_id: trial.status for trial in result_grid._experiment_analysis.trials}
+
+
+def validate_cluster_config(config: dict) -> dict:
+    """A cluster launcher YAML (as a dict, not modified) checked against Ray's autoscaler schema offline, as
+    ``ray up`` does before it starts anything; returns it merged with the provider's defaults. A config Ray
+    would refuse raises ValueError with Ray's message (``ray.autoscaler._private.util``)."""
+    import copy
+
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    try:
+        validate_config(prepared)
+    except jsonschema.ValidationError as e:
+        raise ValueError(e.message) from e
+    return prepared
+
+
+def forget_loaded_auth_token() -> None:
+    """Make Ray look for its authentication token again ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH,
+    ~/.ray/auth_token): this process's loader keeps the first token it found (``ray._raylet``)."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def metrics_export_every(interval_ms: int) -> dict:
+    """Keyword arguments of ``ray.init`` that make the local cluster it starts export metrics every
+    ``interval_ms`` (Ray's default: 10 s) through ``_system_config``, which Ray keeps for testing."""
+    return {"_system_config": {"metrics_report_interval_ms": interval_ms}}

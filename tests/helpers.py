@@ -26,6 +26,6 @@ def small_config(out, name, data, **overrides):
     from patchray import config as configlib
     from patchray.train.config import PretrainConfig
 
-    base = {"out": str(out), "name": name, "data": [str(d) for d in data], "epochs": 2, "val_crops": 100,
-            "batch_size": 64}
+    base = {"out": str(out), "name": name, "data": [str(d) for d in data], "epochs": 2, "holdout_crops": 100,
+            "patches_per_step": 64}
     return configlib.build(PretrainConfig, base | overrides)

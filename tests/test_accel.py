@@ -2,9 +2,8 @@ import pytest
 import torch
 
 from patchray import config as configlib
-
-from patchray.models import PretextNet, build_trunk
 from patchray.accel import as_input, channels_last_for, maybe_compile, to_memory_format
+from patchray.models import PretextNet, build_trunk
 from patchray.train.config import PretrainConfig
 
 

@@ -11,7 +11,7 @@ def test_defaults_file_then_overrides(tmp_path):
     assert cfg.epochs == 7 and cfg.optim.lr == 0.02 and cfg.task.jitter == 2
     assert cfg.task.preset == "pt8" and cfg.task.num_classes == 8
     assert cfg.data == ["a", "b"]
-    assert cfg.batch_size == PretrainConfig().batch_size  # untouched keys keep their defaults
+    assert cfg.patches_per_step == PretrainConfig().patches_per_step  # untouched keys keep their defaults
     assert configlib.load(PretrainConfig, None, ["optim.weight_decay=1"]).optim.weight_decay == 1.0  # int -> float
 
 
@@ -40,7 +40,7 @@ def test_validation_inside_sections_is_reported():
     with pytest.raises(configlib.ConfigError, match="task.*preset 'pt99' unknown"):
         configlib.load(PretrainConfig, None, ["task.preset=pt99"])
     with pytest.raises(configlib.ConfigError, match="multiple of task.patches_per_crop"):
-        configlib.load(PretrainConfig, None, ["batch_size=100"])
+        configlib.load(PretrainConfig, None, ["patches_per_step=100"])
     with pytest.raises(configlib.ConfigError, match="optim.schedule: .linear. is not one of"):
         configlib.load(PretrainConfig, None, ["optim.schedule=linear"])
 
@@ -94,34 +94,34 @@ def test_the_reference_fine_tuning_config_gives_the_authors_input():
     from patchray.train.config import FinetuneConfig
 
     cfg = configlib.load(FinetuneConfig, Path(__file__).parents[1] / "configs" / "finetune_reference.yaml")
-    assert (cfg.crop_width, cfg.crop_height, cfg.crop_fit, cfg.mirror) == (128, 192, "aspect", True)
-    with pytest.raises(configlib.ConfigError, match=r"crop_fit: 'squash' is not one of \['aspect', 'stretch'\]"):
-        configlib.load(FinetuneConfig, None, ["crop_fit=squash"])
+    assert (cfg.input.crop_width, cfg.input.crop_height, cfg.input.crop_fit, cfg.mirror) == (128, 192, "aspect", True)
+    with pytest.raises(configlib.ConfigError, match=r"input.crop_fit: 'squash' is not one of \['aspect', 'stretch'\]"):
+        configlib.load(FinetuneConfig, None, ["input.crop_fit=squash"])
 
 
 def test_the_reference_pretraining_config_loads_with_the_authors_schedule():
     from pathlib import Path
 
     cfg = configlib.load(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain_reference.yaml")
-    assert (cfg.epochs, cfg.batch_size, cfg.model) == (20, 128, "tiny")
+    assert (cfg.epochs, cfg.patches_per_step, cfg.model) == (20, 128, "tiny")
     optim = cfg.optim
     assert (optim.lr, optim.momentum, optim.nesterov, optim.schedule) == (0.01, 0.9, True, "none")
     assert (optim.weight_decay, optim.output_l2) == (0.0, 1e-3)  # L2 on the output layer only
     task = cfg.task
     assert (task.preset, task.patch_size, task.jitter, task.gap, task.normalize) == ("pt18", 32, 4, 0, "dataset")
-    assert task.patches_per_crop == 1 and cfg.crops_per_batch == 128  # 128 different crops, one patch each
-    assert task.channel_drop_fill == "zero" and cfg.stats_patches == 50000 and cfg.val_crops == 5000
+    assert task.patches_per_crop == 1 and cfg.crops_per_step == 128  # 128 different crops, one patch each
+    assert task.channel_drop_fill == "zero" and cfg.stats_patches == 50000 and cfg.holdout_crops == 5000
     # the default job stays short
     assert PretrainConfig().epochs == 3 and PretrainConfig().optim.output_l2 == 0.0
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["init=random", "normalize=dataset"], "init random has none"),
-    (["init=imagenet", "normalize=patch"], "disagrees with init imagenet"),
-    (["init=patchtask:runs/x", "normalize=patch", "normalize_mean=[0.5, 0.5, 0.5]", "normalize_std=[1, 1, 1]"],
-     "only with normalize=dataset"),
-    (["init=patchtask:runs/x", "normalize=dataset", "normalize_mean=[0.5, 0.5, 0.5]"], "both"),
-    (["normalize=zca"], r"normalize: .zca. is not one of \[.patch., .dataset., .none.\] or null"),
+    (["init=random", "input.normalize=dataset"], "init random has none"),
+    (["init=imagenet", "input.normalize=patch"], "disagrees with init imagenet"),
+    (["init=patchtask:runs/x", "input.normalize=patch", "input.normalize_mean=[0.5, 0.5, 0.5]",
+      "input.normalize_std=[1, 1, 1]"], "only with input.normalize=dataset"),
+    (["init=patchtask:runs/x", "input.normalize=dataset", "input.normalize_mean=[0.5, 0.5, 0.5]"], "both"),
+    (["input.normalize=zca"], r"input.normalize: .zca. is not one of \[.patch., .dataset., .none.\] or null"),
     (["optim.output_l2=0.001"], "pretext net's output layer"),
 ])
 def test_fine_tuning_normalisation_that_cannot_match_its_init_is_refused_at_load_time(overrides, message):
@@ -129,4 +129,4 @@ def test_fine_tuning_normalisation_that_cannot_match_its_init_is_refused_at_load
 
     with pytest.raises(configlib.ConfigError, match=message):
         configlib.load(FinetuneConfig, None, overrides)
-    assert FinetuneConfig().normalize is None  # by default: as the init says
+    assert FinetuneConfig().input.normalize is None  # by default: as the init says

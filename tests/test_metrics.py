@@ -20,7 +20,6 @@ from patchray.metrics import (
 )
 from patchray.shards.attributes import PARSE27K, Attribute, AttributeSet
 
-
 # ---------------------------------------------------------------- average precision
 
 def test_ap_small_ranking():

@@ -3,12 +3,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from helpers import jpeg_bytes
 
 from patchray.patches import PatchTaskConfig, training_patches
 from patchray.pipeline import DECODE_BATCH_ROWS, AttributeCollate, PatchCollate, decode_batch, read_and_decode
 from patchray.shards import PARSE27K
-
-from helpers import jpeg_bytes
 
 
 def _np(table, column):
@@ -122,16 +121,18 @@ def test_encoded_stream_decoded_in_the_trainer_gives_the_same_patches_and_counts
     task = PatchTaskConfig()
     good = [jpeg_bytes(100, 200, (10 * i, 200 - 10 * i, 30)) for i in range(4)]
     batch = pa.table({"image": pa.array([good[0], b"junk", good[1], good[2][:40], good[3], good[0]], pa.binary()),
-                      "crop_id": ["a", "b", "c", "d", "e", "val0"], "attr_Gender": pa.array([1, 2, 0, 1, 2, 0], pa.int16())})
+                      "crop_id": ["a", "b", "c", "d", "e", "val0"],
+                      "attr_Gender": pa.array([1, 2, 0, 1, 2, 0], pa.int16())})
     encoded = select_batch(batch, exclude_ids=frozenset({"val0"}))
     assert encoded.column_names == ["image", "crop_id"] and encoded.column("crop_id").to_pylist() == list("abcde")
     assert encoded.column("image").to_pylist()[1] == b"junk"  # shipped as is: the trainer judges it
     assert select_batch(batch, label_columns=("attr_Gender",)).column_names == ["image", "crop_id", "attr_Gender"]
 
     decoded = decode_batch(batch, 100, 200, exclude_ids=frozenset({"val0"}))
-    expected = PatchCollate(task, seed=3, epoch=1)({"pixels": _np(decoded, "pixels"),
-                                                    "crop_id": np.array(decoded.column("crop_id").to_pylist(), dtype=object),
-                                                    "skip": np.array(decoded.column("skip").to_pylist(), dtype=object)})
+    expected = PatchCollate(task, seed=3, epoch=1)({
+        "pixels": _np(decoded, "pixels"),
+        "crop_id": np.array(decoded.column("crop_id").to_pylist(), dtype=object),
+        "skip": np.array(decoded.column("skip").to_pylist(), dtype=object)})
     numpy_batch = {"image": np.array(encoded.column("image").to_pylist(), dtype=object),
                    "crop_id": np.array(encoded.column("crop_id").to_pylist(), dtype=object)}
     out = EncodedPatchCollate(task, seed=3, epoch=1, device=device)(numpy_batch)

@@ -64,9 +64,8 @@ def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
     sources = cfg.data
-    if not sources:  # imported here only: rendering needs Ray, a benchmark given its shards need not
-        from patchray.shards.default_data import SyntheticDataConfig
-        from patchray.shards.default_data import ensure_synthetic
+    if not sources:  # imported here only: a benchmark given its shards never renders the synthetic default
+        from patchray.shards.default_data import SyntheticDataConfig, ensure_synthetic
 
         sources = [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
     return out, resolve_paths(sources)[0]

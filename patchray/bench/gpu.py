@@ -21,15 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from patchray.accel import CompileBackend, Device, produce_for_default_stream, resolve_device, tune_for
 from patchray.bench.data import describe_machine, load_jpegs, machine, start_bench
-from patchray.patches import PatchTaskConfig, normalize_patches, task_patches_on, training_patches
+from patchray.patches import PatchTaskConfig, task_patches_on, training_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
-from patchray.accel import (COMPILE_BACKENDS, as_input, autocast, check_device, maybe_compile,
-                                  produce_for_default_stream, resolve_device, to_memory_format, tune_for)
-from patchray.train.config import OptimConfig
+from patchray.train.config import TASK_FOLLOWS_INPUT, InputConfig, OptimConfig, task_for
+from patchray.train.epoch import PretextStep, pretext_step, synchronize
 
 # Each step of the ladder adds one setting to the one before.
 COLLATE_THREADS = 4  # batches prepared ahead of the step, as Ray's format/collate pool (prefetch_batches=4)
@@ -41,45 +40,45 @@ class GpuBenchConfig:
     name: str = "bench_gpu"
     out: str = "runs"
     data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
-    device: str = "auto"           # auto | cuda | cpu
+    device: Device = "auto"        # auto | cuda | cpu
     crops: int = 4096              # encoded crops held in host memory
     decode_batch: int = 256        # crops per nvJPEG call (as a data block)
     models: list[str] = field(default_factory=lambda: ["tiny", "resnet18"])
-    batch_sizes: list[int] = field(default_factory=lambda: [128, 1024])  # patches per step
+    patches_per_step: list[int] = field(default_factory=lambda: [128, 1024])  # each tried in turn
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    compile: str = "inductor"      # the backend of the "+compile" variant
+    compile: CompileBackend = "inductor"  # the backend of the "+compile" variant
     warmup_steps: int = 5
     steps: int = 30                # timed steps per variant
     seed: int = 0
+    input: InputConfig = field(default_factory=InputConfig)
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
+    RENAMED_KEYS = {"batch_sizes": "patches_per_step"}
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
+
     def __post_init__(self):
-        check_device(self.device)
+        self.task = task_for(self.task, self.input)
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-        if not self.compile or self.compile not in COMPILE_BACKENDS:
-            raise ValueError(f"compile must be one of {COMPILE_BACKENDS[1:]}, got {self.compile!r}")
-        if min(self.crops, self.decode_batch, self.steps, self.warmup_steps + 1) < 1 or not self.batch_sizes:
-            raise ValueError("crops, decode_batch and steps must be >= 1, warmup_steps >= 0, batch_sizes non-empty")
-        if any(b % self.task.patches_per_crop for b in self.batch_sizes):
-            raise ValueError(f"batch_sizes {self.batch_sizes} must be multiples of task.patches_per_crop")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+        if not self.compile:
+            raise ValueError("compile names the backend of the +compile variant; it cannot be ''")
+        if min(self.crops, self.decode_batch, self.steps, self.warmup_steps + 1) < 1 or not self.patches_per_step:
+            raise ValueError("crops, decode_batch and steps must be >= 1, warmup_steps >= 0, patches_per_step "
+                             "non-empty")
+        if any(b % self.task.patches_per_crop for b in self.patches_per_step):
+            raise ValueError(f"patches_per_step {self.patches_per_step} must be multiples of task.patches_per_crop")
 
 
 def _rate(work, count: int, device: torch.device, repeats: int = 1) -> float:
     """``count`` items per call of ``work``, per second, after one warm-up call (the device drained each time)."""
     work()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         work()
-    _sync(device)
+    synchronize(device)
     return count * repeats / (time.perf_counter() - start)
 
 
@@ -123,32 +122,16 @@ def decode_and_cut(images: list[bytes], crop_ids: list[str], cfg: GpuBenchConfig
     return {key: round(value) if isinstance(value, float) and value > 100 else value for key, value in result.items()}
 
 
-class _Trainer:
-    """One net's training step under one variant: normalise, forward, loss, backward, SGD."""
+def _step(model: str, variant: str, cfg: GpuBenchConfig, device: torch.device) -> PretextStep:
+    """Pretraining's own step (``patchray.train.epoch``) for one net under one variant: normalise, forward, loss,
+    backward, SGD."""
+    return pretext_step(model, cfg.task, cfg.optim, seed=cfg.seed, device=device, amp=variant != "fp32",
+                        channels_last="channels_last" in variant,
+                        compile=cfg.compile if variant.endswith("compile") else "")
 
-    def __init__(self, model: str, variant: str, cfg: GpuBenchConfig, device: torch.device):
-        from patchray.models import PretextNet, build_trunk
-        from patchray.train.optim import build_optimizer
 
-        torch.manual_seed(cfg.seed)
-        task = cfg.task
-        net = PretextNet(build_trunk(model), task.num_classes, patch_size=task.patch_size, pairwise=task.pairwise)
-        self.channels_last = "channels_last" in variant
-        self.amp = variant != "fp32"
-        net = to_memory_format(net.to(device), self.channels_last)
-        self.model = maybe_compile(net, cfg.compile if variant.endswith("compile") else "")
-        self.optimizer = build_optimizer(net.parameters(), cfg.optim)
-        self.device, self.normalize = device, task.normalize
-
-    def step(self, patches: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = as_input(normalize_patches(patches, self.normalize), self.channels_last)
-        with autocast(self.device, self.amp):
-            logits = self.model(x).float()
-        loss = F.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss
+def _batch(patches: torch.Tensor, labels: torch.Tensor) -> dict:
+    return {"patches": patches, "labels": labels}
 
 
 def train_steps(crops: torch.Tensor, crop_ids: list[str], cfg: GpuBenchConfig, device: torch.device, log) -> list[dict]:
@@ -156,39 +139,39 @@ def train_steps(crops: torch.Tensor, crop_ids: list[str], cfg: GpuBenchConfig, d
     rows = []
     per_crop = cfg.task.patches_per_crop
     for model in cfg.models:
-        for batch_size in cfg.batch_sizes:
-            n = batch_size // per_crop
-            batches = [task_patches_on(crops[i:i + n], crop_ids[i:i + n], cfg.task, cfg.seed, 0)
+        for per_step in cfg.patches_per_step:
+            n = per_step // per_crop
+            batches = [_batch(*task_patches_on(crops[i:i + n], crop_ids[i:i + n], cfg.task, cfg.seed, 0))
                        for i in range(0, min(len(crop_ids), 8 * n) - n + 1, n)]
             for variant in cfg.variants:
                 if device.type == "cpu" and variant != "fp32" and not variant.endswith("compile"):
                     continue  # bf16 autocast and channels-last are GPU settings; on the CPU they are no-ops
-                trainer = _Trainer(model, variant, cfg, device)
+                step = _step(model, variant, cfg, device)
                 started = time.perf_counter()
                 for i in range(cfg.warmup_steps + 1):
-                    loss = trainer.step(*batches[i % len(batches)])
-                _sync(device)
+                    step(batches[i % len(batches)])
+                synchronize(device)
                 warm_s = time.perf_counter() - started
                 start = time.perf_counter()
                 for i in range(cfg.steps):
-                    loss = trainer.step(*batches[i % len(batches)])
-                final = float(loss.item())
+                    final = step(batches[i % len(batches)]).loss
+                synchronize(device)
                 seconds = time.perf_counter() - start
-                rows.append({"model": model, "batch_size": batch_size, "variant": variant,
-                             "patches_per_s": round(batch_size * cfg.steps / seconds), "warmup_s": round(warm_s, 1),
+                rows.append({"model": model, "patches_per_step": per_step, "variant": variant,
+                             "patches_per_s": round(per_step * cfg.steps / seconds), "warmup_s": round(warm_s, 1),
                              "loss": round(final, 3)})
-                log(f"[bench_gpu] {model}, batch {batch_size}, {variant}: {rows[-1]['patches_per_s']:,} patches/s "
+                log(f"[bench_gpu] {model}, batch {per_step}, {variant}: {rows[-1]['patches_per_s']:,} patches/s "
                     f"(warm-up {warm_s:.1f} s)")
     return rows
 
 
 def end_to_end(images: list[bytes], crop_ids: list[str], cfg: GpuBenchConfig, device: torch.device,
-               model: str, batch_size: int, variant: str) -> dict:
+               model: str, per_step: int, variant: str) -> dict:
     """Encoded crops -> decode on the device -> cut -> step, twice: one after the other (the share of the time
     the data costs), then with batches prepared by ``COLLATE_THREADS`` threads ahead of the step, as Ray's
     format/collate pool does in pretraining (patches/s and the share of time the step waited for its batch)."""
-    trainer = _Trainer(model, variant, cfg, device)
-    n = batch_size // cfg.task.patches_per_crop
+    step = _step(model, variant, cfg, device)
+    n = per_step // cfg.task.patches_per_crop
     width, height = cfg.task.crop_width, cfg.task.crop_height
     steps = min(cfg.steps, len(images) // n)
 
@@ -197,19 +180,19 @@ def end_to_end(images: list[bytes], crop_ids: list[str], cfg: GpuBenchConfig, de
 
         def produce():
             pixels, _ = decode_crops_on(images[first:first + n], width, height, device)
-            return task_patches_on(pixels, crop_ids[first:first + n], cfg.task, cfg.seed, 1)
+            return _batch(*task_patches_on(pixels, crop_ids[first:first + n], cfg.task, cfg.seed, 1))
 
         return produce_for_default_stream(device, produce)
 
     data_s = step_s = 0.0
     for i in range(cfg.warmup_steps + 1 + steps):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         batch = prepare(i)
-        _sync(device)
+        synchronize(device)
         t1 = time.perf_counter()
-        trainer.step(*batch)
-        _sync(device)
+        step(batch)
+        synchronize(device)
         if i > cfg.warmup_steps:
             data_s, step_s = data_s + t1 - t0, step_s + time.perf_counter() - t1
 
@@ -218,19 +201,19 @@ def end_to_end(images: list[bytes], crop_ids: list[str], cfg: GpuBenchConfig, de
         pending = deque(pool.submit(prepare, i) for i in range(COLLATE_THREADS))
         for i in range(cfg.warmup_steps + 1 + steps):
             if i == cfg.warmup_steps + 1:
-                _sync(device)
+                synchronize(device)
                 start, wait_s = time.perf_counter(), 0.0
             t0 = time.perf_counter()
             batch = pending.popleft().result()
             wait_s += time.perf_counter() - t0
             pending.append(pool.submit(prepare, i + COLLATE_THREADS))
-            trainer.step(*batch)
-        _sync(device)
+            step(batch)
+        synchronize(device)
         overlapped_s = time.perf_counter() - start
-    return {"model": model, "batch_size": batch_size, "variant": variant,
-            "serial_patches_per_s": round(batch_size * steps / (data_s + step_s)),
+    return {"model": model, "patches_per_step": per_step, "variant": variant,
+            "serial_patches_per_s": round(per_step * steps / (data_s + step_s)),
             "serial_data_frac": round(data_s / (data_s + step_s), 3),
-            "patches_per_s": round(batch_size * steps / overlapped_s), "data_wait_frac": round(wait_s / overlapped_s, 3)}
+            "patches_per_s": round(per_step * steps / overlapped_s), "data_wait_frac": round(wait_s / overlapped_s, 3)}
 
 
 def run_gpu_bench(cfg: GpuBenchConfig, log=print) -> dict:
@@ -242,7 +225,8 @@ def run_gpu_bench(cfg: GpuBenchConfig, log=print) -> dict:
     images, crop_ids = load_jpegs(files, cfg.crops)
     info = machine()
     log(f"[bench_gpu] {len(images)} crops on {device.type} ({describe_machine(info)})")
-    result = {"machine": info, "device": device.type, "crops": len(images), "patches_per_crop": cfg.task.patches_per_crop}
+    result = {"machine": info, "device": device.type, "crops": len(images),
+              "patches_per_crop": cfg.task.patches_per_crop}
 
     def save():
         (out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")  # after each part: a cut-off run keeps it
@@ -254,28 +238,29 @@ def run_gpu_bench(cfg: GpuBenchConfig, log=print) -> dict:
     result["train"] = train_steps(crops, crop_ids, cfg, device, log)
     save()
     best = max(result["train"], key=lambda r: r["patches_per_s"])
-    result["end_to_end"] = [end_to_end(images, crop_ids, cfg, device, row["model"], row["batch_size"], row["variant"])
+    result["end_to_end"] = [end_to_end(images, crop_ids, cfg, device, row["model"], row["patches_per_step"],
+                                       row["variant"])
                             for row in _best_per_model_and_batch(result["train"])]
     for row in result["end_to_end"]:
-        log(f"[bench_gpu] end to end, {row['model']}, batch {row['batch_size']}, {row['variant']}: "
+        log(f"[bench_gpu] end to end, {row['model']}, batch {row['patches_per_step']}, {row['variant']}: "
             f"{row['patches_per_s']:,} patches/s waiting for data {100 * row['data_wait_frac']:.0f}% of the time "
             f"(one after the other: {row['serial_patches_per_s']:,}, decoding and cutting "
             f"{100 * row['serial_data_frac']:.0f}%)")
     save()
     (out / "gpu.md").write_text(format_markdown(result))
-    plot_throughput({f"{r['model']}, batch {r['batch_size']}, {r['variant']}": r["patches_per_s"]
+    plot_throughput({f"{r['model']}, batch {r['patches_per_step']}, {r['variant']}": r["patches_per_s"]
                      for r in result["train"]}, out / "gpu.png",
                     f"Training steps per {device.type} device, {describe_machine(info)}")
     log(format_markdown(result))
     log(f"[bench_gpu] best training rate: {best['patches_per_s']:,} patches/s ({best['model']}, batch "
-        f"{best['batch_size']}, {best['variant']}); outputs in {out}: gpu.json, gpu.md, gpu.png, config.yaml")
+        f"{best['patches_per_step']}, {best['variant']}); outputs in {out}: gpu.json, gpu.md, gpu.png, config.yaml")
     return result
 
 
 def _best_per_model_and_batch(rows: list[dict]) -> list[dict]:
     best: dict[tuple, dict] = {}
     for row in rows:
-        key = (row["model"], row["batch_size"])
+        key = (row["model"], row["patches_per_step"])
         if key not in best or row["patches_per_s"] > best[key]["patches_per_s"]:
             best[key] = row
     return list(best.values())
@@ -296,12 +281,12 @@ def format_markdown(r: dict) -> str:
         f"| net | batch (patches) | settings | train patches/s per {unit} | warm-up s |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {t['model']} | {t['batch_size']} | {t['variant']} | {t['patches_per_s']:,} | {t['warmup_s']} |"
+    lines += [f"| {t['model']} | {t['patches_per_step']} | {t['variant']} | {t['patches_per_s']:,} | {t['warmup_s']} |"
               for t in r["train"]]
     lines += ["", f"| end to end: encoded crops -> decode and cut on the {unit} -> step | batch | settings | "
                   f"patches/s, {COLLATE_THREADS} collate threads | waiting for data | patches/s, one after the other | "
                   "decoding + cutting |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {e['model']} | {e['batch_size']} | {e['variant']} | {e['patches_per_s']:,} | "
+    lines += [f"| {e['model']} | {e['patches_per_step']} | {e['variant']} | {e['patches_per_s']:,} | "
               f"{100 * e['data_wait_frac']:.0f}% | {e['serial_patches_per_s']:,} | {100 * e['serial_data_frac']:.0f}% |"
               for e in r["end_to_end"]]
     return "\n".join([*lines, ""])

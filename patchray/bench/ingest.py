@@ -20,6 +20,7 @@ import torch
 
 from patchray.bench.data import describe_machine, load_jpegs, machine, repeated_shards, shard_summary, start_bench
 from patchray.patches import PatchTaskConfig
+from patchray.train.config import TASK_FOLLOWS_INPUT, DecodeOn, InputConfig, task_for
 
 GOAL_VS_DATALOADER = 2.0   # patchray at least this many times the DataLoader baseline...
 GOAL_VS_DECODE_LIMIT = 0.6  # ...and at least this share of the decode limit
@@ -36,21 +37,22 @@ class IngestBenchConfig:
     copies: int = 8                 # the shards repeated this many times: a longer epoch, same crops
     cores: int | None = None        # cores given to each contender (None: all of the machine's)
     epochs: int = 3                 # the first is warm-up; the best later epoch is reported
-    crops_per_batch: int = 16       # as pretraining's default batch (128 patches of K=8)
+    crops_per_step: int = 16        # as pretraining's default step (128 patches of K=8)
     decode_sample: int = 3000       # crops timed for the decode limit
     seed: int = 0
-    decode_on: list[str] = field(default_factory=lambda: ["data", "trainer"])  # patchray runs, as PretrainConfig's
+    decode_on: list[DecodeOn] = field(default_factory=lambda: ["data", "trainer"])  # patchray runs, as pretraining's
+    input: InputConfig = field(default_factory=InputConfig)
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
-    def __post_init__(self):
-        from patchray.train.config import check_decode_on
+    RENAMED_KEYS = {"crops_per_batch": "crops_per_step"}
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
 
+    def __post_init__(self):
+        self.task = task_for(self.task, self.input)
         if not self.decode_on:
             raise ValueError("decode_on must list at least one place to decode")
-        for place in self.decode_on:
-            check_decode_on(place)
-        if self.copies < 1 or self.epochs < 2 or self.crops_per_batch < 1 or self.decode_sample < 1:
-            raise ValueError("need copies >= 1, epochs >= 2 (one is warm-up), crops_per_batch >= 1, decode_sample >= 1")
+        if self.copies < 1 or self.epochs < 2 or self.crops_per_step < 1 or self.decode_sample < 1:
+            raise ValueError("need copies >= 1, epochs >= 2 (one is warm-up), crops_per_step >= 1, decode_sample >= 1")
         if self.cores is not None and self.cores < 1:
             raise ValueError(f"cores must be >= 1, got {self.cores}")
 
@@ -110,7 +112,7 @@ def _user_collate(items):
 def dataloader_rates(images: list[bytes], cfg: IngestBenchConfig, cores: int) -> list[float]:
     """Patches per second, per epoch, of the DataLoader baseline (one worker process per core)."""
     loader = torch.utils.data.DataLoader(
-        UserPatchDataset(images, cfg.task), batch_size=cfg.crops_per_batch, shuffle=True, num_workers=cores,
+        UserPatchDataset(images, cfg.task), batch_size=cfg.crops_per_step, shuffle=True, num_workers=cores,
         collate_fn=_user_collate, drop_last=True, persistent_workers=True, prefetch_factor=4)
     rates = []
     for _ in range(cfg.epochs):
@@ -127,7 +129,7 @@ def ray_pipeline_rates(files: list[str], cfg: IngestBenchConfig, storage: Path, 
     from patchray.bench.stream import stream_to_one_worker
     from patchray.shards.reader import open_shards
 
-    epochs, plan = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_batch, cfg.seed,
+    epochs, plan = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_step, cfg.seed,
                                         storage, f"ingest-{decode_on}", decode_on=decode_on)
     return [e["patches"] / e["seconds"] for e in epochs], plan
 
@@ -137,7 +139,8 @@ def verdict(limit: float, dataloader: float, patchray: float) -> dict:
     return {"patchray_vs_dataloader": round(vs_loader, 3), "patchray_vs_decode_limit": round(vs_limit, 3),
             "dataloader_vs_decode_limit": round(dataloader / limit, 3),
             "goal_vs_dataloader": GOAL_VS_DATALOADER, "goal_vs_decode_limit": GOAL_VS_DECODE_LIMIT,
-            "met_vs_dataloader": vs_loader >= GOAL_VS_DATALOADER, "met_vs_decode_limit": vs_limit >= GOAL_VS_DECODE_LIMIT}
+            "met_vs_dataloader": vs_loader >= GOAL_VS_DATALOADER,
+            "met_vs_decode_limit": vs_limit >= GOAL_VS_DECODE_LIMIT}
 
 
 def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
@@ -195,16 +198,19 @@ def format_markdown(r: dict) -> str:
 
     goal = lambda met: "met" if met else "not met"  # noqa: E731
     return "\n".join([
-        f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops of 200x100, K={r['patches_per_crop']}",
+        f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops of 200x100, "
+        f"K={r['patches_per_crop']}",
         "",
         "| contender | patches/s | of decode limit | notes |",
         "|---|---|---|---|",
-        row("decode limit", r["decode_limit"], f"{r['decode_crops_per_s_per_core']:,} crops/s on one core x {r['cores']}"),
+        row("decode limit", r["decode_limit"],
+            f"{r['decode_crops_per_s_per_core']:,} crops/s on one core x {r['cores']}"),
         row("torch DataLoader", r["dataloader"], f"{r['cores']} worker processes, Python-loop cutting"),
         *[row(f"patchray (Ray Data -> Ray Train), decoded on {decode_on}", run["patches_per_s"],
               f"{r['resources']}; {DECODE_NOTES[decode_on]}") for decode_on, run in r["patchray_by_decode"].items()],
         "",
-        f"patchray (decoded on {r['patchray_decode_on']}) / DataLoader: {r['patchray_vs_dataloader']:.2f}x (goal {r['goal_vs_dataloader']:g}x, "
+        f"patchray (decoded on {r['patchray_decode_on']}) / DataLoader: {r['patchray_vs_dataloader']:.2f}x "
+        f"(goal {r['goal_vs_dataloader']:g}x, "
         f"{goal(r['met_vs_dataloader'])}); patchray / decode limit: {r['patchray_vs_decode_limit']:.2f} "
         f"(goal {r['goal_vs_decode_limit']:g}, {goal(r['met_vs_decode_limit'])})",
         "",

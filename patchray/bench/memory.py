@@ -8,7 +8,6 @@ materialised its dataset would hold every decoded crop at once, ~60 kB each, and
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,10 +17,11 @@ import psutil
 
 from patchray.bench.data import describe_machine, machine, repeated_shards, start_bench
 from patchray.patches import PatchTaskConfig
+from patchray.ray_compat import object_store_used_mib
+from patchray.train.config import TASK_FOLLOWS_INPUT, InputConfig, task_for
 
 GOAL_RATIO = 1.2  # peak at 10x the shards over peak at 1x, for each thing measured
 MEASURES = ("driver_rss_mib", "train_worker_rss_mib", "data_task_rss_mib", "object_store_mib")
-_PLASMA_USE = re.compile(r"Plasma memory usage (\d+) MiB")
 
 
 @dataclass
@@ -29,24 +29,21 @@ class MemoryBenchConfig:
     name: str = "bench_memory"
     out: str = "runs"
     data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
-    copies: int = 2          # the small run streams the shards this many times over (long enough to reach steady state)...
+    copies: int = 2          # the small run streams the shards this many times over (to reach steady state)...
     scale: int = 10          # ...the big run ``scale`` times as many
     sample_s: float = 0.25
-    crops_per_batch: int = 16
+    crops_per_step: int = 16
     seed: int = 0
+    input: InputConfig = field(default_factory=InputConfig)
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
+    RENAMED_KEYS = {"crops_per_batch": "crops_per_step"}
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
+
     def __post_init__(self):
-        if self.copies < 1 or self.scale < 2 or self.sample_s <= 0 or self.crops_per_batch < 1:
-            raise ValueError("need copies >= 1, scale >= 2, sample_s > 0 and crops_per_batch >= 1")
-
-
-def object_store_mib() -> float:
-    """MiB of the object store in use across the cluster, from Ray's memory summary."""
-    from ray._private.internal_api import memory_summary
-
-    found = _PLASMA_USE.search(memory_summary(stats_only=True))
-    return float(found.group(1)) if found else 0.0
+        self.task = task_for(self.task, self.input)
+        if self.copies < 1 or self.scale < 2 or self.sample_s <= 0 or self.crops_per_step < 1:
+            raise ValueError("need copies >= 1, scale >= 2, sample_s > 0 and crops_per_step >= 1")
 
 
 def _process_rss_mib() -> dict[str, float]:
@@ -87,7 +84,8 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.perf_counter() - self._start
-            values = {"driver_rss_mib": self._driver.memory_info().rss / 2**20, "object_store_mib": object_store_mib()}
+            values = {"driver_rss_mib": self._driver.memory_info().rss / 2**20,
+                      "object_store_mib": object_store_used_mib()}
             values |= _process_rss_mib()
             for measure, value in values.items():
                 self.series[measure].append((round(now, 2), round(value, 1)))
@@ -97,7 +95,7 @@ class MemorySampler:
         return {m: max((v for _, v in points), default=0.0) for m, points in self.series.items()}
 
 
-def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_batch: int, seed: int, storage: Path,
+def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_step: int, seed: int, storage: Path,
                       sample_s: float = 0.25) -> dict:
     """Stream ``files`` once through the pretraining ingest into one Ray Train worker, sampling memory."""
     from patchray.bench.stream import stream_to_one_worker
@@ -106,7 +104,7 @@ def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_batch: 
     shards = open_shards(files)
     start = time.perf_counter()
     with MemorySampler(sample_s) as sampler:
-        epochs, _ = stream_to_one_worker(shards, task, 1, crops_per_batch, seed, storage, f"stream-{len(files)}")
+        epochs, _ = stream_to_one_worker(shards, task, 1, crops_per_step, seed, storage, f"stream-{len(files)}")
     decoded_mib = shards.num_rows * task.crop_width * task.crop_height * 3 / 2**20
     return {"files": len(files), "crops": shards.num_rows, "crops_streamed": epochs[0]["crops"],
             "decoded_mib": round(decoded_mib, 1), "seconds": round(time.perf_counter() - start, 1),
@@ -123,7 +121,7 @@ def run_memory_bench(cfg: MemoryBenchConfig, log=print) -> dict:
     for label, copies in (("small", cfg.copies), ("large", cfg.copies * cfg.scale)):
         files = repeated_shards(base, copies, out / f"shards-{label}")
         log(f"[bench_memory] streaming {len(files)} shard files ({label}) ...")
-        runs[label] = stream_and_sample(files, cfg.task, cfg.crops_per_batch, cfg.seed, out / "ray", cfg.sample_s)
+        runs[label] = stream_and_sample(files, cfg.task, cfg.crops_per_step, cfg.seed, out / "ray", cfg.sample_s)
         log(f"[bench_memory]   {runs[label]['crops_streamed']} crops in {runs[label]['seconds']} s; peaks (MiB): "
             + ", ".join(f"{k} {v:.0f}" for k, v in runs[label]["peaks"].items()))
     ratios = {m: round(runs["large"]["peaks"][m] / max(runs["small"]["peaks"][m], 1e-9), 3) for m in MEASURES}

@@ -1,7 +1,8 @@
 """Training benchmark: what Ray Train costs. The same model, the same in-memory crops, the same patch batches
-and the same per-epoch checkpoint, stepped by a plain PyTorch loop in this process and by one Ray Train
-worker. Data loading is left out on purpose (that is ``bench_ingest``): both sides cut their patches from
-crops already in memory, so the ratio is Ray Train's overhead alone.
+and the same per-epoch checkpoint, stepped by pretraining's own step and epoch (``patchray.train.epoch``) in
+this process without Ray and in one Ray Train worker. Data loading is left out on purpose (that is
+``bench_ingest``): both sides cut their patches from crops already in memory, so the ratio is Ray Train's
+overhead alone.
 
 On a GPU (``device=cuda``, the default when there is one) it also reports patches/s per GPU with the
 accelerator settings (bf16 autocast, channels-last, optional torch.compile).
@@ -18,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from patchray import config as configlib
+from patchray.accel import CompileBackend, Device, channels_last_for, resolve_device, tune_for
 from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
-from patchray.patches import PatchTaskConfig, normalize_patches, training_patches
-from patchray.accel import (as_input, autocast, channels_last_for, check_compile, check_device, maybe_compile,
-                                  resolve_device, to_memory_format)
-from patchray.train.config import OptimConfig, check_decode_on
+from patchray.patches import PatchTaskConfig, training_patches
+from patchray.train.config import TASK_FOLLOWS_INPUT, DecodeOn, InputConfig, OptimConfig, task_for
+from patchray.train.epoch import pretext_step, train_epoch
 
 GOAL_OVERHEAD = 0.10  # Ray Train at most 10% slower than the plain loop
 
@@ -38,30 +38,32 @@ class TrainBenchConfig:
     model: str = "tiny"
     crops: int = 2048              # decoded once, held in memory by both contenders
     epochs: int = 4                # the first is warm-up; throughput is over the rest
-    batch_size: int = 128          # patches per step, as pretraining
+    patches_per_step: int = 128    # as pretraining
     # torch threads on each side, one comparison per entry (empty: all cores, then all but one, which leaves
     # Ray's own daemons a core of their own)
     threads: list[int] = field(default_factory=list)
-    device: str = "auto"           # auto | cpu | cuda
+    device: Device = "auto"        # auto | cpu | cuda
     amp: bool = True               # bf16 autocast (GPU only)
     channels_last: bool | None = None
-    compile: str = ""
+    compile: CompileBackend = ""
     # Then pretraining itself for this many epochs (one worker, Ray Data feeding it): patches/s per worker (per
     # GPU) and the share of time its steps waited for data, the last epoch's. 0: skip.
     pipeline_epochs: int = 2
-    decode_on: str = "data"        # that pretraining's decode_on (trainer: nvJPEG on the GPU)
+    decode_on: DecodeOn = "data"   # that pretraining's decode_on (trainer: nvJPEG on the GPU)
     seed: int = 0
+    input: InputConfig = field(default_factory=InputConfig)
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
+    RENAMED_KEYS = {"batch_size": "patches_per_step"}
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
+
     def __post_init__(self):
-        if self.crops < 1 or self.epochs < 2 or self.batch_size < 1:
-            raise ValueError("need crops >= 1, epochs >= 2 (one is warm-up) and batch_size >= 1")
-        if self.batch_size % self.task.patches_per_crop:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of task.patches_per_crop")
-        check_device(self.device)
-        check_compile(self.compile)
-        check_decode_on(self.decode_on)
+        self.task = task_for(self.task, self.input)
+        if self.crops < 1 or self.epochs < 2 or self.patches_per_step < 1:
+            raise ValueError("need crops >= 1, epochs >= 2 (one is warm-up) and patches_per_step >= 1")
+        if self.patches_per_step % self.task.patches_per_crop:
+            raise ValueError(f"patches_per_step {self.patches_per_step} must be a multiple of task.patches_per_crop")
         if any(t < 1 for t in self.threads):
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -70,46 +72,34 @@ class TrainBenchConfig:
         return list(self.threads) or sorted({cores, max(cores - 1, 1)}, reverse=True)
 
 
+def _patch_batches(crops: np.ndarray, crop_ids: list[str], task: PatchTaskConfig, seed: int, epoch: int,
+                   per_step: int, device: torch.device):
+    """An epoch's batches, cut as pretraining's collate cuts them (``training_patches``) and copied to ``device``:
+    what the step waits for."""
+    for first in range(0, len(crops) - per_step + 1, per_step):
+        patches, labels = training_patches(crops[first:first + per_step], crop_ids[first:first + per_step],
+                                           task, seed, epoch)
+        yield {"patches": torch.from_numpy(patches).to(device, non_blocking=True),
+               "labels": torch.from_numpy(labels).to(device, non_blocking=True)}
+
+
 def train_epochs(cfg: dict, crops: np.ndarray, crop_ids: list[str], device: torch.device, checkpoint) -> list[dict]:
     """The benchmark's work, identical on both sides: ``epochs`` passes over the crops in fixed batches, each
-    step cutting its patches, then forward, backward, SGD; ``checkpoint(state_dict)`` after every epoch.
-    Returns per epoch: patches, seconds, and seconds the step waited for its batch to reach the device."""
-    from patchray.models import PretextNet, build_trunk
-    from patchray.train.optim import build_optimizer
-
+    stepped by pretraining's own step and epoch (``patchray.train.epoch``: normalise, forward, loss, backward,
+    SGD); ``checkpoint(state_dict)`` after every epoch. Returns per epoch: patches, seconds, and seconds the step
+    waited for its batch (cut and copied to the device)."""
     bench = configlib.build(TrainBenchConfig, cfg)
-    torch.manual_seed(bench.seed)
-    task = bench.task
-    net = PretextNet(build_trunk(bench.model), task.num_classes, patch_size=task.patch_size, pairwise=task.pairwise)
-    channels_last = channels_last_for(bench.channels_last, device)
-    net = to_memory_format(net.to(device), channels_last)
-    model = maybe_compile(net, bench.compile)
-    optimizer = build_optimizer(net.parameters(), bench.optim)
-    per_step = bench.batch_size // task.patches_per_crop
+    tune_for(device)
+    step = pretext_step(bench.model, bench.task, bench.optim, seed=bench.seed, device=device, amp=bench.amp,
+                        channels_last=bench.channels_last, compile=bench.compile)
+    per_step = bench.patches_per_step // bench.task.patches_per_crop
     history = []
     for epoch in range(bench.epochs):
-        count, wait, start = 0, 0.0, time.perf_counter()
-        for first in range(0, len(crops) - per_step + 1, per_step):
-            fetched = time.perf_counter()
-            patches, labels = training_patches(crops[first:first + per_step], crop_ids[first:first + per_step],
-                                               task, bench.seed, epoch)
-            x = torch.from_numpy(patches).to(device, non_blocking=True)
-            y = torch.from_numpy(labels).to(device, non_blocking=True)
-            wait += time.perf_counter() - fetched
-            x = as_input(normalize_patches(x, task.normalize), channels_last)
-            with autocast(device, bench.amp):
-                logits = model(x).float()
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            count += len(labels)
-        loss.item()  # wait for the device before stopping the clock
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        history.append({"patches": count, "seconds": time.perf_counter() - start, "wait_s": wait,
-                        "loss": float(loss.item())})
-        checkpoint(net.state_dict())
+        batches = _patch_batches(crops, crop_ids, bench.task, bench.seed, epoch, per_step, device)
+        totals = train_epoch(batches, step, epoch, device)
+        history.append({"patches": int(totals.count), "seconds": totals.elapsed, "wait_s": totals.wait_s,
+                        "loss": totals.last_loss})
+        checkpoint(step.net.state_dict())
     return history
 
 
@@ -126,9 +116,10 @@ def plain_loop(cfg: dict, crops: np.ndarray, crop_ids: list[str], threads: int) 
 def _ray_train_loop(loop_config: dict) -> None:
     import ray
     import ray.train
-    import ray.train.torch
 
-    torch.set_num_threads(loop_config["threads"])
+    from patchray.train.worker import start_worker
+
+    _, _, device = start_worker(loop_config)
     crops, crop_ids = ray.get(loop_config["crops_ref"])
 
     def checkpoint(state):
@@ -136,25 +127,24 @@ def _ray_train_loop(loop_config: dict) -> None:
             torch.save(state, Path(folder, "model.pt"))
             ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    history = train_epochs(loop_config["config"], crops, crop_ids, ray.train.torch.get_device(), checkpoint)
+    history = train_epochs(loop_config["config"], crops, crop_ids, device, checkpoint)
     report_json({"history": history})
 
 
-def ray_train(cfg: dict, crops: np.ndarray, crop_ids: list[str], threads: int, storage: Path) -> tuple[list[dict], float]:
+def ray_train(cfg: dict, crops: np.ndarray, crop_ids: list[str], threads: int,
+              storage: Path) -> tuple[list[dict], float]:
     """The same work in one Ray Train worker holding ``threads`` CPUs (and a GPU when the device is CUDA)."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
+
+    from patchray.train.resources import ResourcePlan
+    from patchray.train.runner import make_trainer
 
     use_gpu = resolve_device(cfg["device"]).type == "cuda"
-    resources = {"CPU": threads} | ({"GPU": 1} if use_gpu else {})
+    plan = ResourcePlan(num_workers=1, use_gpu=use_gpu, cpus_per_worker=threads, data_cpus=0.0, torch_threads=threads,
+                        resources_per_worker={"CPU": threads} | ({"GPU": 1} if use_gpu else {}))
     start = time.perf_counter()
-    trainer = TorchTrainer(
-        _ray_train_loop,
-        train_loop_config={"config": cfg, "threads": threads, "crops_ref": ray.put((crops, crop_ids))},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=ray.train.RunConfig(storage_path=str(storage), name="train",
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    trainer = make_trainer(_ray_train_loop, {"config": cfg, "crops_ref": ray.put((crops, crop_ids))}, plan,
+                           location=(str(storage), "train"))
     history = fit_json(trainer)["history"]
     return history, time.perf_counter() - start
 
@@ -175,8 +165,8 @@ def run_train_bench(cfg: TrainBenchConfig, log=print) -> dict:
     crops, _ = decode_crops(images, cfg.task.crop_width, cfg.task.crop_height)
     device = resolve_device(cfg.device)
     plain_cfg = configlib.to_dict(cfg) | {"device": device.type}
-    log(f"[bench_train] {cfg.model} net, {len(crops)} crops x {cfg.epochs} epochs, batch {cfg.batch_size} patches, "
-        f"device {device.type}")
+    log(f"[bench_train] {cfg.model} net, {len(crops)} crops x {cfg.epochs} epochs, "
+        f"{cfg.patches_per_step} patches a step, device {device.type}")
     # Every plain loop first, before this process starts or joins Ray: the baseline is a user without Ray, and
     # a Ray driver's own threads in this process (and Ray's daemons on the machine) would slow it.
     plain = {}
@@ -192,7 +182,7 @@ def run_train_bench(cfg: TrainBenchConfig, log=print) -> dict:
             f"({ray_wall:.1f} s with start-up)")
         rows.append(compare(threads, history, wall, ray_history, ray_wall))
     result = {"machine": machine(), "model": cfg.model, "device": device.type, "crops": len(crops),
-              "epochs": cfg.epochs, "batch_size": cfg.batch_size, "amp": cfg.amp and device.type == "cuda",
+              "epochs": cfg.epochs, "patches_per_step": cfg.patches_per_step, "amp": cfg.amp and device.type == "cuda",
               "channels_last": channels_last_for(cfg.channels_last, device), "compile": cfg.compile,
               "goal_overhead": GOAL_OVERHEAD, "runs": rows}
     if cfg.pipeline_epochs:
@@ -200,8 +190,10 @@ def run_train_bench(cfg: TrainBenchConfig, log=print) -> dict:
     (out / "train.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "train.md").write_text(format_markdown(result))
     plot_throughput({f"{name}, {r['threads']} thread(s)": r[key] for r in rows
-                     for name, key in (("plain PyTorch", "plain_patches_per_s"), ("Ray Train", "ray_train_patches_per_s"))},
-                    out / "train.png", f"Training, {cfg.model} net on {device.type}, {describe_machine(result['machine'])}")
+                     for name, key in (("plain PyTorch", "plain_patches_per_s"),
+                                       ("Ray Train", "ray_train_patches_per_s"))},
+                    out / "train.png",
+                    f"Training, {cfg.model} net on {device.type}, {describe_machine(result['machine'])}")
     log(format_markdown(result))
     log(f"[bench_train] outputs in {out}: train.json, train.md, train.png, config.yaml")
     return result
@@ -215,8 +207,9 @@ def pipeline_pretraining(cfg: TrainBenchConfig, out: Path, log) -> dict:
 
     pretrain = configlib.build(PretrainConfig, {
         "name": "pretrain", "out": str(out), "data": list(cfg.data), "model": cfg.model, "seed": cfg.seed,
-        "epochs": cfg.pipeline_epochs, "batch_size": cfg.batch_size, "amp": cfg.amp, "channels_last": cfg.channels_last,
-        "compile": cfg.compile, "decode_on": cfg.decode_on, "task": cfg.task.to_dict(),
+        "epochs": cfg.pipeline_epochs, "patches_per_step": cfg.patches_per_step, "amp": cfg.amp,
+        "channels_last": cfg.channels_last, "compile": cfg.compile, "decode_on": cfg.decode_on,
+        "input": configlib.to_dict(cfg.input), "task": configlib.to_dict(cfg)["task"],
         "optim": configlib.to_dict(cfg.optim),
         "resources": {"num_workers": 1}})
     # A measurement, not a run to resume: the last benchmark's pretraining (its checkpoints) goes first.
@@ -243,7 +236,7 @@ def format_markdown(r: dict) -> str:
     per = " per GPU" if r["device"] == "cuda" else ""
     lines = [
         f"Training on {describe_machine(r['machine'])}: {r['model']} net, device {r['device']}, batch "
-        f"{r['batch_size']} patches, bf16 {'on' if r['amp'] else 'off'}, channels-last "
+        f"{r['patches_per_step']} patches, bf16 {'on' if r['amp'] else 'off'}, channels-last "
         f"{'on' if r['channels_last'] else 'off'}, compile {r['compile'] or 'off'}",
         "",
         f"| threads | plain PyTorch, patches/s{per} | Ray Train (1 worker), patches/s{per} | Ray Train / plain | "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from patchray import config as configlib
-from patchray.models.init import imagenet_cache_path, InitError
+from patchray.models.init import InitError, imagenet_cache_path
 from patchray.train.config import FinetuneConfig, PretrainConfig
 from patchray.train.identity import differences
 
@@ -42,7 +42,7 @@ class CompareConfig:
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(name="pretrain"))
     # Validation every 5 epochs on 600 crops keeps 12 fine-tuning runs affordable on 2 CPU cores;
     # the test split is scored whole.
-    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(eval_every=5, val_crops=600))
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(eval_every=5, val_limit=600))
 
     def __post_init__(self):
         if not self.seeds or not self.budgets:

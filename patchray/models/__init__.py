@@ -5,7 +5,7 @@ Importing this package registers all trunks (``tiny``, ``vgg16``,
 """
 
 from . import trunks as _trunks  # noqa: F401  (registers the trunks)
-from .heads import AttributeNet, PretextNet, attribute_loss, attribute_losses
+from .heads import AttributeNet, PretextNet, attribute_loss, attribute_losses, build_pretext_net
 from .registry import Trunk, build_trunk, list_trunks, register_trunk
 from .transfer import TransferReport, transfer_trunk
 from .trunks import ResNet18Trunk, TinyTrunk, VGG16Trunk, he_normal_init_
@@ -20,6 +20,7 @@ __all__ = [
     "ResNet18Trunk",
     "he_normal_init_",
     "PretextNet",
+    "build_pretext_net",
     "AttributeNet",
     "attribute_loss",
     "attribute_losses",

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import Trunk
+from .registry import Trunk, build_trunk
 
-__all__ = ["PretextNet", "AttributeNet", "attribute_losses", "attribute_loss"]
+__all__ = ["PretextNet", "build_pretext_net", "AttributeNet", "attribute_losses", "attribute_loss"]
 
 
 def _he_normal_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -95,6 +95,12 @@ class PretextNet(nn.Module):
         return self.head(self.features(patches))
 
 
+def build_pretext_net(model: str, task) -> PretextNet:
+    """The PatchTask net on the registered trunk ``model`` for ``task`` (a ``PatchTaskConfig``: its classes,
+    patch size and pairwise setting): what pretraining trains and the training benchmarks time."""
+    return PretextNet(build_trunk(model), task.num_classes, patch_size=task.patch_size, pairwise=task.pairwise)
+
+
 class AttributeNet(nn.Module):
     """Trunk + FC-``hidden`` (+ BatchNorm1d if the trunk has BN) + ReLU + one head per attribute.
 
@@ -143,7 +149,8 @@ class AttributeNet(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         if images.dim() != 4 or tuple(images.shape[-2:]) != self.input_hw:
-            raise ValueError(f"AttributeNet expects [B, 3, {self.input_hw[0]}, {self.input_hw[1]}], got {list(images.shape)}")
+            raise ValueError(f"AttributeNet expects [B, 3, {self.input_hw[0]}, {self.input_hw[1]}], "
+                             f"got {list(images.shape)}")
         shared = self.fc(self.pool(self.trunk(images)).flatten(1))
         return [head(shared) for head in self.heads]
 
@@ -161,7 +168,7 @@ def attribute_losses(logits_list: Sequence[Tensor], labels: Tensor,
     * ``class_weights[a]`` (``K_a`` weights; ``loss: balanced``): the class-weighted
       cross-entropy, sum over the labeled examples of ``w[a][target] * CE``,
       divided by the whole batch size B, N/A examples included: the reference's
-      convention (``attribute_datasets`` / PATCHTASK.md: "N/A examples zero loss,
+      convention (psudowe/patchit, ``attribute_datasets``: "N/A examples zero loss,
       averaged over the whole batch"). With weights normalised so that a labeled
       training example weighs 1 on average, it is the plain loss's scale times the
       labeled fraction of the batch.
@@ -171,7 +178,8 @@ def attribute_losses(logits_list: Sequence[Tensor], labels: Tensor,
     if labels.dim() != 2 or labels.shape[1] != len(logits_list):
         raise ValueError(f"labels must be [B, {len(logits_list)}], got {list(labels.shape)}")
     if class_weights is not None and len(class_weights) != len(logits_list):
-        raise ValueError(f"expected {len(logits_list)} class weight vectors (one per attribute), got {len(class_weights)}")
+        raise ValueError(f"expected {len(logits_list)} class weight vectors (one per attribute), "
+                         f"got {len(class_weights)}")
     labels = labels.long()
     losses = []
     for index, logits in enumerate(logits_list):
@@ -184,7 +192,8 @@ def attribute_losses(logits_list: Sequence[Tensor], labels: Tensor,
             continue
         weights = torch.as_tensor(class_weights[index], dtype=logits.dtype, device=logits.device)
         if weights.shape != (logits.shape[1],):
-            raise ValueError(f"class weights of attribute {index} must be [{logits.shape[1]}], got {list(weights.shape)}")
+            raise ValueError(f"class weights of attribute {index} must be [{logits.shape[1]}], "
+                             f"got {list(weights.shape)}")
         summed = F.cross_entropy(logits, column - 1, weight=weights, ignore_index=-1, reduction="sum")
         losses.append(summed / max(len(column), 1))
     return torch.stack(losses)

@@ -125,7 +125,7 @@ NORMALIZATION_FILE = "normalization.pt"
 
 def recorded_normalization(spec: InitSpec) -> dict | None:
     """How a PatchTask checkpoint's pretraining normalised its input: ``checkpoints/normalization.pt`` beside the
-    checkpoint (loaded with ``weights_only``), else ``task.normalize`` of its run folder's ``config.yaml`` (runs
+    checkpoint (loaded with ``weights_only``), else the normalisation its run folder's ``config.yaml`` records (runs
     from before that file; ``dataset`` then has lost its statistics and is refused); None without either."""
     import yaml
 
@@ -146,10 +146,12 @@ def recorded_normalization(spec: InitSpec) -> dict | None:
             raise InitError(f"init {spec}: {file} holds no valid normalisation record")
         return record
     try:
-        mode = ((yaml.safe_load((run / "config.yaml").read_text()) or {}).get("task") or {}).get("normalize")
+        recorded = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        # input.normalize since the shared input section; task.normalize before it
+        mode = (recorded.get("input") or {}).get("normalize") or (recorded.get("task") or {}).get("normalize")
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     if mode == "dataset":
-        raise InitError(f"init {spec}: its pretraining normalised with task.normalize=dataset, but its statistics "
+        raise InitError(f"init {spec}: its pretraining normalised with input.normalize=dataset, but its statistics "
                         f"({file}) are missing; fine-tuning cannot feed the trunk what it was trained on")
     return {"mode": mode} if mode in NORMALIZE_MODES else None

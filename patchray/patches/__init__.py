@@ -4,13 +4,34 @@ Pure numpy/torch, no Ray, so it runs the same in a data-pipeline worker, a
 training worker or a unit test.
 """
 from .grid import DEFAULT_PRESET, PRESETS, PatchGrid
-from .normalize import (NORMALIZE_MODES, PATCH_VARIANCE_EPS, PixelStatistics, channel_stats, dataset_channel_stats,
-                        normalize_images, normalize_patches)
+from .normalize import (
+                        NORMALIZE_MODES,
+                        PATCH_VARIANCE_EPS,
+                        PixelStatistics,
+                        channel_stats,
+                        dataset_channel_stats,
+                        normalize_images,
+                        normalize_patches,
+)
 from .on_device import cut_patches_on, task_patches_on
-from .sampling import (CHANNEL_DROP_FILLS, PatchPlan, crop_seed, cut_patches, pair_cells, pair_label, plan_patches,
-                       sample_patches)
-from .task import (STATS_EPOCH, VALIDATION_EPOCH, PatchTaskConfig, statistics_patches, training_patches,
-                   validation_patches)
+from .sampling import (
+                        CHANNEL_DROP_FILLS,
+                        PatchPlan,
+                        crop_seed,
+                        cut_patches,
+                        pair_cells,
+                        pair_label,
+                        plan_patches,
+                        sample_patches,
+)
+from .task import (
+                        STATS_EPOCH,
+                        VALIDATION_EPOCH,
+                        PatchTaskConfig,
+                        statistics_patches,
+                        training_patches,
+                        validation_patches,
+)
 
 __all__ = [
     "CHANNEL_DROP_FILLS",

@@ -63,17 +63,6 @@ class PatchGrid:
                 f"must stay below half that pitch: at most {self.max_jitter} px here"
             )
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: int) -> PatchGrid:
-        """Grid of a named preset ("pt8", "pt18"); ``overrides`` set any other field."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown patch grid preset {name!r}; known presets: {sorted(PRESETS)}")
-        fixed = {"cols", "rows"} & overrides.keys()
-        if fixed:
-            raise ValueError(f"preset {name!r} fixes {sorted(fixed)}; use PatchGrid(...) for a custom grid")
-        cols, rows = PRESETS[name]
-        return cls(cols=cols, rows=rows, **overrides)
-
     @property
     def num_classes(self) -> int:
         return self.cols * self.rows

@@ -7,7 +7,6 @@ horizontally never needs to know what "left" means for a given dataset.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +56,8 @@ class Attribute:
         try:
             return self.classes.index(class_name) + 1
         except ValueError:
-            raise ValueError(f"attribute {self.name!r} has no class {class_name!r}; classes: {list(self.classes)}") from None
+            raise ValueError(
+                f"attribute {self.name!r} has no class {class_name!r}; classes: {list(self.classes)}") from None
 
     def class_permutation(self) -> np.ndarray:
         """perm[v] = stored value after a horizontal flip, for v in 0..K (0 = N/A stays N/A)."""
@@ -76,7 +76,7 @@ class Attribute:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Attribute":
+    def from_dict(cls, d: dict) -> Attribute:
         unknown = set(d) - {"name", "classes", "mirror_partner", "mirror_classes"}
         if unknown:
             raise ValueError(f"attribute entry {d.get('name')!r} has unknown keys {sorted(unknown)}")
@@ -147,15 +147,8 @@ class AttributeSet:
         return [a.to_dict() for a in self.attributes]
 
     @classmethod
-    def from_list(cls, items: list[dict]) -> "AttributeSet":
+    def from_list(cls, items: list[dict]) -> AttributeSet:
         return cls(tuple(Attribute.from_dict(d) for d in items))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_list())
-
-    @classmethod
-    def from_json(cls, text: str) -> "AttributeSet":
-        return cls.from_list(json.loads(text))
 
 
 def _yes_no(name: str, partner: str | None = None) -> Attribute:

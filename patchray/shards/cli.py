@@ -6,7 +6,14 @@ import sys
 
 from patchray.shards.attributes import AttributeSet
 from patchray.shards.generate import generate_synthetic
-from patchray.shards.ingest import CocoFormatError, CropOptions, LabelsFormatError, ingest_coco, ingest_folder, ingest_mot
+from patchray.shards.ingest import (
+    CocoFormatError,
+    CropOptions,
+    LabelsFormatError,
+    ingest_coco,
+    ingest_folder,
+    ingest_mot,
+)
 from patchray.shards.ingest.boxes import ReferenceCrop
 from patchray.shards.ingest.coco import check_images_dir, load_coco
 from patchray.shards.ingest.folder import check_crops_dir, load_labels
@@ -14,8 +21,14 @@ from patchray.shards.ingest.mot import check_mot_inputs
 from patchray.shards.ingest.parse27k import ORIENTATIONS, ingest_parse27k, load_parse27k
 from patchray.shards.report import RunReport
 from patchray.shards.schema import SPLITS, DatasetMeta
-from patchray.shards.writer import (DEFAULT_ROWS_PER_SHARD, OutputExistsError, ShardWriter, StagedOutput,
-                                    check_output_dir, safe_text)
+from patchray.shards.writer import (
+    DEFAULT_ROWS_PER_SHARD,
+    OutputExistsError,
+    ShardWriter,
+    StagedOutput,
+    check_output_dir,
+    safe_text,
+)
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:

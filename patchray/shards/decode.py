@@ -8,7 +8,9 @@ skipped as ``image_too_large`` before any decoder allocates it.
 """
 from __future__ import annotations
 
+import typing
 import warnings
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,12 +41,8 @@ def _pil_rgb(data: bytes) -> np.ndarray:
 
 # How a crop of another shape becomes ``width x height``: "aspect" (the authors' rule) scales it to the
 # height and centre-crops or zero-pads the width, so a person is never stretched; "stretch" resizes both sides.
-CROP_FITS = ("aspect", "stretch")
-
-
-def check_crop_fit(fit: str) -> None:
-    if fit not in CROP_FITS:
-        raise ValueError(f"crop_fit must be one of {CROP_FITS}, got {fit!r}")
+CropFit = Literal["aspect", "stretch"]
+CROP_FITS = typing.get_args(CropFit)
 
 
 def fit_geometry(src_width: int, src_height: int, width: int, height: int, fit: str = "aspect"

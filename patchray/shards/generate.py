@@ -58,8 +58,7 @@ def _render_all(pool, seed, first, count, width, height, label, progress):
     done, t0, step = 0, time.time(), max(count // 10, 1)
     next_report = step
     for chunk in pool.map(_render_chunk, _chunks(seed, first, count, width, height)):
-        for item in chunk:
-            yield item
+        yield from chunk
         done += len(chunk)
         if progress and (done >= next_report or done == count):
             rate = done / max(time.time() - t0, 1e-9)

@@ -156,10 +156,6 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
         raise BadImage("unsupported_mode", f"mode {image.mode}: {type(e).__name__}: {e}") from None
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    return to_rgb(open_image(data))[0]
-
-
 def encode_image(image: Image.Image, fmt: str = "JPEG", quality: int = JPEG_QUALITY) -> bytes:
     buffer = io.BytesIO()
     if fmt == "JPEG":

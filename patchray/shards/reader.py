@@ -102,11 +102,6 @@ def footer_fingerprint(named_footers: list[tuple[str, dict]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def shard_fingerprint(files: list[str], filesystem=None) -> str:
-    """``footer_fingerprint`` of these files, reading only their footers (what ``open_shards`` records)."""
-    return footer_fingerprint([(path, pq.read_metadata(path, filesystem=filesystem).to_dict()) for path in files])
-
-
 def check_label_ranges(path: str, metadata, meta: DatasetMeta, filesystem=None) -> None:
     """Every ``attr_*`` value is 0 (N/A) or one of the attribute's 1..K classes; raise naming file, column and
     row otherwise. The footer's statistics decide without reading data; a row group without them (or one

@@ -66,12 +66,13 @@ class DatasetMeta:
         return {METADATA_KEY: json.dumps(self.to_dict()).encode()}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "dataset metadata") -> "DatasetMeta":
+    def from_dict(cls, d: dict, where: str = "dataset metadata") -> DatasetMeta:
         if not isinstance(d, dict):
             raise ShardSchemaError(where, None, f"dataset metadata must be a JSON object, got {type(d).__name__}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
-            raise ShardSchemaError(where, None, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+            raise ShardSchemaError(where, None,
+                                   f"format_version {version!r} is not supported (expected {FORMAT_VERSION})")
         try:
             attributes = AttributeSet.from_list(d.get("attributes", []))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -105,7 +106,8 @@ def validate_schema(schema: pa.Schema, path: str) -> DatasetMeta:
     if raw is None:
         if attr_columns:
             raise ShardSchemaError(path, attr_columns[0],
-                                   f"attribute column without attribute metadata (key {METADATA_KEY.decode()!r} is missing)")
+                                   "attribute column without attribute metadata "
+                                   f"(key {METADATA_KEY.decode()!r} is missing)")
         return DatasetMeta(name="", attributes=AttributeSet())
     try:
         doc = json.loads(raw)
@@ -116,7 +118,8 @@ def validate_schema(schema: pa.Schema, path: str) -> DatasetMeta:
     declared = set(meta.attributes.columns)
     for column in attr_columns:
         if column not in declared:
-            raise ShardSchemaError(path, column, f"attribute column is not declared in the metadata (declared: {sorted(declared)})")
+            raise ShardSchemaError(path, column,
+                                   f"attribute column is not declared in the metadata (declared: {sorted(declared)})")
         typ = schema.field(column).type
         if not pa.types.is_integer(typ):
             raise ShardSchemaError(path, column, f"has type {typ}, expected an integer (0 = N/A, 1..K)")

@@ -14,8 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patchray.shards.schema import (BOX, CROP_ID, FRAME, IMAGE, SCORE, SOURCE, SPLIT, SPLITS, DatasetMeta,
-                                    arrow_schema)
+from patchray.shards.schema import BOX, CROP_ID, FRAME, IMAGE, SCORE, SOURCE, SPLIT, SPLITS, DatasetMeta, arrow_schema
 
 DATASET_JSON = "dataset.json"
 SUMMARY_JSON = "summary.json"
@@ -376,10 +375,6 @@ class ShardWriter:
         info.bytes = os.path.getsize(staged)
         self.files.append(info)
 
-    @property
-    def rows_written(self) -> int:
-        return len(self._seen_ids)
-
     def close(self) -> list[ShardFile]:
         """Finish every file and ``dataset.json``; publish them unless the caller's ``output`` will."""
         if self._closed:
@@ -416,7 +411,8 @@ class ShardWriter:
 def write_dataset_json(out_dir: Path, meta: DatasetMeta, files: list[ShardFile]) -> Path:
     doc = meta.to_dict()
     doc["num_rows"] = sum(f.rows for f in files)
-    doc["files"] = [{"path": os.path.basename(f.path), "split": f.split, "rows": f.rows, "bytes": f.bytes} for f in files]
+    doc["files"] = [{"path": os.path.basename(f.path), "split": f.split, "rows": f.rows, "bytes": f.bytes}
+                    for f in files]
     path = out_dir / DATASET_JSON
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

@@ -1,6 +1,12 @@
-"""Pretraining configuration: plain data with defaults, loaded by patchray.config."""
+"""Job configurations: plain data with defaults, loaded by patchray.config.
+
+One vocabulary across jobs: ``input`` is how a detection crop becomes network input (the same section in
+pretraining and fine-tuning), ``patches_per_step`` and ``crops_per_step`` count what one optimiser step of one
+worker takes, ``holdout_crops`` are crops kept out of training and ``val_limit`` truncates a validation split.
+"""
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -8,6 +14,7 @@ from typing import Literal
 from patchray.accel import CompileBackend
 from patchray.patches import PatchTaskConfig
 from patchray.patches.normalize import NormalizeMode
+from patchray.shards.decode import CropFit
 from patchray.shards.default_data import SyntheticDataConfig
 from patchray.train.resources import ResourcesConfig
 
@@ -35,13 +42,49 @@ class OptimConfig:
             raise ValueError(f"weight_decay and output_l2 must be >= 0, got {self.weight_decay}, {self.output_l2}")
 
 
+@dataclass
+class InputConfig:
+    """How a detection crop becomes network input, in pretraining and fine-tuning alike."""
+    crop_width: int = 100
+    crop_height: int = 200
+    # A crop of another shape: "aspect" (the authors' rule: scale to the height, centre-crop or zero-pad the
+    # width; never stretched) or "stretch".
+    crop_fit: CropFit = "aspect"
+    # Pretraining: how each patch is normalised (patch: standardised on its own; dataset: the per-pixel mean/std
+    # over stats_patches training patches; none); null means patch. Fine-tuning: null follows the init (see
+    # README, Fine-tuning): a PatchTask init's pretraining normalisation carried over to whole crops, ImageNet's
+    # mean/std for imagenet, patch for random; set, it must agree with the init's.
+    normalize: NormalizeMode | None = None
+    # Fine-tuning with normalize=dataset: the per-channel mean/std ([0, 1] units), filled in from the PatchTask
+    # pretraining when the run is prepared (so config.yaml records them); given, they must be the pretraining's.
+    normalize_mean: list[float] | None = None
+    normalize_std: list[float] | None = None
+
+    def __post_init__(self):
+        if self.crop_width < 1 or self.crop_height < 1:
+            raise ValueError(f"crop size must be >= 1, got {self.crop_width} x {self.crop_height}")
+        stats = (self.normalize_mean, self.normalize_std)
+        if (stats[0] is None) != (stats[1] is None):
+            raise ValueError("give both normalize_mean and normalize_std, or neither")
+        if stats[0] is not None and (len(stats[0]) != 3 or len(stats[1]) != 3 or min(stats[1]) <= 0):
+            raise ValueError(f"normalize_mean / normalize_std need 3 values each (std > 0), got {stats}")
+
+
+# The pretext task's crop size and normalisation follow the input section, so each is set in one place: a
+# config holding both (pretraining, the benchmarks) names these DERIVED_KEYS and builds its task with task_for.
+TASK_FOLLOWS_INPUT = {"task.crop_width": "input.crop_width", "task.crop_height": "input.crop_height",
+                      "task.normalize": "input.normalize"}
+
+
+def task_for(task: PatchTaskConfig, given: InputConfig) -> PatchTaskConfig:
+    """``task`` on ``given``'s crop size and normalisation (null there: ``patch``, which it then records)."""
+    given.normalize = given.normalize or "patch"
+    return dataclasses.replace(task, crop_width=given.crop_width, crop_height=given.crop_height,
+                               normalize=given.normalize)
+
+
 DecodeOn = Literal["data", "trainer"]
 DECODE_ON = typing.get_args(DecodeOn)
-
-
-def check_decode_on(value: str) -> None:
-    if value not in DECODE_ON:
-        raise ValueError(f"decode_on must be one of {DECODE_ON}, got {value!r}")
 
 
 @dataclass
@@ -58,49 +101,55 @@ class PretrainConfig:
     # schedule (configs/*_reference.yaml) and stays near chance over a short default job.
     model: str = "tiny_d25"
     epochs: int = 3
-    batch_size: int = 128        # patches per optimiser step and worker
+    patches_per_step: int = 128  # patches per optimiser step and worker (whole crops: see crops_per_step)
     max_crops: int | None = None  # use at most this many training crops (None: all)
-    val_crops: int = 256         # crops held out for the fixed validation patch set
+    holdout_crops: int = 256     # crops held out of training for the fixed validation patch set
     amp: bool = True             # bf16 autocast, on GPU only
     channels_last: bool | None = None  # channels-last memory format (None: on GPUs only)
     compile: CompileBackend = ""  # torch.compile backend ("inductor"; "" for none)
     # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
     decode_on: DecodeOn = "data"
-    # How a crop of another shape becomes task.crop_width x task.crop_height: "aspect" (the authors' rule:
-    # scale to the height, centre-crop or zero-pad the width; never stretched) or "stretch".
-    crop_fit: Literal["aspect", "stretch"] = "aspect"
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
-    # task.normalize=dataset: the per-pixel mean/std are taken over this many training patches (every grid cell
+    # input.normalize=dataset: the per-pixel mean/std are taken over this many training patches (every grid cell
     # once per crop, so ~910 crops for pt18), computed by the driver before training. The reference used ~50k;
     # 16384 puts the statistics within 1% of a std of the full data's at a few seconds of decoding.
     stats_patches: int = 16384
+    input: InputConfig = field(default_factory=InputConfig)
+    # The pretext task. Its crop size and normalisation follow input (DERIVED_KEYS), so they are set once.
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
+    RENAMED_KEYS = {"batch_size": "patches_per_step", "val_crops": "holdout_crops", "crop_fit": "input.crop_fit"}
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
+
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.val_crops < 1 or self.stats_patches < 1:
-            raise ValueError("epochs, batch_size, val_crops and stats_patches must be >= 1")
-        if self.batch_size % self.task.patches_per_crop:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of task.patches_per_crop "
-                             f"{self.task.patches_per_crop} (a batch holds whole crops)")
+        if self.epochs < 1 or self.patches_per_step < 1 or self.holdout_crops < 1 or self.stats_patches < 1:
+            raise ValueError("epochs, patches_per_step, holdout_crops and stats_patches must be >= 1")
+        if self.input.normalize_mean is not None:
+            raise ValueError("input.normalize_mean / normalize_std are fine-tuning's: pretraining with "
+                             "input.normalize=dataset computes its own statistics (stats_patches)")
+        self.task = task_for(self.task, self.input)
+        if self.patches_per_step % self.task.patches_per_crop:
+            raise ValueError(f"patches_per_step {self.patches_per_step} must be a multiple of task.patches_per_crop "
+                             f"{self.task.patches_per_crop} (a step takes whole crops)")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
 
     @property
-    def crops_per_batch(self) -> int:
-        return self.batch_size // self.task.patches_per_crop
+    def crops_per_step(self) -> int:
+        return self.patches_per_step // self.task.patches_per_crop
 
 
 @dataclass
 class FinetuneConfig:
     name: str = "finetune"
     out: str = "runs"
-    # A folder of labeled shards named *-train-*, *-val-*, *-test-* (what make_shards writes); empty: the
-    # synthetic default's labeled part. train_data / val_data / test_data override it split by split.
-    data: str | None = None
+    # Folders of labeled shards named *-train-*, *-val-*, *-test-* (what make_shards writes); empty: the
+    # synthetic default's labeled part. train_data / val_data / test_data (shard globs) override it split by split.
+    data: list[str] = field(default_factory=list)
     train_data: list[str] = field(default_factory=list)
     val_data: list[str] = field(default_factory=list)
     test_data: list[str] = field(default_factory=list)
@@ -112,21 +161,9 @@ class FinetuneConfig:
     model: str = "tiny_d25"
     seed: int = 0
     epochs: int = 15
-    batch_size: int = 32              # crops per optimiser step and worker
+    crops_per_step: int = 32          # crops per optimiser step and worker
     labels: int | None = None         # label budget: this many training crops, chosen by seed (None: all)
-    crop_width: int = 100
-    crop_height: int = 200
-    crop_fit: Literal["aspect", "stretch"] = "aspect"  # as in pretraining: scale to the height, never stretch
     mirror: bool = True               # mirror training crops at random, swapping left/right labels
-    # Input normalisation; null: as the init says (see README, Fine-tuning): a PatchTask init's pretraining
-    # normalisation, carried over to whole crops (patch -> each crop standardised; dataset -> the pretraining's
-    # per-pixel mean/std pooled per channel; none -> none), ImageNet's mean/std for imagenet, patch for random.
-    # Set, it must agree with the init's (a mismatch is refused, naming both).
-    normalize: NormalizeMode | None = None
-    # dataset: the per-channel mean/std ([0, 1] units), filled in from the PatchTask pretraining when the run
-    # is prepared (so config.yaml records them); given, they must be the pretraining's.
-    normalize_mean: list[float] | None = None
-    normalize_std: list[float] | None = None
     hidden: int = 512
     freeze_blocks: int = 0            # keep the first N trunk blocks fixed
     trunk_lr_mult: float = 1.0        # trunk learning rate = optim.lr * this
@@ -136,20 +173,25 @@ class FinetuneConfig:
     # average; a class absent from the training split weighs 0. See README, Fine-tuning.
     loss: Literal["ce", "balanced"] = "ce"
     eval_every: int = 1               # validation every N epochs (and always after the last)
-    val_crops: int | None = None      # score validation on the first N val crops (None: all); test uses all
+    val_limit: int | None = None      # score validation on the first N val crops (None: all); test uses all
     amp: bool = True
     max_failures: int = 1
     # lr 0.002: the loss sums 11 attributes' cross-entropies, and at 0.01 a randomly initialised tiny net
     # diverged on our data (0.002 was the best of 0.002 / 0.005 / 0.01 for random init at 250 labels).
+    input: InputConfig = field(default_factory=InputConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.002, schedule="cosine", weight_decay=5e-4))
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
+    RENAMED_KEYS = {"batch_size": "crops_per_step", "val_crops": "val_limit", "crop_width": "input.crop_width",
+                    "crop_height": "input.crop_height", "crop_fit": "input.crop_fit", "normalize": "input.normalize",
+                    "normalize_mean": "input.normalize_mean", "normalize_std": "input.normalize_std"}
+
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch_size and eval_every must be >= 1")
-        if self.val_crops is not None and self.val_crops < 1:
-            raise ValueError(f"val_crops must be >= 1 (or null for all), got {self.val_crops}")
+        if self.epochs < 1 or self.crops_per_step < 1 or self.eval_every < 1:
+            raise ValueError("epochs, crops_per_step and eval_every must be >= 1")
+        if self.val_limit is not None and self.val_limit < 1:
+            raise ValueError(f"val_limit must be >= 1 (or null for all), got {self.val_limit}")
         if self.labels is not None and self.labels < 1:
             raise ValueError(f"labels must be >= 1 (or null for all), got {self.labels}")
         if self.freeze_blocks < 0 or self.trunk_lr_mult < 0:
@@ -158,20 +200,15 @@ class FinetuneConfig:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
         from patchray.models.init import parse_init
         init = parse_init(self.init)
-        stats = (self.normalize_mean, self.normalize_std)
-        if (stats[0] is None) != (stats[1] is None):
-            raise ValueError("give both normalize_mean and normalize_std, or neither")
-        if stats[0] is not None:
-            if self.normalize != "dataset" or init.kind != "patchtask":
-                raise ValueError("normalize_mean / normalize_std are the dataset statistics of a PatchTask "
-                                 "pretraining: only with normalize=dataset and init=patchtask:...")
-            if len(stats[0]) != 3 or len(stats[1]) != 3 or min(stats[1]) <= 0:
-                raise ValueError(f"normalize_mean / normalize_std need 3 values each (std > 0), got {stats}")
-        if init.kind == "imagenet" and self.normalize not in (None, "dataset"):
-            raise ValueError(f"normalize={self.normalize!r} disagrees with init imagenet, whose weights expect "
-                             "ImageNet's mean/std (normalize=dataset); leave normalize unset")
-        if init.kind == "random" and self.normalize == "dataset":
-            raise ValueError("normalize=dataset takes its statistics from a PatchTask pretraining "
+        normalize = self.input.normalize
+        if self.input.normalize_mean is not None and (normalize != "dataset" or init.kind != "patchtask"):
+            raise ValueError("input.normalize_mean / normalize_std are the dataset statistics of a PatchTask "
+                             "pretraining: only with input.normalize=dataset and init=patchtask:...")
+        if init.kind == "imagenet" and normalize not in (None, "dataset"):
+            raise ValueError(f"input.normalize={normalize!r} disagrees with init imagenet, whose weights expect "
+                             "ImageNet's mean/std (input.normalize=dataset); leave input.normalize unset")
+        if init.kind == "random" and normalize == "dataset":
+            raise ValueError("input.normalize=dataset takes its statistics from a PatchTask pretraining "
                              "(init=patchtask:...); init random has none: use patch or none")
         if self.optim.output_l2:
             raise ValueError("optim.output_l2 applies to the pretext net's output layer (pretraining); "

@@ -16,12 +16,12 @@ from patchray.metrics import metrics_table_markdown, parse27k_table_markdown, to
 from patchray.models.init import parse_init
 from patchray.patches import crop_seed
 from patchray.shards.decode import decode_crops
+from patchray.shards.default_data import ensure_synthetic
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE, ShardSchemaError
 from patchray.train.checkpoint import atomic_torch_save
 from patchray.train.config import FinetuneConfig
 from patchray.train.identity import check_resumable, location_path, run_identity
-from patchray.shards.default_data import ensure_synthetic
 from patchray.train.pretrain import DatasetTooSmallError
 from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
@@ -32,12 +32,12 @@ BUDGET_EPOCH = -2
 
 
 def resolve_splits(cfg: FinetuneConfig, log=print) -> dict[str, list[str]]:
-    folder = cfg.data
-    if folder is None and not (cfg.train_data and cfg.val_data and cfg.test_data):
-        folder = os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")
+    folders = list(cfg.data)
+    if not folders and not (cfg.train_data and cfg.val_data and cfg.test_data):
+        folders = [os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")]
     splits = {}
     for split, explicit in (("train", cfg.train_data), ("val", cfg.val_data), ("test", cfg.test_data)):
-        splits[split] = list(explicit) if explicit else [os.path.join(folder, f"*-{split}-*.parquet")]
+        splits[split] = list(explicit) or [os.path.join(folder, f"*-{split}-*.parquet") for folder in folders]
     return splits
 
 
@@ -164,10 +164,10 @@ def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
 
 
 def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: PreparedFinetune | None = None) -> dict:
+    import ray
+
     from patchray.pipeline import crop_dataset
     from patchray.train.finetune_loop import finetune_loop
-
-    import ray
 
     t0 = time.time()
     run = prepared or prepare_finetune(cfg, log)
@@ -186,10 +186,11 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
     if train_rows < plan.num_workers:
         raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "
                                    f"{plan.num_workers} training workers: add data or lower resources.num_workers")
-    val = read_labeled(shards["val"], cfg.crop_width, cfg.crop_height, "val", cfg.crop_fit)
-    if cfg.val_crops is not None:
-        val = (val[0][:cfg.val_crops], val[1][:cfg.val_crops], val[2])
-    test = read_labeled(shards["test"], cfg.crop_width, cfg.crop_height, "test", cfg.crop_fit)
+    size = cfg.input
+    val = read_labeled(shards["val"], size.crop_width, size.crop_height, "val", size.crop_fit)
+    if cfg.val_limit is not None:
+        val = (val[0][:cfg.val_limit], val[1][:cfg.val_limit], val[2])
+    test = read_labeled(shards["test"], size.crop_width, size.crop_height, "test", size.crop_fit)
     log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {len(test[0])} test; output -> {out}")
     log(f"[finetune] {plan.describe()}")
     class_weights = None
@@ -197,9 +198,9 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
         class_weights = balanced_class_weights(training_class_counts(shards["train"], budget, cfg.mirror))
         log("[finetune] loss balanced, class weights: " + "; ".join(
             f"{a.name} " + "/".join(f"{w:.2f}" for w in ws) for a, ws in zip(attributes, class_weights)))
-    dataset = crop_dataset(shards["train"], cfg.crop_width, cfg.crop_height, include_ids=budget,
+    dataset = crop_dataset(shards["train"], size.crop_width, size.crop_height, include_ids=budget,
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
-                           data_resources=cfg.resources.data_resources, fit=cfg.crop_fit)
+                           data_resources=cfg.resources.data_resources, fit=size.crop_fit)
     state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
                                          "identity": run.identity, "stream_rows": train_rows,
                                          "class_weights": class_weights,

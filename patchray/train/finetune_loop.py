@@ -1,9 +1,7 @@
-"""The Ray Train worker loop of attribute fine-tuning."""
+"""The Ray Train worker loop of attribute fine-tuning: a recipe of the shared parts (``patchray.train.epoch``:
+the step and the epoch; ``patchray.train.worker``: start, resume, sums over workers, report and checkpoint),
+with what only fine-tuning has: the attribute net, its input normalisation and the attribute metrics."""
 from __future__ import annotations
-
-import math
-import time
-from collections import Counter
 
 import numpy as np
 import ray.train
@@ -12,18 +10,24 @@ import torch
 import torch.distributed as dist
 
 from patchray import config as configlib
+from patchray.accel import autocast
 from patchray.metrics import attribute_metrics, to_jsonable
 from patchray.models import AttributeNet, attribute_loss, build_trunk
-from patchray.models.init import (IMAGENET_MEAN, IMAGENET_STD, InitError, initialise_trunk, parse_init,
-                                  recorded_normalization)
+from patchray.models.init import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InitError,
+    initialise_trunk,
+    parse_init,
+    recorded_normalization,
+)
 from patchray.patches import channel_stats, normalize_images
-from patchray.pipeline import AttributeCollate
+from patchray.pipeline import AttributeCollate, local_shuffle_seed
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
+from patchray.train.epoch import StepResult, TrainStep, accelerate, padded, train_epoch
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
-from patchray.train.rows import epoch_rows
-from patchray.accel import autocast
-from patchray.train.worker import gather_counters, report_epoch, resume, sum_across_workers, timed
+from patchray.train.worker import reduce_epoch, report_epoch, resume, start_worker
 
 EVAL_BATCH = 64
 
@@ -32,60 +36,64 @@ def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialis
     """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report)."""
     trunk = build_trunk(cfg.model)
     report = initialise_trunk(trunk, cfg.init, cfg.model) if initialise else None
-    net = AttributeNet(trunk, [a.num_classes for a in attributes], input_hw=(cfg.crop_height, cfg.crop_width),
-                       hidden=cfg.hidden)
+    net = AttributeNet(trunk, [a.num_classes for a in attributes],
+                       input_hw=(cfg.input.crop_height, cfg.input.crop_width), hidden=cfg.hidden)
     if cfg.freeze_blocks:
         net.trunk.freeze_blocks(cfg.freeze_blocks)
     return net, report
 
 
 def resolve_normalization(cfg: FinetuneConfig) -> None:
-    """Set ``cfg.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what a PatchTask
-    init's pretraining used (``recorded_normalization``), carried over to whole crops: ``patch`` standardises
-    each crop per channel as pretraining did each patch, ``dataset`` takes the pretraining's per-pixel mean/std
-    pooled per channel (``channel_stats``), ``none`` is none. A normalisation the config sets that differs from
-    the pretraining's is refused, naming both. A random init, or a PatchTask checkpoint without any record
-    (hand-made), takes ``cfg.normalize`` or ``patch``; an imagenet init ImageNet's mean/std (see :func:`normalise`).
+    """Set ``cfg.input.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what a
+    PatchTask init's pretraining used (``recorded_normalization``), carried over to whole crops: ``patch``
+    standardises each crop per channel as pretraining did each patch, ``dataset`` takes the pretraining's
+    per-pixel mean/std pooled per channel (``channel_stats``), ``none`` is none. A normalisation the config sets
+    that differs from the pretraining's is refused, naming both. A random init, or a PatchTask checkpoint without
+    any record (hand-made), takes ``input.normalize`` or ``patch``; an imagenet init ImageNet's mean/std (see
+    :func:`normalise`).
     """
+    given = cfg.input
     init = parse_init(cfg.init)
     if init.kind == "random":
-        cfg.normalize = cfg.normalize or "patch"
+        given.normalize = given.normalize or "patch"
     if init.kind != "patchtask":
         return
     record = recorded_normalization(init)
     if record is None:
-        if cfg.normalize == "dataset" and cfg.normalize_mean is None:
-            raise InitError(f"normalize=dataset, but init {init} records no pretraining statistics")
-        cfg.normalize = cfg.normalize or "patch"
+        if given.normalize == "dataset" and given.normalize_mean is None:
+            raise InitError(f"input.normalize=dataset, but init {init} records no pretraining statistics")
+        given.normalize = given.normalize or "patch"
         return
     pretrained = record["mode"]
-    if cfg.normalize is not None and cfg.normalize != pretrained:
-        raise InitError(f"fine-tuning normalize={cfg.normalize!r}, but init {init} was pretrained with "
-                        f"task.normalize={pretrained!r}: the trunk must see input normalised as in pretraining. "
-                        f"Leave normalize unset (it follows the pretraining), or pretrain with "
-                        f"task.normalize={cfg.normalize}")
-    cfg.normalize = pretrained
+    if given.normalize is not None and given.normalize != pretrained:
+        raise InitError(f"fine-tuning input.normalize={given.normalize!r}, but init {init} was pretrained with "
+                        f"input.normalize={pretrained!r}: the trunk must see input normalised as in pretraining. "
+                        f"Leave input.normalize unset (it follows the pretraining), or pretrain with "
+                        f"input.normalize={given.normalize}")
+    given.normalize = pretrained
     if pretrained == "dataset":
         mean, std = channel_stats(record["mean"], record["std"])
-        if cfg.normalize_mean is not None and not np.allclose([cfg.normalize_mean, cfg.normalize_std], [mean, std],
-                                                              rtol=1e-6, atol=1e-9):
-            raise InitError(f"normalize_mean/normalize_std {cfg.normalize_mean} / {cfg.normalize_std} differ from "
-                            f"init {init}'s pretraining statistics {mean} / {std}; leave them unset")
-        cfg.normalize_mean, cfg.normalize_std = mean, std
+        if given.normalize_mean is not None and not np.allclose([given.normalize_mean, given.normalize_std],
+                                                                [mean, std], rtol=1e-6, atol=1e-9):
+            raise InitError(f"input.normalize_mean/normalize_std {given.normalize_mean} / {given.normalize_std} "
+                            f"differ from init {init}'s pretraining statistics {mean} / {std}; leave them unset")
+        given.normalize_mean, given.normalize_std = mean, std
 
 
 def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
     """uint8 crops [B, H, W, 3] -> network input: ImageNet's mean/std for an imagenet init, else
-    ``cfg.normalize`` (settled by :func:`resolve_normalization` for a PatchTask init; ``patch`` by default)."""
+    ``cfg.input.normalize`` (settled by :func:`resolve_normalization` for a PatchTask init; ``patch`` by
+    default)."""
+    given = cfg.input
     init = parse_init(cfg.init).kind
     if init == "imagenet":
         return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    if init == "patchtask" and cfg.normalize is None:
+    if init == "patchtask" and given.normalize is None:
         raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
                          "(resolve_normalization, when the driver prepares the run)")
-    if cfg.normalize == "dataset":
-        return normalize_images(images, "dataset", mean=cfg.normalize_mean, std=cfg.normalize_std)
-    return normalize_images(images, cfg.normalize or "patch")
+    if given.normalize == "dataset":
+        return normalize_images(images, "dataset", mean=given.normalize_mean, std=given.normalize_std)
+    return normalize_images(images, given.normalize or "patch")
 
 
 def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.ndarray]:
@@ -143,84 +151,62 @@ def scores_text(metrics: dict, prefix: str = "val") -> str:
     return f" {prefix} " + " ".join(parts) if parts else ""
 
 
+class AttributeStep:
+    """Fine-tuning's step on a batch ``{"images": uint8 crops, "labels": [B, A]}``: to the device, normalised
+    (:func:`normalise`), the attribute loss (balanced with ``class_weights``, one tensor per attribute)."""
+
+    def __init__(self, train: TrainStep, cfg: FinetuneConfig, attributes: AttributeSet):
+        self.train, self.cfg = train, cfg
+        self.empty = ((1, cfg.input.crop_height, cfg.input.crop_width, 3), (1, len(attributes)))
+
+    def __call__(self, batch: dict, *, epoch: int = 0, step: int = 1) -> StepResult:
+        images, labels, weight = padded(batch["images"], batch["labels"], *self.empty)
+        x = normalise(images.to(self.train.device, non_blocking=True), self.cfg)
+        loss, _ = self.train(x, labels.to(self.train.device, non_blocking=True), weight, epoch=epoch, step=step)
+        return StepResult(loss, len(labels), weight)
+
+
 def finetune_loop(loop_config: dict) -> None:
     cfg = configlib.build(FinetuneConfig, loop_config["config"])
     attributes = AttributeSet.from_list(loop_config["attributes"])
-    torch.set_num_threads(loop_config["torch_threads"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = start_worker(loop_config)
 
     # The driver built and initialised the net once (it holds the checkpoint files); every rank starts from it.
     net, _ = build_attribute_net(cfg, attributes, initialise=False)
     net.load_state_dict(ray.get(loop_config["initial_ref"]))
-    if cfg.freeze_blocks:
-        net.trunk.freeze_blocks(cfg.freeze_blocks)
+    model, base = accelerate(net, device, prepare=ray.train.torch.prepare_model)
     trunk_params = [p for p in net.trunk.parameters() if p.requires_grad]
     head_params = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk_params, "lr_mult": cfg.trunk_lr_mult}, {"params": head_params, "lr_mult": 1.0}]
     optimizer = build_optimizer([g for g in groups if g["params"]], cfg.optim)
-    start_epoch, history = resume(net, optimizer, loop_config, "finetune", rank)
-    model = ray.train.torch.prepare_model(net)
-    base = model.module if hasattr(model, "module") else model
-
-    val = ray.get(loop_config["val_ref"])
-    test = ray.get(loop_config["test_ref"])
+    start_epoch, history = resume(base, optimizer, loop_config, "finetune", rank)
     # loss: balanced: per-attribute class weights from the driver (the training split's class frequencies).
     class_weights = loop_config.get("class_weights")
     if class_weights is not None:
         class_weights = [torch.tensor(w, dtype=torch.float32, device=device) for w in class_weights]
+    step = AttributeStep(TrainStep(model, optimizer, lambda logits, y: attribute_loss(logits, y, class_weights),
+                                   device=device, amp=cfg.amp, lr=cfg.optim.lr, what="fine-tuning"), cfg, attributes)
+
+    val = ray.get(loop_config["val_ref"])
+    test = ray.get(loop_config["test_ref"])
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
         set_lr(optimizer, lr)
         batches = shard.iter_torch_batches(
-            batch_size=cfg.batch_size, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror),
-            drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.batch_size * 4,
-            local_shuffle_seed=(cfg.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31)
-        loss_sum = count = wait_s = 0.0
-        received = 0
-        skipped: Counter = Counter()
-        t_epoch = time.perf_counter()
-        for waited, batch in timed(batches):
-            wait_s += waited
-            skipped.update(batch["skipped"])
-            received += batch["rows"]
-            images, labels = batch["images"], batch["labels"]
-            # An all-bad batch still steps (with zero weight): DDP ranks must take the same number of steps.
-            weight = 1.0 if len(labels) else 0.0
-            if not len(labels):
-                images = torch.zeros((1, cfg.crop_height, cfg.crop_width, 3), dtype=torch.uint8)
-                labels = torch.zeros((1, len(attributes)), dtype=torch.long)
-            x = normalise(images.to(device, non_blocking=True), cfg)
-            y = labels.to(device, non_blocking=True)
-            with autocast(device, cfg.amp):
-                logits = [l.float() for l in model(x)]
-            loss = attribute_loss(logits, y, class_weights) * weight
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):  # before the step: the weights stay those of the last good step
-                raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1} (loss {loss_value}); "
-                                         f"lower optim.lr (now {cfg.optim.lr:g})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss_value * len(y)
-            count += len(y) * weight
-        elapsed = time.perf_counter() - t_epoch
-        totals = sum_across_workers([loss_sum, count, wait_s, elapsed, received], device)
-        skipped = gather_counters(skipped)
+            batch_size=cfg.crops_per_step, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror),
+            drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.crops_per_step * 4,
+            local_shuffle_seed=local_shuffle_seed(cfg.seed, epoch, rank))
+        totals = reduce_epoch(train_epoch(batches, step, epoch, device), device)
         last = epoch == cfg.epochs - 1
         val_metrics = test_metrics = None
         if last or (epoch + 1) % cfg.eval_every == 0:
             val_metrics = evaluate(base, val, attributes, cfg, device, rank, world)
         if last:
             test_metrics = evaluate(base, test, attributes, cfg, device, rank, world)
-        metrics = {"epoch": epoch, "lr": lr, "loss": totals[0] / max(totals[1], 1), "crops": int(totals[1]),
-                   "crops_per_s": totals[1] / max(totals[3], 1e-9), "data_wait_frac": totals[2] / max(totals[3], 1e-9),
-                   "skipped_rows": int(sum(skipped.values())), "workers": world}
-        metrics |= epoch_rows(loop_config["stream_rows"], int(totals[4]), int(sum(skipped.values())))
+        metrics = {"epoch": epoch, "lr": lr} | totals.metrics("crops", world, loop_config["stream_rows"])
         metrics |= _summary_metrics("val", val_metrics) | _summary_metrics("test", test_metrics)
-        history.append(metrics | {"skipped": dict(skipped), "val": to_jsonable(val_metrics),
+        history.append(metrics | {"skipped": dict(totals.skipped), "val": to_jsonable(val_metrics),
                                   "test": to_jsonable(test_metrics)})
         if rank == 0:
             scores = scores_text(metrics) if val_metrics else ""

@@ -17,10 +17,10 @@ from patchray.shards.default_data import ensure_synthetic
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import atomic_torch_save, sub_state
-from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.config import PretrainConfig
-from patchray.train.resources import ResourcePlan
 from patchray.train.identity import check_resumable, location_path, run_identity
+from patchray.train.resources import ResourcePlan
+from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "pretrain"
@@ -57,7 +57,7 @@ def read_validation_crops(shards: ShardSet, count: int, width: int, height: int,
     return np.stack(pixels), np.array(ids, dtype=object)
 
 
-# Row groups that task.normalize=dataset's statistics are spread over, at most (each is read whole; only its chosen
+# Row groups that input.normalize=dataset's statistics are spread over, at most (each is read whole; only its chosen
 # crops are decoded).
 STATS_ROW_GROUPS = 16
 
@@ -89,16 +89,16 @@ def input_normalization(shards: ShardSet, cfg: PretrainConfig, exclude_ids, log=
         chosen = sorted((i for i, c in enumerate(ids) if c not in excluded),
                         key=lambda i: crop_seed(cfg.seed, STATS_EPOCH, ids[i]))[:min(quota, wanted - crops)]
         pixels, reasons = decode_crops(table.column(IMAGE).take(chosen).to_pylist(), task.crop_width,
-                                       task.crop_height, cfg.crop_fit)
+                                       task.crop_height, cfg.input.crop_fit)
         good = [k for k, reason in enumerate(reasons) if not reason]
         if good:
             stats.add(statistics_patches(pixels[good], [ids[chosen[k]] for k in good], task, cfg.seed))
             crops += len(good)
     if not crops:
-        raise DatasetTooSmallError(f"task.normalize=dataset: no decodable training crop in {list(shards.files)} "
+        raise DatasetTooSmallError(f"input.normalize=dataset: no decodable training crop in {list(shards.files)} "
                                    f"for the statistics ({len(excluded)} held out for validation)")
     mean, std = stats.mean_std()
-    log(f"[pretrain] normalize=dataset: per-pixel mean/std over {stats.count} patches of {crops} training crops")
+    log(f"[pretrain] input.normalize=dataset: per-pixel mean/std over {stats.count} patches of {crops} training crops")
     return {"mode": "dataset", "mean": mean, "std": std, "patches": stats.count, "crops": crops}
 
 
@@ -106,10 +106,10 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
     out = run_dir(cfg)
     data = resolve_data(cfg, log)
     shards = open_shards(data)  # schema errors stop here, before any cluster work
-    if shards.num_rows <= cfg.val_crops:
+    if shards.num_rows <= cfg.holdout_crops:
         raise DatasetTooSmallError(
-            f"{len(shards.files)} shard(s) hold {shards.num_rows} crops, and val_crops={cfg.val_crops} are held out "
-            "for validation: none would be left to train on. Lower val_crops or add data")
+            f"{len(shards.files)} shard(s) hold {shards.num_rows} crops, and holdout_crops={cfg.holdout_crops} "
+            "are held out for validation: none would be left to train on. Lower holdout_crops or add data")
     resolved = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": data})
     init_ray()
     plan = plan_for_cluster(cfg.resources)
@@ -135,22 +135,23 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
         log(f"[pretrain] resuming after epoch {resumes_after + 1} from {location_path(location)}")
 
     task = cfg.task
-    val_pixels, val_ids = read_validation_crops(shards, cfg.val_crops, task.crop_width, task.crop_height, cfg.crop_fit)
+    val_pixels, val_ids = read_validation_crops(shards, cfg.holdout_crops, task.crop_width, task.crop_height,
+                                                cfg.input.crop_fit)
     # Crop ids are unique within a dataset (make_shards refuses duplicates), so the held-out ids are the rows
     # the stream loses to validation.
     stream_rows = shards.num_rows - len(val_ids)
     if cfg.max_crops is not None:
         stream_rows = min(stream_rows, cfg.max_crops)
-    needed = plan.num_workers * cfg.crops_per_batch
+    needed = plan.num_workers * cfg.crops_per_step
     if stream_rows < needed:
         raise DatasetTooSmallError(
             f"{stream_rows} crops are left for training ({shards.num_rows} in the shards, {len(val_ids)} held out "
             f"for validation" + (f", max_crops={cfg.max_crops}" if cfg.max_crops is not None else "")
-            + f"): fewer than one batch ({cfg.crops_per_batch} crops) for each of {plan.num_workers} worker(s). "
-            "Lower val_crops or batch_size, or add data")
+            + f"): fewer than one batch ({cfg.crops_per_step} crops) for each of {plan.num_workers} worker(s). "
+            "Lower holdout_crops or patches_per_step, or add data")
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
                            seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data",
-                           fit=cfg.crop_fit)
+                           fit=cfg.input.crop_fit)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     normalization = input_normalization(shards, cfg, val_ids.tolist(), log)

@@ -1,16 +1,30 @@
-"""What the pretraining and fine-tuning worker loops share: cross-worker sums, autocast, resume, reporting."""
+"""The Ray side of a training worker, shared by pretraining and fine-tuning: its start, resuming, the sums over
+workers at an epoch's end, and the report with its checkpoint. The epoch itself (step, timing, totals) is
+``patchray.train.epoch``, which needs no Ray."""
 from __future__ import annotations
 
 import tempfile
-import time
 from collections import Counter
 
 import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from patchray.accel import tune_for
 from patchray.train.checkpoint import load_checkpoint, save_checkpoint
+from patchray.train.epoch import EpochTotals
 from patchray.train.identity import check_same_run
+
+
+def start_worker(loop_config: dict) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this training worker, its torch threads set as the plan sized them and
+    cuDNN tuned for its device."""
+    torch.set_num_threads(loop_config["torch_threads"])
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    tune_for(device)
+    return context.get_world_rank(), context.get_world_size(), device
 
 
 def distributed() -> bool:
@@ -35,6 +49,14 @@ def gather_counters(counter: Counter) -> Counter:
     return total
 
 
+def reduce_epoch(totals: EpochTotals, device) -> EpochTotals:
+    """An epoch's totals summed over every worker, with the bad rows they skipped (``EpochTotals``)."""
+    loss_sum, correct, count, wait_s, elapsed, received = sum_across_workers(
+        [totals.loss_sum, totals.correct, totals.count, totals.wait_s, totals.elapsed, totals.received], device)
+    return EpochTotals(loss_sum=loss_sum, correct=correct, count=count, steps=totals.steps, wait_s=wait_s,
+                       elapsed=elapsed, received=int(received), skipped=gather_counters(totals.skipped))
+
+
 def resume(net, optimizer, loop_config: dict, tag: str, rank: int) -> tuple[int, list[dict]]:
     """Load the last checkpoint Ray Train hands this run, if any: (first epoch to run, metric history).
 
@@ -53,7 +75,8 @@ def resume(net, optimizer, loop_config: dict, tag: str, rank: int) -> tuple[int,
     optimizer.load_state_dict(state["optimizer"])
     start = state["epoch"] + 1
     if rank == 0:
-        print(f"[{tag}] resuming after epoch {state['epoch']}", flush=True)
+        # 1-based, as the driver's lines; also said after a worker restart, which the driver does not see
+        print(f"[{tag}] workers restored the checkpoint of epoch {state['epoch'] + 1}", flush=True)
     return start, [h for h in history if h["epoch"] < start]
 
 
@@ -68,14 +91,3 @@ def report_epoch(metrics: dict, *, rank: int, net, optimizer, epoch: int, loop_c
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint)
 
-
-def timed(batches):
-    """Yield (seconds spent waiting for the batch, batch): the data-wait fraction is measured here."""
-    iterator = iter(batches)
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        yield time.perf_counter() - start, batch

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from patchray import config as configlib
@@ -32,10 +31,12 @@ class TuneBenchConfig:
         "finetune": {"optim.lr": {"choice": [0.001, 0.002, 0.004]}},
     })
     pretrain: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "max_crops": 3000})
-    finetune: dict[str, Any] = field(default_factory=lambda: {"epochs": 6, "labels": 250, "val_crops": 400})
+    finetune: dict[str, Any] = field(default_factory=lambda: {"epochs": 6, "labels": 250, "val_limit": 400})
 
     def tune_config(self, search: str) -> TuneConfig:
-        common = {"out": str(Path(self.out) / self.name), "metric": self.metric, "seed": self.seed,
+        from patchray.train.runner import run_dir
+
+        common = {"out": str(run_dir(self)), "metric": self.metric, "seed": self.seed,
                   "time_budget_s": None, "max_concurrent_trials": self.max_concurrent_trials,
                   "space": self.space, "pretrain": self.pretrain, "finetune": self.finetune}
         if search == "grid":
@@ -87,8 +88,9 @@ def markdown(result: dict) -> str:
 
 def run_bench(cfg: TuneBenchConfig, log=print) -> dict:
     from patchray.report.plots import plot_tune_bench
+    from patchray.train.runner import run_dir
 
-    out = Path(cfg.out).expanduser().resolve() / cfg.name
+    out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
     log("[bench_tune] 1/2: the full grid, every point fine-tuned to the end")

@@ -27,8 +27,8 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from patchray import config as configlib
 from patchray.locks import LOCK_LOG_EVERY_S, STALE_AFTER_S, LockTimeout, check_lock_mode, hold, read_json
@@ -61,7 +61,7 @@ def pretext_key(cfg: PretrainConfig, fingerprint: str, *, num_workers: int | Non
     """Content hash of what changes the pretrained weights.
 
     ``num_workers`` and ``use_gpu`` are the training workers as actually planned (``ResourcePlan``): the
-    global batch is ``num_workers x batch_size``, and bf16 autocast (``amp``) and the default memory format
+    global batch is ``num_workers x patches_per_step``, and bf16 autocast (``amp``) and the default memory format
     apply on GPUs only. They default to ``cfg.resources``; where that leaves them to the planner (None), the
     key cannot be made without them."""
     workers = num_workers if num_workers is not None else cfg.resources.num_workers
@@ -71,7 +71,7 @@ def pretext_key(cfg: PretrainConfig, fingerprint: str, *, num_workers: int | Non
                          f"are {cfg.resources.num_workers} / {cfg.resources.use_gpu} (None: decided by the "
                          "planner), so pass num_workers= and use_gpu= from the ResourcePlan")
     content = {k: v for k, v in configlib.to_dict(cfg).items() if k not in _NOT_CONTENT and k != "amp"}
-    content["training"] = {"num_workers": int(workers), "global_batch": int(workers) * cfg.batch_size,
+    content["training"] = {"num_workers": int(workers), "global_batch": int(workers) * cfg.patches_per_step,
                            "device": "gpu" if gpu else "cpu",
                            "precision": "bf16" if cfg.amp and gpu else "fp32"}  # autocast is off on CPUs
     text = json.dumps({"config": content, "data": fingerprint}, sort_keys=True)
@@ -113,10 +113,6 @@ class PretrainCache:
                   log_every_s=log_every_s, user=user, mode=self.lock_mode, stale_after_s=stale_after_s,
                   heartbeat_s=heartbeat_s, tag="cache", error=CacheLockTimeout):
             yield
-
-    def uses(self, key: str) -> list[dict]:
-        path = self.entry(key) / USES
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def _record_use(self, key: str, user: str, trained: bool) -> None:
         with open(self.entry(key) / USES, "a") as handle:  # one short append: atomic enough between trials

@@ -115,8 +115,10 @@ class SearchSpace:
     params: tuple[Param, ...]
 
     @classmethod
-    def from_dict(cls, space: dict, base: dict | None = None) -> "SearchSpace":
-        base = base or {}
+    def from_dict(cls, space: dict) -> SearchSpace:
+        """The parameters of a ``space`` mapping, each checked on its own (section, distribution, bounds).
+        What the values do to the configs is :meth:`check`'s: it builds every pretext combination, too costly
+        for each time a config is built."""
         if not isinstance(space, dict) or not space:
             raise SpaceError("space: expected sections 'pretrain' and/or 'finetune' with parameters")
         unknown = set(space) - set(SECTIONS)
@@ -131,13 +133,12 @@ class SearchSpace:
                 if section == "finetune" and key in ("init", "labels", "name", "out", "data"):
                     raise SpaceError(f"space.finetune.{key}: set by the tuner, not searchable")
                 params.append(param)
-        space = cls(tuple(params))
-        space._check_values(base)
-        return space
+        return cls(tuple(params))
 
-    def _check_values(self, base: dict) -> None:
-        """Refuse a value that no configuration can take. Pretext values are judged together (48 px patches
-        are fine in a 2x4 grid, not in a 4x8 one): a value is refused only if every combination with it is."""
+    def check(self, base: dict) -> None:
+        """Refuse a key the configs do not know, or a value that no configuration can take. Pretext values are
+        judged together (48 px patches are fine in a 2x4 grid, not in a 4x8 one): a value is refused only if
+        every combination with it is."""
         total, bad = self.infeasible_pretext(base.get("pretrain", {}))
         joint = 0 < total <= PRODUCT_LIMIT
         for param in self.params:
@@ -187,7 +188,3 @@ class SearchSpace:
             except (configlib.ConfigError, SpaceError) as e:
                 bad.append((sample, str(e)))
         return total, bad
-
-    def grid_size(self) -> int:
-        """Number of points of the full grid; ranges count as their two ends (what a coarse grid tries)."""
-        return math.prod(len(p.candidates()) for p in self.params)

@@ -15,15 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from patchray import config as configlib
+from patchray.ray_compat import trial_statuses
 from patchray.tune import results as res
 from patchray.tune.space import SearchSpace, build_section
 
-OBJECTIVES = ("mA", "mAP")
-SEARCHES = ("optuna", "grid")
-SCHEDULERS = ("asha", "fifo")
 # The driver of a trial only waits for its trainer; the trainer's workers and Ray Data hold the real CPUs.
 TRIAL_DRIVER_CPU = 0.01
 # A trial stopped by ASHA is blocked inside TorchTrainer.fit, so Tune only frees it by force; its default wait
@@ -39,9 +37,9 @@ class TuneConfig:
     # multi-node cluster; None keeps them under OUT/NAME/ray. The pretraining cache lives under OUT, which must
     # then be a shared filesystem too.
     storage: str | None = None
-    metric: str = "mA"              # validation objective after fine-tuning: mA or mAP
-    search: str = "optuna"          # optuna (TPE, seeded) or grid (every combination of the choices, once)
-    scheduler: str = "asha"         # asha (stop weak fine-tuning runs early) or fifo (run every trial out)
+    metric: Literal["mA", "mAP"] = "mA"  # validation objective after fine-tuning
+    search: Literal["optuna", "grid"] = "optuna"  # TPE (seeded), or every combination of the choices once
+    scheduler: Literal["asha", "fifo"] = "asha"  # stop weak fine-tuning runs early, or run every trial out
     num_samples: int = 10           # optuna: trials to sample; grid: ignored (one trial per grid point)
     time_budget_s: float | None = 780.0  # stop launching and running trials after this long
     max_concurrent_trials: int = 1  # each trial runs its own trainer plus Ray Data: 2 CPUs per trial at least
@@ -54,27 +52,32 @@ class TuneConfig:
     })
     # Base configs of every trial (the space's samples go on top); trials fine-tune from their pretraining.
     pretrain: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "max_crops": 3000})
-    finetune: dict[str, Any] = field(default_factory=lambda: {"epochs": 4, "labels": 250, "val_crops": 400})
+    finetune: dict[str, Any] = field(default_factory=lambda: {"epochs": 4, "labels": 250, "val_limit": 400})
 
     def __post_init__(self):
-        for key, value, allowed in (("metric", self.metric, OBJECTIVES), ("search", self.search, SEARCHES),
-                                    ("scheduler", self.scheduler, SCHEDULERS)):
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.grace_period < 1:
             raise ValueError("num_samples, max_concurrent_trials and grace_period must be >= 1")
         if self.reduction_factor < 2:
             raise ValueError("reduction_factor must be >= 2")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError("time_budget_s must be > 0 (or null for no limit)")
-        space = self.search_space()  # refuses bad keys, values and ranges, and values no combination takes
+        space = self.search_space()  # each parameter on its own; check() judges what the values do to configs
         if self.search == "grid":
             ranges = [p.name for p in space.params if p.kind != "choice"]
             if ranges:
                 raise ValueError(f"search=grid needs choice lists; {ranges} are ranges")
 
     def search_space(self) -> SearchSpace:
-        return SearchSpace.from_dict(self.space, {"pretrain": self.pretrain, "finetune": self.finetune})
+        return SearchSpace.from_dict(self.space)
+
+    def check(self) -> None:
+        """Refuse space keys the configs do not know and values no configuration takes (a patch size that fits
+        no grid on the crop, say), before any trial starts. It builds every pretext combination (up to
+        ``space.PRODUCT_LIMIT``), so it runs once, where the experiment starts, not in each trial's build."""
+        try:
+            self.search_space().check({"pretrain": self.pretrain, "finetune": self.finetune})
+        except ValueError as e:
+            raise configlib.ConfigError(str(e)) from None
 
     def finetune_epochs(self, params: dict | None = None, space: SearchSpace | None = None) -> int:
         """Fine-tuning epochs of a trial with these sampled values (the base config's with none). Pass the
@@ -155,8 +158,8 @@ def _resolve_data(cfg: TuneConfig, log) -> TuneConfig:
     finetune = build_section("finetune", cfg.finetune, {})
     pre = dict(cfg.pretrain, data=resolve_data(pretrain, log), storage=cfg.storage)
     fine = dict(cfg.finetune, storage=cfg.storage)
-    if finetune.data is None and not (finetune.train_data and finetune.val_data and finetune.test_data):
-        fine["data"] = os.path.join(ensure_synthetic(finetune.synthetic, log), "labeled")
+    if not finetune.data and not (finetune.train_data and finetune.val_data and finetune.test_data):
+        fine["data"] = [os.path.join(ensure_synthetic(finetune.synthetic, log), "labeled")]
     return dataclasses.replace(cfg, pretrain=pre, finetune=fine)
 
 
@@ -196,9 +199,7 @@ def _trial_id_and_index(result) -> tuple[str, int]:
 def records_from(result_grid, cfg: TuneConfig, trials_dir: Path) -> list:
     """Tune's results as plain records, in launch order (a restored ResultGrid comes in another order)."""
     space, metric = cfg.search_space(), f"val_{cfg.metric}"
-    # Tune's own state of each trial (an interrupted experiment leaves some RUNNING / PENDING); not public API
-    analysis = getattr(result_grid, "_experiment_analysis", None)
-    states = {t.trial_id: t.status for t in getattr(analysis, "trials", None) or []}
+    states = trial_statuses(result_grid)  # an interrupted experiment leaves some RUNNING / PENDING
     records = []
     for result in sorted(result_grid, key=lambda r: _trial_id_and_index(r)[1]):
         frame = result.metrics_dataframe
@@ -208,7 +209,8 @@ def records_from(result_grid, cfg: TuneConfig, trials_dir: Path) -> list:
         params = {p.name: (result.config or {}).get(p.name) for p in space.params}
         infeasible = bool(metrics.get("infeasible"))
         ended = states.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
-        status = res.trial_status(epochs_run, cfg.finetune_epochs(params, space), result.error is not None, infeasible, ended)
+        status = res.trial_status(epochs_run, cfg.finetune_epochs(params, space), result.error is not None, infeasible,
+                                  ended)
         at_grace = None
         if frame is not None and metric in frame and "training_iteration" in frame and not infeasible:
             rung = frame[frame["training_iteration"] == cfg.grace_period][metric].dropna()
@@ -253,7 +255,8 @@ def write_outputs(out: Path, cfg: TuneConfig, records: list, wall_s: float) -> d
         "status": {s: sum(r.status == s for r in records) for s in res.STATUSES},
         "best": None if best is None else {"trial": best.trial_id, "params": best.params, metric: best.objective,
                                            **best.metrics},
-        "importances": importances, "importances_on": basis, "wall_s": round(wall_s, 1), "outputs": written, "folder": str(out),
+        "importances": importances, "importances_on": basis, "wall_s": round(wall_s, 1), "outputs": written,
+        "folder": str(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
@@ -288,10 +291,11 @@ def run_tune(cfg: TuneConfig, log=print) -> dict:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from patchray.train.runner import default_storage, init_ray
+    from patchray.train.runner import default_storage, init_ray, run_dir
 
     t0 = time.time()
-    out = Path(cfg.out).expanduser().resolve() / cfg.name
+    cfg.check()
+    out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     storage = default_storage(cfg.storage)
     experiment = f"{storage.rstrip('/')}/tune-{cfg.name}" if storage else str(out / "ray" / "tune")

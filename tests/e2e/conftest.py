@@ -9,49 +9,43 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import heads
 import pytest
+import ray_heads
 
-_TOKEN_VARS = (heads.TOKEN_ENV, heads.TOKEN_PATH_ENV)
+from patchray.ray_compat import forget_loaded_auth_token, metrics_export_every
+
+_TOKEN_VARS = (ray_heads.TOKEN_ENV, ray_heads.TOKEN_PATH_ENV)
 
 
 @dataclass(frozen=True)
 class SessionToken:
     token: str
     path: Path
-    user_token_before: tuple | None  # heads.file_state(~/.ray/auth_token) when the session started
+    user_token_before: tuple | None  # ray_heads.file_state(~/.ray/auth_token) when the session started
 
 
 @pytest.fixture(scope="session", autouse=True)
 def session_token(tmp_path_factory) -> SessionToken:
     """A random token for the session, in a pytest folder, named by $RAY_AUTH_TOKEN_PATH for this process
     and every process it starts."""
-    before = heads.file_state(heads.USER_TOKEN)
-    path = heads.write_token(tmp_path_factory.mktemp("auth"))
+    before = ray_heads.file_state(ray_heads.USER_TOKEN)
+    path = ray_heads.write_token(tmp_path_factory.mktemp("auth"))
     saved = {name: os.environ.get(name) for name in _TOKEN_VARS}
-    os.environ.pop(heads.TOKEN_ENV, None)
-    os.environ[heads.TOKEN_PATH_ENV] = str(path)
-    _forget_loaded_token()
+    os.environ.pop(ray_heads.TOKEN_ENV, None)
+    os.environ[ray_heads.TOKEN_PATH_ENV] = str(path)
+    forget_loaded_auth_token()  # Ray's loader keeps the token it found first
     yield SessionToken(token=path.read_text().strip(), path=path, user_token_before=before)
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    _forget_loaded_token()
-
-
-def _forget_loaded_token() -> None:
-    """Ray's token loader caches the token it found first; make it look again (a no-op before any use)."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader
-    except ImportError:
-        return
-    AuthenticationTokenLoader.instance().reset_cache()
+    forget_loaded_auth_token()
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(session_token):
+def ray_session(session_token):
+    """The session's cluster: what ray.init returned (``dashboard_url``, ``address_info``...)."""
     import ray
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -62,11 +56,19 @@ def ray_cluster(session_token):
     with socket.socket() as s:  # 8265 may belong to a cluster of someone else's
         s.bind(("127.0.0.1", 0))
         dashboard_port = s.getsockname()[1]
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port,
-             log_to_driver=True, _system_config={"metrics_report_interval_ms": 1000},
-             runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
-    yield ray
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port,
+                       log_to_driver=True, **metrics_export_every(1000),
+                       runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
+    yield context
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_session):
+    """The ray module, connected to the session's cluster."""
+    import ray
+
+    return ray
 
 
 @pytest.fixture(scope="session")

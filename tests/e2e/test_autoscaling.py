@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import heads
 import pytest
+import ray_heads
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
@@ -43,24 +43,24 @@ def trainer_nodes(dashboard: str) -> list[str]:
     """Alive nodes offering ``trainer_node``, from the state API over HTTP (with the cluster's token)."""
     import urllib.request
 
-    request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=100&detail=1", headers=heads.bearer())
+    request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=100&detail=1", headers=ray_heads.bearer())
     with urllib.request.urlopen(request, timeout=10) as response:
         nodes = json.loads(response.read())["data"]["result"]["result"]
     return [n["node_id"] for n in nodes if n["state"] == "ALIVE" and "trainer_node" in (n.get("resources_total") or {})]
 
 
 def test_trainer_nodes_are_added_for_a_job_and_removed_when_idle(synthetic_small, tmp_path):
-    gcs_port = heads.free_port()
+    gcs_port = ray_heads.free_port()
     config = tmp_path / "fake_cluster.json"
     config.write_text(json.dumps(fake_cluster_config(gcs_port)))
-    with heads.loopback_head(tmp_path / "head.log", f"--autoscaling-config={config}", "--num-cpus=2",
+    with ray_heads.loopback_head(tmp_path / "head.log", f"--autoscaling-config={config}", "--num-cpus=2",
                              '--resources={"data_node": 10}',
                              env_extra={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
                              gcs_port=gcs_port) as (gcs, dashboard, env):
         assert trainer_nodes(dashboard) == []  # nothing of the trainer type is up yet
         job = subprocess.Popen(
             [sys.executable, "jobs/pretrain.py", "--data", str(synthetic_small / "unlabeled"), "--out", str(tmp_path),
-             "--name", "scaled", "epochs=1", "max_crops=200", "val_crops=30", "resources.num_workers=2",
+             "--name", "scaled", "epochs=1", "max_crops=200", "holdout_crops=30", "resources.num_workers=2",
              "resources.cpus_per_worker=1", "resources.trainer_resources={trainer_node: 1}",
              "resources.data_resources={data_node: 1}"],
             cwd=ROOT, env=dict(env, RAY_ADDRESS=gcs), stdout=open(tmp_path / "job.log", "w"),

@@ -4,15 +4,15 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import small_config
 
 from patchray.models import build_trunk
-from patchray.train.checkpoint import MODEL_FILE
+from patchray.train.checkpoint import HISTORY_FILE, MODEL_FILE
 from patchray.train.pretrain import run_pretrain
-
-from helpers import small_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,33 @@ def _train_workers(state=None):
                        raise_on_missing_output=False)
 
 
+def _registered_history(checkpoints) -> list[dict] | None:
+    """The metric history in the last checkpoint Ray Train registered in ``checkpoints`` (what a restarted
+    worker group is handed), or None before the first."""
+    import ray.train
+
+    try:
+        checkpoint = ray.train.Result.from_path(str(checkpoints)).checkpoint
+    except (RuntimeError, ValueError, OSError):  # no run folder or snapshot yet, or one being written
+        return None
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / HISTORY_FILE).read_text())
+
+
 def _kill_a_worker_after_the_first_checkpoint(checkpoints, known, killed: dict, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if checkpoints.exists() and any(p.name.startswith("checkpoint_") for p in checkpoints.iterdir()):
+        history = _registered_history(checkpoints) if checkpoints.exists() else None
+        if history:
             for actor in _train_workers("ALIVE"):
                 if actor.actor_id not in known and actor.pid:
                     time.sleep(1.0)  # into the next epoch
                     os.kill(actor.pid, signal.SIGKILL)
-                    killed.update(pid=actor.pid, actor_id=actor.actor_id, at=time.time())
+                    killed.update(pid=actor.pid, actor_id=actor.actor_id, at=time.time(), history=history)
                     return
-        time.sleep(0.2)
+        time.sleep(0.5)
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_half_written_one_is_ignored(
@@ -59,6 +75,12 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_half_written_one
     assert killed["actor_id"] in started and len(started) >= 4  # a second worker group replaced the first
     # epochs continuous: none missing, none repeated; the final checkpoint loads as a plain state_dict
     assert summary["epochs"] == 3 and _epochs(out) == [0, 1, 2]
+    # the new worker group went on from the checkpoint registered before the kill: the epochs in it come back as
+    # they were (timings included: an epoch trained again would have new ones); only the epochs after it ran
+    done = len(killed["history"])
+    assert done < 3
+    after = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert after[:done] == [{k: v for k, v in h.items() if k != "val_confusion"} for h in killed["history"]]
     build_trunk("tiny").load_state_dict(torch.load(out / "checkpoints" / "trunk.pt", weights_only=True))
 
     # A crash mid-write leaves a newer-looking checkpoint folder with a truncated file: never the one resumed.

@@ -36,7 +36,7 @@ def pretext_checkpoint(tmp_path_factory):
 
 
 def _cfg(tmp_path, name, data, **overrides):
-    base = {"out": str(tmp_path), "name": name, "data": str(data), "epochs": 2, "batch_size": 16}
+    base = {"out": str(tmp_path), "name": name, "data": [str(data)], "epochs": 2, "crops_per_step": 16}
     return configlib.build(FinetuneConfig, base | overrides)
 
 
@@ -65,27 +65,20 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     rows = summary["rows_per_epoch"]
     assert rows["in_stream"] == 100 and rows["trained"] + rows["skipped"] + rows["dropped"] == 100
     # the same command again resumes after its last epoch: no epoch trained twice, the history kept byte for byte
+    # (an epoch trained again would have new timings), the same final weights
     before = (out / "metrics.jsonl").read_text()
-    again = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100))
+    lines = []
+    again = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100),
+                         log=lines.append)
+    assert any(line.startswith("[finetune] resuming after epoch 2 from ") for line in lines), lines
     assert (out / "metrics.jsonl").read_text() == before and again["epochs"] == 2
+    resumed = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], v) for k, v in state.items())
     # another label budget under the same name is another run: refused, and transfer.txt / config.yaml untouched
     written = {name: (out / name).read_text() for name in ("config.yaml", "transfer.txt")}
     with pytest.raises(RunMismatchError, match=r"labels: 100 -> 120"):
         run_finetune(_cfg(tmp_path, "ft", labeled_small, init="random", labels=120))
     assert {name: (out / name).read_text() for name in written} == written
-
-
-def test_label_budget_is_the_same_crops_for_every_init(labeled_small):
-    from patchray.shards import open_shards
-    from patchray.train.finetune import choose_budget
-
-    shards = open_shards(str(labeled_small / "*-train-*.parquet"))
-    a = choose_budget(shards, 50, seed=1)
-    assert len(a) == 50 and a == choose_budget(shards, 50, seed=1)
-    assert a != choose_budget(shards, 50, seed=2)
-    assert choose_budget(shards, 60, seed=1) > a  # a bigger budget adds crops, keeps the smaller one's
-    with pytest.raises(ValueError, match="only"):
-        choose_budget(shards, 10**6, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +109,8 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
     cfg = configlib.build(CompareConfig, {
         "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
         "pretrained": str(folder),
-        "finetune": {"data": str(orientation_only), "epochs": 2, "batch_size": 16, "eval_every": 1,
-                     "val_crops": 64, "loss": "balanced"}})
+        "finetune": {"data": [str(orientation_only)], "epochs": 2, "crops_per_step": 16, "eval_every": 1,
+                     "val_limit": 64, "loss": "balanced"}})
     result = run_compare(cfg, log=print)
     out = tmp_path / "cmp"
     for init in ("random", "patchtask"):
@@ -128,7 +121,7 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
         test = summary["test"]
         assert test["mAP"] is None and test["parse27k_mAP"] is None
         assert 0.0 <= test["mA"] <= 1.0 and 0.0 <= test["parse27k_mBER"] <= 1.0
-        assert test["orientation_accuracy"] is not None
+        assert 0.0 <= test["orientation_accuracy"] <= 1.0
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [h["val_mA"] is not None for h in history] == [True, True]
         table = (run / "test_metrics.md").read_text()

@@ -33,7 +33,7 @@ cluster.wait_for_nodes()
 ray.init(address=cluster.address)
 try:
     cfg = configlib.build(PretrainConfig, {
-        "data": [data_dir], "out": out, "name": "placed", "epochs": 1, "max_crops": 200, "val_crops": 30,
+        "data": [data_dir], "out": out, "name": "placed", "epochs": 1, "max_crops": 200, "holdout_crops": 30,
         "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "trainer_resources": {"trainer_node": 1},
                       "data_resources": {"data_node": 1}}})
     run_pretrain(cfg)

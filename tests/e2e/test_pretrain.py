@@ -6,14 +6,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import small_config
 
 from patchray.models import build_trunk
-from patchray.shards import CropRecord, DatasetMeta, ShardWriter, AttributeSet
+from patchray.shards import AttributeSet, CropRecord, DatasetMeta, ShardWriter
 from patchray.train.identity import RunMismatchError
 from patchray.train.pretrain import run_pretrain
 from patchray.train.runner import TrainingError
-
-from helpers import small_config
 
 pytestmark = pytest.mark.slow
 # The tests that need a net that learns within their ~100 steps: the tiny net at the reference's dropout 0.5 stays
@@ -42,8 +41,7 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
         assert (out / name).stat().st_size > 0, name
     # plain state_dicts, loadable without unpickling anything else
     trunk_state = torch.load(out / "checkpoints" / "trunk.pt", weights_only=True)
-    fresh = build_trunk("tiny")
-    assert fresh.load_state_dict(trunk_state) is not None
+    build_trunk("tiny").load_state_dict(trunk_state)  # strict: a missing, extra or mis-shaped tensor raises
     pretext = torch.load(out / "checkpoints" / "pretext.pt", weights_only=True)
     assert any(k.startswith("head.") for k in pretext) and any(k.startswith("trunk.") for k in pretext)
     assert all(torch.equal(pretext[f"trunk.{k}"], v) for k, v in trunk_state.items())
@@ -85,10 +83,10 @@ def test_a_second_job_on_a_busy_cluster_is_refused_instead_of_starving_ray_data(
     import sys
     import textwrap
 
+    from ray.util.placement_group import placement_group, remove_placement_group
+
     from patchray.train.resources import ResourceError, ResourcesConfig
     from patchray.train.runner import plan_for_cluster
-
-    from ray.util.placement_group import placement_group, remove_placement_group
 
     # this job's own placement groups (a previous trainer, a Tune trial's) are its own business: not counted
     own = placement_group([{"CPU": 0.5}])
@@ -138,7 +136,7 @@ def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_
                 image = b"definitely not an image"
             writer.add(CropRecord(image=image, crop_id=row["crop_id"]))
     # validation takes the first 100 good rows; the bad rows among them stay in the training stream
-    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, val_crops=100, decode_on=decode_on))
+    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, holdout_crops=100, decode_on=decode_on))
     # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch
     assert summary["skipped_rows"] == {"truncated_image": 6, "unreadable_image": 6}
     assert summary["rows_per_epoch"] == {"in_stream": 200, "trained": 188, "skipped": 12, "dropped": 0}
@@ -151,12 +149,13 @@ def test_an_odd_stream_drops_one_row_and_says_so_and_a_too_small_dataset_is_refu
 
     data = [synthetic_small / "unlabeled"]
     # 151 rows over 2 workers: the even split drops one, which the epoch's accounting names
-    summary = run_pretrain(small_config(tmp_path, "odd", data, epochs=1, val_crops=50, max_crops=151))
+    summary = run_pretrain(small_config(tmp_path, "odd", data, epochs=1, holdout_crops=50, max_crops=151))
     assert summary["rows_per_epoch"] == {"in_stream": 151, "trained": 150, "skipped": 0, "dropped": 1}
-    with pytest.raises(DatasetTooSmallError, match=r"val_crops=900 are held out for validation: none would be left"):
-        run_pretrain(small_config(tmp_path, "tiny", data, val_crops=900))
+    with pytest.raises(DatasetTooSmallError,
+                       match=r"holdout_crops=900 are held out for validation: none would be left"):
+        run_pretrain(small_config(tmp_path, "tiny", data, holdout_crops=900))
     with pytest.raises(DatasetTooSmallError, match=r"10 crops are left for training .*fewer than one batch"):
-        run_pretrain(small_config(tmp_path, "few", data, val_crops=100, max_crops=10))
+        run_pretrain(small_config(tmp_path, "few", data, holdout_crops=100, max_crops=10))
 
 
 def test_no_position_cue_in_noise_or_constant_crops(ray_cluster, synthetic_small, tmp_path):
@@ -197,7 +196,7 @@ def test_no_position_cue_in_noise_or_constant_crops(ray_cluster, synthetic_small
 
 def test_dataset_normalisation_is_computed_applied_and_recorded_for_fine_tuning(ray_cluster, synthetic_small,
                                                                                 tmp_path):
-    """task.normalize=dataset, the reference's: per-pixel statistics of training patches computed by the driver,
+    """input.normalize=dataset, the reference's: per-pixel statistics of training patches computed by the driver,
     applied by the workers (a zero-filled channel drop after it), stored beside the checkpoint; fine-tuning from
     the run takes them, pooled per channel."""
     import math
@@ -207,8 +206,8 @@ def test_dataset_normalisation_is_computed_applied_and_recorded_for_fine_tuning(
     from patchray.train.config import FinetuneConfig
     from patchray.train.finetune_loop import resolve_normalization
 
-    cfg = small_config(tmp_path, "dataset", [synthetic_small / "unlabeled"], epochs=1, val_crops=50, max_crops=160,
-                       stats_patches=900, task={"normalize": "dataset", "channel_drop": 0.5})
+    cfg = small_config(tmp_path, "dataset", [synthetic_small / "unlabeled"], epochs=1, holdout_crops=50, max_crops=160,
+                       stats_patches=900, input={"normalize": "dataset"}, task={"channel_drop": 0.5})
     summary = run_pretrain(cfg)
     out = tmp_path / "dataset"
     assert summary["normalization"]["mode"] == "dataset"
@@ -222,5 +221,5 @@ def test_dataset_normalisation_is_computed_applied_and_recorded_for_fine_tuning(
     finetune = configlib.build(FinetuneConfig, {"init": f"patchtask:{out}"})
     resolve_normalization(finetune)
     mean, std = channel_stats(record["mean"], record["std"])
-    assert finetune.normalize == "dataset"
-    assert np.allclose(finetune.normalize_mean, mean) and np.allclose(finetune.normalize_std, std)
+    assert finetune.input.normalize == "dataset"
+    assert np.allclose(finetune.input.normalize_mean, mean) and np.allclose(finetune.input.normalize_std, std)

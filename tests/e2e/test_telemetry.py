@@ -5,11 +5,10 @@ import time
 import urllib.request
 
 import pytest
+from helpers import small_config
 
 from patchray.train.pretrain import run_pretrain
 from patchray.train.telemetry import GAUGES
-
-from helpers import small_config
 
 pytestmark = pytest.mark.slow
 SAMPLE = re.compile(r'^ray_(patchray_\w+)\{([^}]*)\}\s+([-+0-9.eE]+|NaN)$')

@@ -1,12 +1,13 @@
 """A small Ray Tune search end to end on the local cluster: Optuna + ASHA trials sharing one cached
 pretraining, every output written, and a re-run of the same name resuming without rerunning anything."""
 import csv
+import json
 
 import pytest
 
 from patchray import config as configlib
 from patchray.train.config import FinetuneConfig, PretrainConfig
-from patchray.tune.cache import PretrainCache
+from patchray.tune.cache import USES
 from patchray.tune.tuner import TuneConfig, run_tune
 
 pytestmark = pytest.mark.slow
@@ -20,8 +21,8 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
         "out": str(tmp_path), "name": "t", "num_samples": 3, "grace_period": 1, "time_budget_s": None,
         "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4"]}},
                   "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}}},
-        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "val_crops": 50, "max_crops": 300},
-        "finetune": {"epochs": 2, "labels": 60, "data": str(tmp_path / "lab" / "labeled"), "val_crops": 40}}
+        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 50, "max_crops": 300},
+        "finetune": {"epochs": 2, "labels": 60, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 40}}
     lines = []
     summary = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     out = tmp_path / "t"
@@ -41,7 +42,7 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     # one pretext configuration: trained by one trial, taken from the cache by the other two
     entries = [p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]  # shared by experiments
     assert len(entries) == 1
-    uses = PretrainCache(tmp_path / "pretrain_cache").uses(entries[0].name)
+    uses = [json.loads(line) for line in (entries[0] / USES).read_text().splitlines()]
     assert [u["trained"] for u in uses].count(True) == 1 and len(uses) == 3
     assert {u["user"] for u in uses} == {r["trial"] for r in rows}
 
@@ -59,11 +60,11 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     stamps = {p: p.stat().st_mtime for p in (out / "trials").rglob("*") if p.is_file()}
     lines.clear()
     again = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
-    assert any("resuming" in line for line in lines)
+    assert any(line.startswith("[tune] resuming ") for line in lines), lines
     assert again["trials"] == 3 and again["epochs_spent"] == summary["epochs_spent"]
     assert again["best"]["trial"] == summary["best"]["trial"]
     assert {p: p.stat().st_mtime for p in (out / "trials").rglob("*") if p.is_file()} == stamps
-    assert len(PretrainCache(tmp_path / "pretrain_cache").uses(entries[0].name)) == 3
+    assert len((entries[0] / USES).read_text().splitlines()) == 3
 
     # the same name with other settings is refused before any work
     with pytest.raises(configlib.ConfigError, match="different.*num_samples"):
@@ -79,8 +80,8 @@ def test_grid_search_runs_every_point_and_scores_a_patch_that_does_not_fit_as_in
     summary = run_tune(configlib.build(TuneConfig, {
         "out": str(tmp_path), "name": "g", "search": "grid", "scheduler": "fifo", "time_budget_s": None,
         "space": {"pretrain": {"task.patch_size": {"choice": [32, 48]}, "task.grid": {"choice": ["2x4", "3x6"]}}},
-        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "val_crops": 30, "max_crops": 150},
-        "finetune": {"epochs": 1, "labels": 40, "data": str(tmp_path / "lab" / "labeled"), "val_crops": 30}}),
+        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150},
+        "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30}}),
         log=lines.append)
     # 48 px patches do not fit 3 columns of a 100 px crop: that point is tried, scored 0, listed as infeasible
     assert any("1 of 4 pretext combinations do not fit" in line for line in lines)

@@ -210,7 +210,7 @@ def test_all_na_batch_gives_zero_without_nan() -> None:
     loss = attribute_loss(logits, labels)
     assert loss.item() == 0.0
     loss.backward()
-    assert all(torch.isfinite(l.grad).all() and torch.count_nonzero(l.grad) == 0 for l in logits)
+    assert all(torch.isfinite(logit.grad).all() and torch.count_nonzero(logit.grad) == 0 for logit in logits)
 
 
 def test_attribute_without_labels_adds_zero_but_others_count() -> None:

@@ -3,10 +3,10 @@ import torch
 from torch import nn
 
 import patchray.models as models
-from patchray.models import Trunk, build_trunk, list_trunks, register_trunk
-from patchray.models import registry
+from patchray.models import Trunk, build_trunk, list_trunks, register_trunk, registry
+from patchray.models.trunks import TinyTrunk
 
-EXPECTED_TRUNKS = {"tiny", "vgg16", "vgg16_bn", "resnet18"}
+EXPECTED_TRUNKS = {"tiny", "tiny_d25", "vgg16", "vgg16_bn", "resnet18"}
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_importing_package_registers_all_trunks() -> None:
 
 def test_build_trunk_returns_configured_trunk() -> None:
     trunk = build_trunk("tiny", dropout=0.5, bn=True)
-    assert isinstance(trunk, Trunk)
+    assert type(trunk) is TinyTrunk
     assert trunk.out_channels == 128
     dropouts = [m for m in trunk.modules() if isinstance(m, nn.Dropout)]
     assert dropouts and all(m.p == 0.5 for m in dropouts)

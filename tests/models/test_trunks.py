@@ -23,7 +23,12 @@ def test_every_registered_trunk_has_a_shape_case() -> None:
     assert {name for name, _ in EXPECTED_SHAPES} == set(list_trunks())
 
 
-@pytest.mark.parametrize(("name", "kwargs"), list(EXPECTED_SHAPES), ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v) or "default")
+def _case_id(value) -> str:
+    """A trunk name as is; its kwargs as ``k=v`` joined by ``-``, or ``default`` when there are none."""
+    return value if isinstance(value, str) else "-".join(f"{k}={x}" for k, x in value) or "default"
+
+
+@pytest.mark.parametrize(("name", "kwargs"), list(EXPECTED_SHAPES), ids=_case_id)
 def test_output_shape_and_feature_dim_on_patches_and_crops(name: str, kwargs: tuple) -> None:
     trunk = build_trunk(name, **dict(kwargs)).eval()
     patch_shape, crop_shape = EXPECTED_SHAPES[(name, kwargs)]

@@ -5,7 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from patchray.patches import PRESETS, PatchGrid
+from patchray.patches import PRESETS, PatchGrid, PatchTaskConfig
+
+PT8 = dict(zip(("cols", "rows"), PRESETS["pt8"]))
 
 
 def test_reference_grid_is_pt18_centred_at_offsets_2_4():
@@ -26,21 +28,13 @@ def test_labels_are_row_major():
 
 
 def test_presets():
+    """A task config's preset names its grid (overrides and refusals: tests/patches/test_task.py)."""
     assert PRESETS == {"pt8": (2, 4), "pt18": (3, 6)}
-    pt8 = PatchGrid.from_preset("pt8")
+    pt8 = PatchTaskConfig(preset="pt8").grid()
     assert (pt8.cols, pt8.rows, pt8.num_classes) == (2, 4, 8)
     # 2 x 32 = 64 of 100 px, 4 x 32 = 128 of 200 px: centred at (18, 36).
     assert tuple(pt8.cell_origins()[0]) == (18, 36)
-    assert PatchGrid.from_preset("pt18") == PatchGrid()
-
-
-def test_preset_overrides_and_errors():
-    grid = PatchGrid.from_preset("pt8", patch_size=24, jitter=0)
-    assert (grid.patch_size, grid.jitter, grid.cols) == (24, 0, 2)
-    with pytest.raises(ValueError, match=r"pt18"):
-        PatchGrid.from_preset("pt99")
-    with pytest.raises(ValueError, match="cols"):
-        PatchGrid.from_preset("pt8", cols=3)
+    assert PatchTaskConfig(preset="pt18").grid() == PatchGrid()
 
 
 def test_gap_spreads_the_cells_and_recentres():
@@ -79,7 +73,7 @@ def test_grid_is_frozen():
         PatchGrid().cols = 4  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("grid", [PatchGrid(), PatchGrid(jitter=15), PatchGrid.from_preset("pt8", gap=3)])
+@pytest.mark.parametrize("grid", [PatchGrid(), PatchGrid(jitter=15), PatchGrid(**PT8, gap=3)])
 def test_jitter_bounds_keep_patches_inside_the_crop(grid):
     origins = grid.cell_origins()
     low, high = grid.jitter_bounds()
@@ -107,12 +101,12 @@ def test_jitter_bounds_are_clipped_only_at_the_border():
 def test_jitter_must_stay_below_half_the_pitch(patch_size, gap):
     """Two neighbouring cells (pitch p apart) each moving j px towards the other meet when 2j >= p: then the
     same patch could come with two labels. The largest jitter allowed is the largest j with 2j < p."""
-    grid = PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=0)
+    grid = PatchGrid(**PT8, patch_size=patch_size, gap=gap, jitter=0)
     pitch, allowed = patch_size + gap, grid.max_jitter
     assert 2 * allowed < pitch <= 2 * (allowed + 1)
     if gap <= 1 and patch_size % 2 == 0:  # the reference scripts' rule, jitter <= gap + P/2 - 1
         assert allowed == gap + patch_size // 2 - 1
-    ok = PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=allowed)
+    ok = PatchGrid(**PT8, patch_size=patch_size, gap=gap, jitter=allowed)
     # neighbouring cells 0 and 1 (x) and 0 and 2 (y): their reachable positions never coincide
     low, high = ok.jitter_bounds()
     origins = ok.cell_origins()
@@ -121,10 +115,10 @@ def test_jitter_must_stay_below_half_the_pitch(patch_size, gap):
         assert not reach[0] & reach[1]
     refused = rf"jitter={allowed + 1} px .*same patch under two labels.*at most {allowed} px"
     with pytest.raises(ValueError, match=refused):
-        PatchGrid.from_preset("pt8", patch_size=patch_size, gap=gap, jitter=allowed + 1)
+        PatchGrid(**PT8, patch_size=patch_size, gap=gap, jitter=allowed + 1)
 
 
 def test_the_tune_example_of_16_px_patches_and_jitter_8_is_refused():
     with pytest.raises(ValueError, match="jitter=8 px lets two neighbouring cells, 16 px apart"):
-        PatchGrid.from_preset("pt8", patch_size=16, jitter=8)
-    assert PatchGrid.from_preset("pt8", patch_size=16, jitter=7).max_jitter == 7
+        PatchGrid(**PT8, patch_size=16, jitter=8)
+    assert PatchGrid(**PT8, patch_size=16, jitter=7).max_jitter == 7

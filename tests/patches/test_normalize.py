@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from patchray.patches import (PixelStatistics, channel_stats, dataset_channel_stats, normalize_images,
-                              normalize_patches)
+from patchray.patches import PixelStatistics, channel_stats, dataset_channel_stats, normalize_images, normalize_patches
 from patchray.patches.normalize import DATASET_STD_FLOOR
 
 

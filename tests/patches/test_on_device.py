@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from patchray.patches import (VALIDATION_EPOCH, PatchTaskConfig, normalize_patches, task_patches_on, training_patches,
-                              validation_patches)
+from patchray.patches import (
+    VALIDATION_EPOCH,
+    PatchTaskConfig,
+    normalize_patches,
+    task_patches_on,
+    training_patches,
+    validation_patches,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TASKS = {

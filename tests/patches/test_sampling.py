@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patchray.patches import PatchGrid, crop_seed, pair_cells, pair_label, sample_patches
+from patchray.patches import PatchGrid, PatchTaskConfig, crop_seed, pair_cells, pair_label, sample_patches
 
 GRID = PatchGrid()
-PT8 = PatchGrid.from_preset("pt8")
+PT8 = PatchTaskConfig(preset="pt8").grid()
 
 
 def ids(count: int, prefix: str = "crop") -> list[str]:

@@ -2,12 +2,11 @@
 stretched, the same on the data workers' CPU decoder and on the device path."""
 import numpy as np
 import pytest
+from helpers import jpeg_bytes
 from PIL import Image
 
 from patchray.shards.decode import decode_crops, fit_geometry, place
 from patchray.shards.device_decode import decode_crops_on
-
-from helpers import jpeg_bytes
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -1,8 +1,7 @@
 import numpy as np
+from helpers import jpeg_bytes
 
 from patchray.shards.decode import decode_crops
-
-from helpers import jpeg_bytes
 
 
 def test_jpeg_png_gray_and_bad_rows():

@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import jpeg_bytes
 
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on, is_whole_jpeg
-
-from helpers import jpeg_bytes
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -86,8 +85,8 @@ def test_batches_made_in_threads_reach_a_consumer_intact(device):
     used at once on the default stream, equal batches made one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from patchray.patches import PatchTaskConfig, task_patches_on
     from patchray.accel import produce_for_default_stream
+    from patchray.patches import PatchTaskConfig, task_patches_on
 
     task = PatchTaskConfig()
     batches = [[textured_jpeg(10 * b + i) for i in range(6)] for b in range(12)]

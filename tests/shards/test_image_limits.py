@@ -7,15 +7,14 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import gradient_frame, jpeg_bytes
 from PIL import Image
 
 from patchray.shards.cli import main
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
-from patchray.shards.images import (MAX_IMAGE_PIXELS, BadImage, header_size, jpeg_size, open_image, png_size)
+from patchray.shards.images import MAX_IMAGE_PIXELS, BadImage, header_size, jpeg_size, open_image, png_size
 from patchray.shards.ingest.boxes import MAX_CROP_PIXELS
-
-from helpers import gradient_frame, jpeg_bytes
 
 # 120 MP: over MAX_IMAGE_PIXELS, under PIL's own DecompressionBombError (2 x 89.5 MP), which ingest used to
 # silence to a warning and then decode.

@@ -2,11 +2,10 @@ import io
 
 import numpy as np
 import pytest
+from helpers import jpeg_bytes
 from PIL import Image
 
-from patchray.shards.images import BadImage, decode_rgb, normalise_encoded, open_image
-
-from helpers import jpeg_bytes
+from patchray.shards.images import BadImage, normalise_encoded, open_image, to_rgb
 
 
 def test_truncated_and_garbage_images_are_named():
@@ -29,7 +28,7 @@ def test_other_modes_become_rgb(mode):
     data = jpeg_bytes(8, 8, (10, 200, 60), mode=mode, fmt=fmt)
     data2, converted_from = normalise_encoded(data)
     assert converted_from == mode
-    image = decode_rgb(data2)
+    image = to_rgb(open_image(data2))[0]
     assert image.mode == "RGB" and image.size == (8, 8)
 
 
@@ -38,7 +37,7 @@ def test_alpha_is_composited_on_black():
     rgba.putpixel((0, 0), (255, 0, 0, 255))
     buffer = io.BytesIO()
     rgba.save(buffer, format="PNG")
-    pixels = np.asarray(decode_rgb(buffer.getvalue()))
+    pixels = np.asarray(to_rgb(open_image(buffer.getvalue()))[0])
     assert tuple(pixels[0, 0]) == (255, 0, 0)
     assert tuple(pixels[1, 1]) == (0, 0, 0)
 

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import gradient_frame, jpeg_bytes
 from PIL import Image
 
 from patchray.shards import open_shards
@@ -17,8 +18,6 @@ from patchray.shards.attributes import AttributeSet
 from patchray.shards.cli import build_parser, main, run
 from patchray.shards.schema import DatasetMeta
 from patchray.shards.writer import STAGING_PREFIX, CropRecord, ShardWriter
-
-from helpers import gradient_frame, jpeg_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -196,7 +196,8 @@ def test_bag_side_convention_front_and_back(kind):
             assert count > 30, (yaw, side)
             on_right = mean_x > cx
             assert on_right == ((side == LEFT) == left_on_image_right), (kind, yaw, side, mean_x)
-            name = ("HasBagInHand" if kind == "hand_bags" else "HasBagOnShoulder") + ("Left" if side == LEFT else "Right")
+            name = (("HasBagInHand" if kind == "hand_bags" else "HasBagOnShoulder")
+                    + ("Left" if side == LEFT else "Right"))
             other = name.replace("Left", "Right") if side == LEFT else name.replace("Right", "Left")
             assert labels[name] == PARSE27K[name].value("yes")
             assert labels[other] == PARSE27K[other].value("no")

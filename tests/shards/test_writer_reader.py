@@ -3,12 +3,20 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from patchray.shards import (DATASET_JSON, PARSE27K, CropRecord, DatasetMeta, NoShardsError, OutputExistsError,
-                             ShardWriter, open_shards, resolve_paths)
-from patchray.shards.images import decode_rgb
-
 from helpers import jpeg_bytes
+
+from patchray.shards import (
+    DATASET_JSON,
+    PARSE27K,
+    CropRecord,
+    DatasetMeta,
+    NoShardsError,
+    OutputExistsError,
+    ShardWriter,
+    open_shards,
+    resolve_paths,
+)
+from patchray.shards.images import open_image, to_rgb
 
 
 def _records(n, split=None, labeled=True, seed=0):
@@ -35,7 +43,7 @@ def test_round_trip_keeps_every_field(tmp_path):
         assert row["score"] == (pytest.approx(r.score) if r.score is not None else None)
         for a in PARSE27K:
             assert row[a.column] == r.labels[a.name]
-    assert decode_rgb(rows[3]["image"]).size == (13, 20)
+    assert to_rgb(open_image(rows[3]["image"]))[0].size == (13, 20)
     doc = json.loads((tmp_path / DATASET_JSON).read_text())
     assert doc["num_rows"] == 23 and doc["name"] == "rt"
     assert [a["name"] for a in doc["attributes"]] == PARSE27K.names

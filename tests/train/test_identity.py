@@ -13,15 +13,16 @@ def _identity(overrides=(), data="fp-a", workers=2):
 
 def test_identity_keeps_what_changes_the_result_and_drops_where_it_runs():
     base = _identity()
-    assert base["optim.lr"] == 0.01 and base["epochs"] == 3 and base["batch_size"] == 128
+    assert base["optim.lr"] == 0.01 and base["epochs"] == 3 and base["patches_per_step"] == 128
     assert base["task.patch_size"] == 32 and base["data.train"] == "fp-a" and base["workers"] == 2
     # places, names, failure budget and resource pinning do not make another run
     same = _identity(["out=/elsewhere", "name=other", "storage=s3://b/x", "max_failures=3",
                       "resources.cpus_per_worker=0.25", "data=[/some/path]"])
     assert differences(base, same) == []
     # what changes the weights does, each named
-    for override, key in (("optim.lr=0.02", "optim.lr"), ("epochs=4", "epochs"), ("batch_size=64", "batch_size"),
-                          ("seed=1", "seed"), ("task.preset=pt8", "task.preset"), ("model=resnet18", "model")):
+    for override, key in (("optim.lr=0.02", "optim.lr"), ("epochs=4", "epochs"),
+                          ("patches_per_step=64", "patches_per_step"), ("seed=1", "seed"),
+                          ("task.preset=pt8", "task.preset"), ("model=resnet18", "model")):
         changed = differences(base, _identity([override]))
         assert any(line.startswith(f"{key}: ") for line in changed), (override, changed)
     assert differences(base, _identity(data="fp-b")) == ["data.train: 'fp-a' -> 'fp-b'"]

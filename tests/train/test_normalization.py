@@ -1,10 +1,10 @@
-"""task.normalize=dataset end to end without Ray: the driver's statistics over training crops, the workers'
+"""input.normalize=dataset end to end without Ray: the driver's statistics over training crops, the workers'
 normalisation with them, and fine-tuning from a PatchTask init fed what its pretraining was fed."""
 import numpy as np
 import pytest
 import torch
-
 from helpers import jpeg_bytes
+
 from patchray import config as configlib
 from patchray.models.init import InitError
 from patchray.patches import channel_stats, normalize_images, normalize_patches
@@ -26,14 +26,14 @@ def shards(tmp_path):
 
 
 def _pretrain_config(**overrides) -> PretrainConfig:
-    return configlib.build(PretrainConfig, {"val_crops": 20, "stats_patches": 100} | overrides)
+    return configlib.build(PretrainConfig, {"holdout_crops": 20, "stats_patches": 100} | overrides)
 
 
 def test_dataset_statistics_come_from_training_crops_only_and_are_reproducible(shards):
     from patchray.train.pretrain import input_normalization, read_validation_crops
 
-    cfg = _pretrain_config(task={"normalize": "dataset"})
-    _, val_ids = read_validation_crops(shards, cfg.val_crops, 100, 200)
+    cfg = _pretrain_config(input={"normalize": "dataset"})
+    _, val_ids = read_validation_crops(shards, cfg.holdout_crops, 100, 200)
     record = input_normalization(shards, cfg, val_ids.tolist(), log=lambda *_: None)
     assert record["mode"] == "dataset" and record["crops"] == 6 and record["patches"] == 6 * 18  # ceil(100 / 18)
     mean, std = record["mean"], record["std"]
@@ -47,7 +47,7 @@ def test_dataset_statistics_come_from_training_crops_only_and_are_reproducible(s
 
 
 def test_the_workers_normalise_with_the_drivers_record():
-    from patchray.train.pretrain_loop import InputNormalization
+    from patchray.train.epoch import InputNormalization
 
     patches = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
     mean, std = torch.rand(3, 32, 32), 0.1 + torch.rand(3, 32, 32)
@@ -84,24 +84,26 @@ def test_fine_tuning_follows_a_dataset_pretraining_with_its_statistics_pooled_pe
     expected_mean, expected_std = channel_stats(mean, std)
     for init in (folder, folder / "checkpoints" / "pretext.pt"):  # a run folder or its checkpoint
         cfg = _resolved(init)
-        assert cfg.normalize == "dataset"
-        assert np.allclose(cfg.normalize_mean, expected_mean) and np.allclose(cfg.normalize_std, expected_std)
+        assert cfg.input.normalize == "dataset"
+        assert np.allclose(cfg.input.normalize_mean, expected_mean)
+        assert np.allclose(cfg.input.normalize_std, expected_std)
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
     assert torch.equal(normalise(crops, cfg), normalize_images(crops, "dataset", mean=expected_mean, std=expected_std))
     # the resolved config, as config.yaml records it, loads and resolves to itself
     again = _resolved(folder, **configlib.to_dict(cfg) | {"init": f"patchtask:{folder}"})
-    assert (again.normalize_mean, again.normalize_std) == (cfg.normalize_mean, cfg.normalize_std)
-    assert _resolved(folder, normalize="dataset").normalize_mean == cfg.normalize_mean
-    with pytest.raises(InitError, match=r"normalize_mean/normalize_std .* differ from .*pretraining statistics"):
-        _resolved(folder, normalize="dataset", normalize_mean=[0.5] * 3, normalize_std=[0.2] * 3)
+    assert ((again.input.normalize_mean, again.input.normalize_std)
+            == (cfg.input.normalize_mean, cfg.input.normalize_std))
+    assert _resolved(folder, input={"normalize": "dataset"}).input.normalize_mean == cfg.input.normalize_mean
+    with pytest.raises(InitError, match=r"input.normalize_mean/normalize_std .* differ from .*pretraining statistics"):
+        _resolved(folder, input={"normalize": "dataset", "normalize_mean": [0.5] * 3, "normalize_std": [0.2] * 3})
 
 
 @pytest.mark.parametrize("asked", ["patch", "none"])
 def test_a_fine_tuning_normalisation_other_than_the_pretrainings_is_refused_naming_both(tmp_path, asked):
     folder = _run_folder(tmp_path, {"mode": "dataset", "mean": torch.rand(3, 8, 8), "std": torch.ones(3, 8, 8)})
-    with pytest.raises(InitError, match=rf"fine-tuning normalize='{asked}', but init .* was pretrained with "
-                                        r"task.normalize='dataset'"):
-        _resolved(folder, normalize=asked)
+    with pytest.raises(InitError, match=rf"fine-tuning input.normalize='{asked}', but init .* was pretrained with "
+                                        r"input.normalize='dataset'"):
+        _resolved(folder, input={"normalize": asked})
 
 
 def test_patch_and_none_pretrainings_carry_over_and_older_runs_are_read_from_their_config(tmp_path):
@@ -109,17 +111,17 @@ def test_patch_and_none_pretrainings_carry_over_and_older_runs_are_read_from_the
 
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
     cfg = _resolved(_run_folder(tmp_path / "a", {"mode": "none"}))
-    assert cfg.normalize == "none" and torch.equal(normalise(crops, cfg), normalize_images(crops, "none"))
+    assert cfg.input.normalize == "none" and torch.equal(normalise(crops, cfg), normalize_images(crops, "none"))
     # a run from before normalization.pt: its config.yaml says how it normalised
-    assert _resolved(_run_folder(tmp_path / "b", config_mode="none")).normalize == "none"
-    with pytest.raises(InitError, match="normalize='patch', but init .* task.normalize='none'"):
-        _resolved(_run_folder(tmp_path / "c", config_mode="none"), normalize="patch")
-    with pytest.raises(InitError, match=r"task.normalize=dataset, but its statistics .* are missing"):
+    assert _resolved(_run_folder(tmp_path / "b", config_mode="none")).input.normalize == "none"
+    with pytest.raises(InitError, match="input.normalize='patch', but init .* input.normalize='none'"):
+        _resolved(_run_folder(tmp_path / "c", config_mode="none"), input={"normalize": "patch"})
+    with pytest.raises(InitError, match=r"input.normalize=dataset, but its statistics .* are missing"):
         _resolved(_run_folder(tmp_path / "d", config_mode="dataset"))
     # a hand-made checkpoint without any record: the configured normalisation, patch by default
     cfg = _resolved(_run_folder(tmp_path / "e"))
-    assert cfg.normalize == "patch" and torch.equal(normalise(crops, cfg), normalize_images(crops, "patch"))
-    assert _resolved(_run_folder(tmp_path / "f"), normalize="none").normalize == "none"
+    assert cfg.input.normalize == "patch" and torch.equal(normalise(crops, cfg), normalize_images(crops, "patch"))
+    assert _resolved(_run_folder(tmp_path / "f"), input={"normalize": "none"}).input.normalize == "none"
 
 
 def test_a_random_init_records_the_patch_default_and_imagenet_keeps_imagenets_statistics():
@@ -129,7 +131,7 @@ def test_a_random_init_records_the_patch_default_and_imagenet_keeps_imagenets_st
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
     random = configlib.build(FinetuneConfig, {})
     resolve_normalization(random)
-    assert random.normalize == "patch"  # what config.yaml then says was used
+    assert random.input.normalize == "patch"  # what config.yaml then says was used
     imagenet = configlib.build(FinetuneConfig, {"init": "imagenet", "model": "resnet18"})
     resolve_normalization(imagenet)
     assert torch.equal(normalise(crops, imagenet),

@@ -51,7 +51,8 @@ def test_a_relative_out_inside_a_submitted_job_s_working_dir_copy_is_refused(mon
     monkeypatch.setenv(JOB_CONFIG_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip"},
                                                    "metadata": {}}))
     assert job_runtime_env() == {"working_dir": "gcs://_ray_pkg_abc.zip"}
-    with pytest.raises(configlib.ConfigError, match=r"out: 'runs' is relative.*temporary copy.*--out '~/patchray-runs'"):
+    with pytest.raises(configlib.ConfigError,
+                       match=r"out: 'runs' is relative.*temporary copy.*--out '~/patchray-runs'"):
         run_dir(configlib.build(PretrainConfig, {"out": "runs"}))
     assert run_dir(configlib.build(PretrainConfig, {"out": str(tmp_path / "kept"), "name": "n"})) == tmp_path / "kept/n"
     monkeypatch.setenv(JOB_CONFIG_ENV, json.dumps({"runtime_env": {}, "metadata": {}}))  # no working dir copy
@@ -67,7 +68,7 @@ def test_a_worker_failure_is_reported_by_its_own_message(tmp_path):
     inner = FloatingPointError("pretraining diverged in epoch 3 (step 7: loss nan); lower optim.lr (now 10)")
     wrapped = RayTaskError("train_fn", "Traceback ...", inner)
     error = ray.train.WorkerGroupError("worker 0 failed", {1: RuntimeError("other rank"), 0: wrapped})
-    assert _root_cause(error) is inner or isinstance(_root_cause(error), FloatingPointError)
+    assert _root_cause(error) is inner
     message = _failure_message(error, (str(tmp_path), "pretrain"))  # no run there: nothing kept to mention
     assert message == ("training failed: FloatingPointError: pretraining diverged in epoch 3 (step 7: loss nan); "
                        "lower optim.lr (now 10)")

@@ -7,16 +7,14 @@ import socket
 import threading
 import time
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from patchray import config as configlib
+from patchray.shards import AttributeSet, CropRecord, DatasetMeta, ShardWriter, open_shards
 from patchray.train.config import PretrainConfig
-from patchray.shards.reader import shard_fingerprint
 from patchray.tune.cache import (
     FAILED,
+    USES,
     CachedFailure,
     CacheLockTimeout,
     PretrainCache,
@@ -24,15 +22,21 @@ from patchray.tune.cache import (
 )
 
 
-def _write_shard(path, ids, images):
-    table = pa.table({"crop_id": pa.array(ids, pa.string()), "image": pa.array(images, pa.binary())})
-    pq.write_table(table, path, compression="none", use_dictionary=False)
+def _uses(cache: PretrainCache, key: str) -> list[dict]:
+    """The entry's log of who used it (one JSON line per get_or_train)."""
+    return [json.loads(line) for line in (cache.entry(key) / USES).read_text().splitlines()]
+
+
+def _fingerprint(folder, ids, images, overwrite=False) -> str:
+    """Write ``folder`` as a one-shard dataset; return its fingerprint as a job reads it (``ShardSet``)."""
+    with ShardWriter(folder, DatasetMeta("s", AttributeSet()), overwrite=overwrite) as writer:
+        for crop_id, image in zip(ids, images):
+            assert writer.add(CropRecord(image=image, crop_id=crop_id)) is None
+    return open_shards(str(folder)).fingerprint
 
 
 def test_key_ignores_names_and_places_but_not_the_task_or_the_data(tmp_path):
-    shard = tmp_path / "a.parquet"
-    _write_shard(shard, ["c0", "c1"], [b"jpeg-0", b"jpeg-1"])
-    fp = shard_fingerprint([str(shard)])
+    fp = _fingerprint(tmp_path / "a", ["c0", "c1"], [b"jpeg-0", b"jpeg-1"])
     base = PretrainConfig()
     moved = configlib.build(PretrainConfig, configlib.to_dict(base) | {"name": "other", "out": "/elsewhere"})
     assert pretext_key(base, fp, num_workers=2, use_gpu=False) == pretext_key(moved, fp, num_workers=2,
@@ -40,29 +44,27 @@ def test_key_ignores_names_and_places_but_not_the_task_or_the_data(tmp_path):
     smaller = configlib.load(PretrainConfig, None, ["task.patch_size=24"])
     assert pretext_key(smaller, fp, num_workers=2, use_gpu=False) != pretext_key(base, fp, num_workers=2,
                                                                                  use_gpu=False)
-    _write_shard(shard, ["c0", "c1", "c2"], [b"jpeg-0", b"jpeg-1", b"jpeg-2"])
-    assert pretext_key(base, shard_fingerprint([str(shard)]), num_workers=2, use_gpu=False) != \
-        pretext_key(base, fp, num_workers=2, use_gpu=False)
+    more = _fingerprint(tmp_path / "a", ["c0", "c1", "c2"], [b"jpeg-0", b"jpeg-1", b"jpeg-2"], overwrite=True)
+    assert pretext_key(base, more, num_workers=2, use_gpu=False) != pretext_key(base, fp, num_workers=2,
+                                                                                use_gpu=False)
 
 
 def test_a_rewritten_shard_of_the_same_size_changes_the_key(tmp_path):
     """Same file name, same byte size, other rows: the footers (statistics) differ, so must the key."""
-    a, b = tmp_path / "a" / "s-train-00000.parquet", tmp_path / "b" / "s-train-00000.parquet"
-    a.parent.mkdir()
-    b.parent.mkdir()
-    _write_shard(a, ["c0", "c1"], [b"aaaa", b"bbbb"])
-    _write_shard(b, ["c2", "c3"], [b"cccc", b"dddd"])
-    assert a.stat().st_size == b.stat().st_size
+    fp_a = _fingerprint(tmp_path / "a", ["c0", "c1"], [b"aaaa", b"bbbb"])
+    fp_b = _fingerprint(tmp_path / "b", ["c2", "c3"], [b"cccc", b"dddd"])
+    (a,), (b,) = (sorted((tmp_path / side).glob("*.parquet")) for side in "ab")
+    assert a.name == b.name and a.stat().st_size == b.stat().st_size
     cfg = PretrainConfig()
-    fp_a, fp_b = shard_fingerprint([str(a)]), shard_fingerprint([str(b)])
     assert fp_a != fp_b
     assert pretext_key(cfg, fp_a, num_workers=2, use_gpu=False) != pretext_key(cfg, fp_b, num_workers=2,
                                                                                use_gpu=False)
-    # the same file read through a pyarrow filesystem gives the same fingerprint; a copy elsewhere too
-    assert shard_fingerprint([str(a)], pafs.LocalFileSystem()) == fp_a
-    copy = tmp_path / "s-train-00000.parquet"
+    # the same file read through a pyarrow filesystem (a URI) gives the same fingerprint; a copy elsewhere too
+    assert open_shards(f"file://{a}").fingerprint == fp_a
+    copy = tmp_path / "elsewhere" / a.name
+    copy.parent.mkdir()
     copy.write_bytes(a.read_bytes())
-    assert shard_fingerprint([str(copy)]) == fp_a
+    assert open_shards(str(copy)).fingerprint == fp_a
 
 
 def test_key_holds_the_planned_workers_and_device_not_how_they_are_placed():
@@ -114,7 +116,7 @@ def test_two_processes_needing_the_same_entry_train_it_once(tmp_path):
     assert cache.is_complete("k1")
     folder, trained = cache.get_or_train("k1", lambda f: (_ for _ in ()).throw(AssertionError("retrained")))
     assert not trained and folder == tmp_path / "cache" / "k1"
-    uses = cache.uses("k1")
+    uses = _uses(cache, "k1")
     assert sorted(u["user"] for u in uses) == ["", "p0", "p1"]
     assert [u["trained"] for u in uses].count(True) == 1
 
@@ -184,7 +186,7 @@ def test_without_flock_a_lock_file_serialises_training_and_times_out_naming_its_
     assert trained == ["first"] and cache.is_complete("k")
     assert not (tmp_path / "k.lock.excl").exists()  # released
     assert any("flock is not supported" in line for line in lines)
-    assert sorted(u["user"] for u in cache.uses("k")) == ["trial-A", "trial-C"]
+    assert sorted(u["user"] for u in _uses(cache, "k")) == ["trial-A", "trial-C"]
 
 
 def test_a_stale_lock_file_is_taken_over(tmp_path, monkeypatch):

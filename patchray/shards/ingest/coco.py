@@ -14,8 +14,8 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from patchray.shards.images import BadImage
 from patchray.shards.ingest.boxes import CropOptions
@@ -83,7 +83,8 @@ def person_category_ids(doc: dict, path) -> set:
            if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"].lower() == PERSON
            and _hashable(c.get("id"))}
     if not ids:
-        names = sorted(safe_text(c["name"]) for c in categories if isinstance(c, dict) and isinstance(c.get("name"), str))
+        names = sorted(safe_text(c["name"]) for c in categories
+                       if isinstance(c, dict) and isinstance(c.get("name"), str))
         raise CocoFormatError(f"{path}: no category named {PERSON!r} among {brief(names)}")
     return ids
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 import os
 import reprlib
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from patchray.shards.images import BadImage, encode_image, open_image, to_rgb
-from patchray.shards.ingest.boxes import (Box, CropOptions, ReferenceCrop, check_box, crop_size_reason, filter_reason,
-                                          make_crop)
+from patchray.shards.ingest.boxes import (
+    Box,
+    CropOptions,
+    ReferenceCrop,
+    check_box,
+    crop_size_reason,
+    filter_reason,
+    make_crop,
+)
 from patchray.shards.report import RunReport
 from patchray.shards.writer import CropRecord, ShardWriter
 

@@ -9,8 +9,8 @@ import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -63,7 +63,8 @@ def parse_mot(path: str | os.PathLike, source: str, report: RunReport) -> dict[i
             report.given("box_lines")
             fields = [p.strip() for p in text.replace(";", ",").split(",")]
             if len(fields) < MIN_FIELDS:
-                report.skip("malformed_line", where, f"expected at least {MIN_FIELDS} comma-separated fields, got {len(fields)}")
+                report.skip("malformed_line", where,
+                            f"expected at least {MIN_FIELDS} comma-separated fields, got {len(fields)}")
                 continue
             try:
                 frame, track, box, score = _parse_line(fields)

@@ -25,9 +25,9 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from patchray.shards.attributes import NA, ORIENTATION8, PARSE27K, PARSE27K_BOTH_ORIENTATIONS, AttributeSet
 from patchray.shards.ingest.boxes import CropOptions, ReferenceCrop

@@ -7,12 +7,11 @@ import signal
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from helpers import gradient_frame, jpeg_bytes
 from PIL import Image
 
 from patchray.shards import open_shards
 from patchray.shards.cli import main
-
-from helpers import gradient_frame, jpeg_bytes
 
 
 def _summary(out):

@@ -1,8 +1,7 @@
 import pytest
+from helpers import gradient_frame
 
 from patchray.shards.ingest.boxes import CropOptions, check_box, cut_crop, enlarge, filter_reason, make_crop
-
-from helpers import gradient_frame
 
 
 def test_check_box_reasons():

@@ -3,12 +3,11 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+from helpers import gradient_frame
 from PIL import Image
 
 from patchray.shards import open_shards
 from patchray.shards.cli import main
-
-from helpers import gradient_frame
 
 
 def _setup(tmp_path, annotations, categories=({"id": 1, "name": "person"}, {"id": 3, "name": "car"})):

@@ -1,11 +1,10 @@
 import json
 
 import pyarrow.parquet as pq
+from helpers import jpeg_bytes
 
 from patchray.shards import PARSE27K, open_shards
 from patchray.shards.cli import main
-
-from helpers import jpeg_bytes
 
 
 def _crops(tmp_path):
@@ -30,8 +29,8 @@ def test_folder_without_labels(tmp_path):
     assert set(rows) == {"0002_c1s1_000451_03", "0007_c2s3_070952_01", "cam2/p1"}
     assert rows["0002_c1s1_000451_03"]["source"] == "c1s1" and rows["0002_c1s1_000451_03"]["frame"] == 451
     assert rows["cam2/p1"]["source"] == "cam2" and rows["cam2/p1"]["frame"] is None
-    from patchray.shards.images import decode_rgb
-    assert all(decode_rgb(r["image"]).size == (25, 50) for r in rows.values())
+    from patchray.shards.images import open_image, to_rgb
+    assert all(to_rgb(open_image(r["image"]))[0].size == (25, 50) for r in rows.values())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == {"not_an_image_file": 1, "truncated_image": 1}
     assert summary["converted"] == {"L->RGB": 1, "RGBA->RGB": 1}
@@ -58,7 +57,8 @@ def test_folder_with_parse27k_labels(tmp_path):
     rows = _rows(out)
     assert set(rows) == {"0002_c1s1_000451_03", "0007_c2s3_070952_01"}
     a = rows["0002_c1s1_000451_03"]
-    assert (a["attr_Orientation"], a["attr_Gender"], a["attr_HasBagInHandLeft"], a["attr_HasBagInHandRight"]) == (3, 2, 2, 0)
+    assert (a["attr_Orientation"], a["attr_Gender"],
+            a["attr_HasBagInHandLeft"], a["attr_HasBagInHandRight"]) == (3, 2, 2, 0)
     b = rows["0007_c2s3_070952_01"]
     assert (b["attr_Orientation"], b["attr_Gender"], b["attr_HasBagInHandRight"]) == (2, 0, 2)
     summary = json.loads((out / "summary.json").read_text())

@@ -33,10 +33,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from patchray.shards.cli import build_parser, main, run
-from patchray.shards.ingest.coco import _hashable
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
 from patchray.shards.images import BadImage, normalise_encoded, open_image, to_rgb
+from patchray.shards.ingest.coco import _hashable
 
 EXAMPLES = {"mot": 150, "coco": 150, "folder": 100, "labels_raw": 40, "images": 250}
 CASES: Counter = Counter()
@@ -232,7 +232,7 @@ def test_fuzz_mot(world, lines, newline, options):
     CASES["mot"] += 1
     case = _scratch(world, "mot-")
     boxes = case / "det.txt"
-    boxes.write_bytes(newline.encode().join(l if isinstance(l, bytes) else l.encode() for l in lines))
+    boxes.write_bytes(newline.encode().join(line if isinstance(line, bytes) else line.encode() for line in lines))
     out = case / "out"
     report = run(build_parser().parse_args(["mot", "--frames", str(world["frames"]), "--boxes", str(boxes),
                                             "--out", str(out), *_option_args(options)]))
@@ -434,7 +434,8 @@ def test_fuzz_folder(world, data, options):
 
 @settings(FUZZ, max_examples=EXAMPLES["labels_raw"])
 @given(raw=st.one_of(st.binary(max_size=300),
-                     st.lists(st.binary(max_size=40), max_size=8).map(lambda rows: b"crop_id,Hat\n" + b"\n".join(rows))))
+                     st.lists(st.binary(max_size=40), max_size=8)
+                     .map(lambda rows: b"crop_id,Hat\n" + b"\n".join(rows))))
 def test_fuzz_labels_csv_bytes(world, raw, capsys):
     """Any bytes as a labels CSV: a clean refusal (exit 2, named file) or a run that accounts for every crop."""
     CASES["labels_raw"] += 1

@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import gradient_frame
 from PIL import Image
 
 from patchray.shards import open_shards
 from patchray.shards.cli import main
-
-from helpers import gradient_frame
 
 
 def _frames(folder, n=4, size=(64, 48)):

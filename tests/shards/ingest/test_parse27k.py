@@ -7,12 +7,11 @@ import sqlite3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import gradient_frame
 from PIL import Image
 
 from patchray.shards import PARSE27K, open_shards
 from patchray.shards.cli import main
-
-from helpers import gradient_frame
 
 DB_ATTRIBUTES = ["Orientation", "Orientation8", "Gender", "Posture", "HasBagOnShoulderLeft", "HasBagOnShoulderRight",
                  "HasBagInHandLeft", "HasBagInHandRight", "HasTrolley", "HasBackpack", "isPushing",
@@ -55,7 +54,7 @@ PEDESTRIANS = [  # pedestrianID, imageID, attributeSetID, min_x, min_y, max_x, m
 
 def make_release(root, drop_column=None):
     """A PARSE-27k-shaped folder; column names spelled as the tools' SQL spells some of them (postureID)."""
-    for image_id, (seq, filename, exists) in IMAGES.items():
+    for _image_id, (seq, filename, exists) in IMAGES.items():
         if exists:
             path = root / "sequences" / SEQUENCES[seq] / filename
             path.parent.mkdir(parents=True, exist_ok=True)

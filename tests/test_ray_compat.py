@@ -1,0 +1,64 @@
+"""patchray.ray_compat against the installed Ray, where no cluster is needed (the rest, on the session's cluster:
+tests/e2e/test_ray_compat_cluster.py). A Ray upgrade that moves what an adapter function reads fails here."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from patchray import ray_compat
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_job_runtime_env_reads_the_variable_ray_s_job_supervisor_sets(monkeypatch):
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    assert ray_compat.JOB_CONFIG_ENV == RAY_JOB_CONFIG_JSON_ENV_VAR
+    monkeypatch.delenv(ray_compat.JOB_CONFIG_ENV, raising=False)
+    assert ray_compat.job_runtime_env() is None  # not the driver of a submitted job
+    # what the supervisor writes (json.dumps({"runtime_env": ..., "metadata": ...}))
+    monkeypatch.setenv(ray_compat.JOB_CONFIG_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"},
+                                                              "metadata": {"job_submission_id": "raysubmit_x"}}))
+    assert ray_compat.job_runtime_env() == {"working_dir": "gcs://_ray_pkg_1.zip"}
+    monkeypatch.setenv(ray_compat.JOB_CONFIG_ENV, json.dumps({"runtime_env": None, "metadata": {}}))
+    assert ray_compat.job_runtime_env() == {}
+    for unreadable in ("not json", "[1, 2]"):
+        monkeypatch.setenv(ray_compat.JOB_CONFIG_ENV, unreadable)
+        assert ray_compat.job_runtime_env() is None
+
+
+def test_validate_cluster_config_merges_ray_s_defaults_and_refuses_what_ray_up_would():
+    config = yaml.safe_load((ROOT / "configs" / "cluster" / "aws.yaml").read_text())
+    before = json.dumps(config, sort_keys=True)
+    prepared = ray_compat.validate_cluster_config(config)
+    assert json.dumps(config, sort_keys=True) == before  # the caller's dict is left as it was
+    assert prepared["provider"]["type"] == "aws"
+    # filled in as `ray up` does: the head's max_workers (0), the workers' setup commands (the common ones)
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert "max_workers" not in config["available_node_types"][config["head_node_type"]] and head["max_workers"] == 0
+    assert "worker_setup_commands" not in config and prepared["worker_setup_commands"] == config["setup_commands"]
+    with pytest.raises(ValueError, match="'min_wokers' was unexpected"):  # Ray's schema
+        ray_compat.validate_cluster_config(config | {"min_wokers": 0})
+    with pytest.raises(ValueError, match="head_node_type` must be one of"):  # Ray's own checks after it
+        ray_compat.validate_cluster_config(config | {"head_node_type": "no_such_type"})
+
+
+def test_forget_loaded_auth_token_makes_ray_read_its_token_again(monkeypatch, tmp_path):
+    from ray._raylet import AuthenticationTokenLoader
+
+    loader = AuthenticationTokenLoader.instance()
+    token = tmp_path / "token"
+    token.write_text("a" * 64)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    try:
+        ray_compat.forget_loaded_auth_token()
+        assert loader.get_raw_token(ignore_auth_mode=True) == "a" * 64
+        token.write_text("b" * 64)
+        assert loader.get_raw_token(ignore_auth_mode=True) == "a" * 64  # cached
+        ray_compat.forget_loaded_auth_token()
+        assert loader.get_raw_token(ignore_auth_mode=True) == "b" * 64
+    finally:
+        monkeypatch.undo()
+        ray_compat.forget_loaded_auth_token()  # no test token left cached for what runs next
