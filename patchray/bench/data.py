@@ -1,16 +1,37 @@
-"""Benchmark inputs: the same shards, repeated to any size, and the machine they were measured on."""
+"""Benchmark inputs: what every benchmark's config holds, the same shards repeated to any size, and the machine
+they were measured on."""
 from __future__ import annotations
 
 import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from patchray.patches import PatchTaskConfig
 from patchray.shards.reader import open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
+from patchray.train.config import TASK_FOLLOWS_INPUT, InputConfig, task_for
+
+
+@dataclass
+class BenchConfig:
+    """What every benchmark's config holds: where it writes, its shards, a seed, and the PatchTask on the same
+    input section as pretraining's (so a benchmark is set up with the keys a pretraining is)."""
+    name: str = "bench"
+    out: str = "runs"
+    data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
+    seed: int = 0
+    input: InputConfig = field(default_factory=InputConfig)
+    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
+
+    DERIVED_KEYS = TASK_FOLLOWS_INPUT
+
+    def __post_init__(self):
+        self.task = task_for(self.task, self.input)
 
 
 def repeated_shards(files: list[str], copies: int, folder: Path) -> list[str]:

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import torch
 
 from patchray.accel import CompileBackend, Device, produce_for_default_stream, resolve_device, tune_for
-from patchray.bench.data import describe_machine, load_jpegs, machine, start_bench
-from patchray.patches import PatchTaskConfig, task_patches_on, training_patches
+from patchray.bench.data import BenchConfig, describe_machine, load_jpegs, machine, start_bench
+from patchray.patches import task_patches_on, training_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.device_decode import decode_crops_on
-from patchray.train.config import TASK_FOLLOWS_INPUT, InputConfig, OptimConfig, task_for
+from patchray.train.config import OptimConfig
 from patchray.train.epoch import PretextStep, pretext_step, synchronize
 
 # Each step of the ladder adds one setting to the one before.
@@ -36,10 +36,8 @@ VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
 
 
 @dataclass
-class GpuBenchConfig:
+class GpuBenchConfig(BenchConfig):
     name: str = "bench_gpu"
-    out: str = "runs"
-    data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
     device: Device = "auto"        # auto | cuda | cpu
     crops: int = 4096              # encoded crops held in host memory
     decode_batch: int = 256        # crops per nvJPEG call (as a data block)
@@ -49,16 +47,12 @@ class GpuBenchConfig:
     compile: CompileBackend = "inductor"  # the backend of the "+compile" variant
     warmup_steps: int = 5
     steps: int = 30                # timed steps per variant
-    seed: int = 0
-    input: InputConfig = field(default_factory=InputConfig)
-    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     RENAMED_KEYS = {"batch_sizes": "patches_per_step"}
-    DERIVED_KEYS = TASK_FOLLOWS_INPUT
 
     def __post_init__(self):
-        self.task = task_for(self.task, self.input)
+        super().__post_init__()
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")

@@ -18,9 +18,17 @@ from pathlib import Path
 
 import torch
 
-from patchray.bench.data import describe_machine, load_jpegs, machine, repeated_shards, shard_summary, start_bench
+from patchray.bench.data import (
+    BenchConfig,
+    describe_machine,
+    load_jpegs,
+    machine,
+    repeated_shards,
+    shard_summary,
+    start_bench,
+)
 from patchray.patches import PatchTaskConfig
-from patchray.train.config import TASK_FOLLOWS_INPUT, DecodeOn, InputConfig, task_for
+from patchray.train.config import DecodeOn
 
 GOAL_VS_DATALOADER = 2.0   # patchray at least this many times the DataLoader baseline...
 GOAL_VS_DECODE_LIMIT = 0.6  # ...and at least this share of the decode limit
@@ -29,26 +37,19 @@ DECODE_NOTES = {"data": "data tasks read and decode, the worker cuts",
 
 
 @dataclass
-class IngestBenchConfig:
+class IngestBenchConfig(BenchConfig):
     name: str = "bench_ingest"
-    out: str = "runs"
-    # Shard globs or folders; empty: the synthetic default's unlabeled crops (rendered once, cached).
-    data: list[str] = field(default_factory=list)
     copies: int = 8                 # the shards repeated this many times: a longer epoch, same crops
     cores: int | None = None        # cores given to each contender (None: all of the machine's)
     epochs: int = 3                 # the first is warm-up; the best later epoch is reported
     crops_per_step: int = 16        # as pretraining's default step (128 patches of K=8)
     decode_sample: int = 3000       # crops timed for the decode limit
-    seed: int = 0
     decode_on: list[DecodeOn] = field(default_factory=lambda: ["data", "trainer"])  # patchray runs, as pretraining's
-    input: InputConfig = field(default_factory=InputConfig)
-    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
     RENAMED_KEYS = {"crops_per_batch": "crops_per_step"}
-    DERIVED_KEYS = TASK_FOLLOWS_INPUT
 
     def __post_init__(self):
-        self.task = task_for(self.task, self.input)
+        super().__post_init__()
         if not self.decode_on:
             raise ValueError("decode_on must list at least one place to decode")
         if self.copies < 1 or self.epochs < 2 or self.crops_per_step < 1 or self.decode_sample < 1:

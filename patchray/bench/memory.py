@@ -10,38 +10,31 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from patchray.bench.data import describe_machine, machine, repeated_shards, start_bench
+from patchray.bench.data import BenchConfig, describe_machine, machine, repeated_shards, start_bench
 from patchray.patches import PatchTaskConfig
 from patchray.ray_compat import object_store_used_mib
-from patchray.train.config import TASK_FOLLOWS_INPUT, InputConfig, task_for
 
 GOAL_RATIO = 1.2  # peak at 10x the shards over peak at 1x, for each thing measured
 MEASURES = ("driver_rss_mib", "train_worker_rss_mib", "data_task_rss_mib", "object_store_mib")
 
 
 @dataclass
-class MemoryBenchConfig:
+class MemoryBenchConfig(BenchConfig):
     name: str = "bench_memory"
-    out: str = "runs"
-    data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
     copies: int = 2          # the small run streams the shards this many times over (to reach steady state)...
     scale: int = 10          # ...the big run ``scale`` times as many
     sample_s: float = 0.25
     crops_per_step: int = 16
-    seed: int = 0
-    input: InputConfig = field(default_factory=InputConfig)
-    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
 
     RENAMED_KEYS = {"crops_per_batch": "crops_per_step"}
-    DERIVED_KEYS = TASK_FOLLOWS_INPUT
 
     def __post_init__(self):
-        self.task = task_for(self.task, self.input)
+        super().__post_init__()
         if self.copies < 1 or self.scale < 2 or self.sample_s <= 0 or self.crops_per_step < 1:
             raise ValueError("need copies >= 1, scale >= 2, sample_s > 0 and crops_per_step >= 1")
 

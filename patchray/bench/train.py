@@ -22,19 +22,17 @@ import torch
 
 from patchray import config as configlib
 from patchray.accel import CompileBackend, Device, channels_last_for, resolve_device, tune_for
-from patchray.bench.data import describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
+from patchray.bench.data import BenchConfig, describe_machine, fit_json, load_jpegs, machine, report_json, start_bench
 from patchray.patches import PatchTaskConfig, training_patches
-from patchray.train.config import TASK_FOLLOWS_INPUT, DecodeOn, InputConfig, OptimConfig, task_for
+from patchray.train.config import DecodeOn, OptimConfig
 from patchray.train.epoch import pretext_step, train_epoch
 
 GOAL_OVERHEAD = 0.10  # Ray Train at most 10% slower than the plain loop
 
 
 @dataclass
-class TrainBenchConfig:
+class TrainBenchConfig(BenchConfig):
     name: str = "bench_train"
-    out: str = "runs"
-    data: list[str] = field(default_factory=list)  # shard globs or folders; empty: the synthetic default
     model: str = "tiny"
     crops: int = 2048              # decoded once, held in memory by both contenders
     epochs: int = 4                # the first is warm-up; throughput is over the rest
@@ -50,16 +48,12 @@ class TrainBenchConfig:
     # GPU) and the share of time its steps waited for data, the last epoch's. 0: skip.
     pipeline_epochs: int = 2
     decode_on: DecodeOn = "data"   # that pretraining's decode_on (trainer: nvJPEG on the GPU)
-    seed: int = 0
-    input: InputConfig = field(default_factory=InputConfig)
-    task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     RENAMED_KEYS = {"batch_size": "patches_per_step"}
-    DERIVED_KEYS = TASK_FOLLOWS_INPUT
 
     def __post_init__(self):
-        self.task = task_for(self.task, self.input)
+        super().__post_init__()
         if self.crops < 1 or self.epochs < 2 or self.patches_per_step < 1:
             raise ValueError("need crops >= 1, epochs >= 2 (one is warm-up) and patches_per_step >= 1")
         if self.patches_per_step % self.task.patches_per_crop:
