@@ -8,6 +8,14 @@ import json
 import os
 import re
 
+# Ray Train V2's switches, read from the environment of its driver, controller and workers (its internal
+# constants module); no public API sets them. patchray.console turns them off for quiet output.
+TRAIN_PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+TRAIN_WORKER_STRUCTURED_LOGGING_ENV = "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING"
+TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV = "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING"
+# Ray Data's logger level, read where Ray Data configures its logging (at import, and per dataset in workers).
+DATA_LOG_LEVEL_ENV = "RAY_DATA_LOG_LEVEL"
+
 # Set by Ray's job supervisor in a submitted job's driver: the job's runtime_env and metadata, as JSON.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 

@@ -62,3 +62,29 @@ def test_forget_loaded_auth_token_makes_ray_read_its_token_again(monkeypatch, tm
     finally:
         monkeypatch.undo()
         ray_compat.forget_loaded_auth_token()  # no test token left cached for what runs next
+
+
+def test_the_output_switches_are_the_ones_this_ray_reads(monkeypatch):
+    """patchray.console quiets Ray through these names: Ray Train must read and propagate them, and Ray Data's
+    logger setup must take its level from the environment."""
+    import logging
+
+    from ray.data import DataContext
+    from ray.data._internal.logging import configure_logging
+    from ray.train.v2._internal import constants
+
+    names = {ray_compat.TRAIN_PRINT_PATCH_ENV, ray_compat.TRAIN_WORKER_STRUCTURED_LOGGING_ENV,
+             ray_compat.TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV}
+    assert names == {constants.ENABLE_PRINT_PATCH_ENV_VAR, constants.ENABLE_WORKER_STRUCTURED_LOGGING_ENV_VAR,
+                     constants.ENABLE_CONTROLLER_STRUCTURED_LOGGING_ENV_VAR}
+    assert names <= constants.ENV_VARS_TO_PROPAGATE  # handed on from the driver to the controller and workers
+    for context_setting in ("enable_progress_bars", "print_on_execution_start"):
+        assert hasattr(DataContext.get_current(), context_setting), context_setting
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    monkeypatch.setenv(ray_compat.DATA_LOG_LEVEL_ENV, "WARNING")
+    configure_logging()  # what Ray Data runs at import and in each worker per dataset
+    try:
+        assert not data_logger.isEnabledFor(logging.INFO) and data_logger.isEnabledFor(logging.WARNING)
+    finally:
+        data_logger.setLevel(level)

@@ -102,7 +102,8 @@ def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.nda
     outputs = None
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(pixels), EVAL_BATCH):
-            x = normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH]).to(device), cfg)
+            # a copy: the pixels come read-only from Ray's object store, and torch warns on such an array
+            x = normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg)
             probs = [torch.softmax(logits.float(), 1).cpu().numpy() for logits in net(x)]
             outputs = probs if outputs is None else [np.concatenate([a, b]) for a, b in zip(outputs, probs)]
     net.train()

@@ -25,16 +25,26 @@ class PreparedRun:
 
 
 def init_ray():
-    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
+    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), else start a local one; quiet unless
+    verbose (``patchray.console``: the CLI's --verbose, or PATCHRAY_VERBOSE=1)."""
     import ray
 
+    from patchray import console
+
+    output = console.configure_output(console.verbose_from_env())
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
+        kwargs = output.init_kwargs()
+        kwargs["runtime_env"]["env_vars"]["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+        info = ray.init(address=os.environ.get("RAY_ADDRESS") or None, **kwargs)
+        if not output.verbose and info.dashboard_url:  # Ray's own line is an INFO one
+            url = info.dashboard_url
+            print(f"[patchray] Ray dashboard: {url if '://' in url else 'http://' + url}", flush=True)
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False  # our own per-epoch lines say more, in less space
+    context = DataContext.get_current()
+    for name, value in output.data_context.items():
+        setattr(context, name, value)
     return ray
 
 
@@ -53,16 +63,15 @@ def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
                                   placement_groups_of_other_jobs(), requested)
 
 
-def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int,
-        datasets: dict, datasets_to_split="all", callbacks=()) -> tuple[dict, list[dict]]:
-    """Run a TorchTrainer to the end; return the last checkpoint's state and metric history.
-
-    ``callbacks``: Ray Train callbacks, e.g. Tune's TuneReportCallback when run inside a trial.
-    """
+def make_trainer(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int = 0,
+                 datasets: dict | None = None, datasets_to_split="all", callbacks=()):
+    """The TorchTrainer of every training job and benchmark: ``plan``'s workers (``loop_config`` gains
+    ``torch_threads``, see ``patchray.train.worker.start_worker``), Ray Train's run at ``location`` (storage path,
+    name; the same pair resumes), the last two checkpoints kept."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    trainer = TorchTrainer(
+    return TorchTrainer(
         loop,
         train_loop_config=loop_config | {"torch_threads": plan.torch_threads},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
@@ -74,6 +83,18 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=datasets_to_split),
     )
+
+
+def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int,
+        datasets: dict, datasets_to_split="all", callbacks=()) -> tuple[dict, list[dict]]:
+    """Run a TorchTrainer (``make_trainer``) to the end; return the last checkpoint's state and metric history.
+
+    ``callbacks``: Ray Train callbacks, e.g. Tune's TuneReportCallback when run inside a trial.
+    """
+    import ray.train
+
+    trainer = make_trainer(loop, loop_config, plan, location=location, max_failures=max_failures, datasets=datasets,
+                           datasets_to_split=datasets_to_split, callbacks=callbacks)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
