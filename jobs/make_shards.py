@@ -1,4 +1,4 @@
-"""Make crop shards: `python jobs/make_shards.py {synthetic,mot,coco,folder} --out DIR ...` (see --help)."""
+"""Make crop shards: `python jobs/make_shards.py {synthetic,mot,coco,folder,parse27k} --out DIR ...` (see --help)."""
 import sys
 
 from patchray.shards.cli import main
