@@ -130,3 +130,37 @@ def test_fine_tuning_normalisation_that_cannot_match_its_init_is_refused_at_load
     with pytest.raises(configlib.ConfigError, match=message):
         configlib.load(FinetuneConfig, None, overrides)
     assert FinetuneConfig().input.normalize is None  # by default: as the init says
+
+
+@pytest.mark.parametrize(("cls_name", "old", "new"), [
+    ("PretrainConfig", "batch_size: 64", "patches_per_step"),
+    ("PretrainConfig", "val_crops: 10", "holdout_crops"),
+    ("PretrainConfig", "crop_fit: stretch", "input.crop_fit"),
+    ("FinetuneConfig", "batch_size: 16", "crops_per_step"),
+    ("FinetuneConfig", "val_crops: 100", "val_limit"),
+    ("FinetuneConfig", "normalize: patch", "input.normalize"),
+])
+def test_a_config_file_with_a_key_from_before_the_shared_vocabulary_is_refused_naming_the_new_key(
+        tmp_path, cls_name, old, new):
+    from patchray.train import config as train_config
+
+    cls = getattr(train_config, cls_name)
+    old_file = tmp_path / "old.yaml"
+    old_file.write_text(old + "\n")
+    key = old.split(":")[0]
+    with pytest.raises(configlib.ConfigError, match=rf"old.yaml: {key} is now {new}"):
+        configlib.load(cls, old_file)
+    value = old.split(": ")[1]
+    with pytest.raises(configlib.ConfigError, match=rf"^{key} is now {new}"):  # the same on the command line
+        configlib.load(cls, None, [f"{key}={value}"])
+
+
+def test_the_pretext_task_takes_its_crop_size_and_normalisation_from_input_and_records_them_once():
+    cfg = configlib.load(PretrainConfig, None, ["input.crop_width=120", "input.normalize=dataset"])
+    assert (cfg.task.crop_width, cfg.task.crop_height, cfg.task.normalize) == (120, 200, "dataset")
+    written = configlib.to_dict(cfg)
+    assert "crop_width" not in written["task"] and "normalize" not in written["task"]  # once, under input
+    assert configlib.build(PretrainConfig, written) == cfg  # what config.yaml records builds the same run
+    with pytest.raises(configlib.ConfigError, match="task.crop_width follows input.crop_width"):
+        configlib.load(PretrainConfig, None, ["task.crop_width=120"])
+    assert PretrainConfig().input.normalize == "patch"  # pretraining's null: patch, recorded as such

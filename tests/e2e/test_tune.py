@@ -21,8 +21,11 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
         "out": str(tmp_path), "name": "t", "num_samples": 3, "grace_period": 1, "time_budget_s": None,
         "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4"]}},
                   "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}}},
-        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 50, "max_crops": 300},
-        "finetune": {"epochs": 2, "labels": 60, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 40}}
+        # one worker a trainer: what is tested is the search, not data parallelism, and a trial starts faster
+        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 50, "max_crops": 300,
+                     "resources": {"num_workers": 1}},
+        "finetune": {"epochs": 2, "labels": 60, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 40,
+                     "resources": {"num_workers": 1}}}
     lines = []
     summary = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     out = tmp_path / "t"
@@ -80,8 +83,11 @@ def test_grid_search_runs_every_point_and_scores_a_patch_that_does_not_fit_as_in
     summary = run_tune(configlib.build(TuneConfig, {
         "out": str(tmp_path), "name": "g", "search": "grid", "scheduler": "fifo", "time_budget_s": None,
         "space": {"pretrain": {"task.patch_size": {"choice": [32, 48]}, "task.grid": {"choice": ["2x4", "3x6"]}}},
-        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150},
-        "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30}}),
+        # one worker a trainer: what is tested is the grid, not data parallelism, and a trial starts faster
+        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150,
+                     "resources": {"num_workers": 1}},
+        "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30,
+                     "resources": {"num_workers": 1}}}),
         log=lines.append)
     # 48 px patches do not fit 3 columns of a 100 px crop: that point is tried, scored 0, listed as infeasible
     assert any("1 of 4 pretext combinations do not fit" in line for line in lines)
