@@ -150,7 +150,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
     try:
         from patchray.train.runner import TrainingError
     except ImportError:
-        TrainingError = ()  # noqa: N806 (no Ray, no trainer to fail)
+        TrainingError = ()  # no Ray, no trainer to fail
     try:
         _resolve(job.run)(cfg)
     except user_errors as e:

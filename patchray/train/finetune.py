@@ -31,10 +31,16 @@ RAY_RUN_NAME = "finetune"
 BUDGET_EPOCH = -2
 
 
+def labeled_folders(cfg: FinetuneConfig, log=print) -> list[str]:
+    """The folders the splits are found in: ``data``, or the synthetic default's labeled part (rendered once)
+    when neither it nor all three explicit splits are given."""
+    if cfg.data or (cfg.train_data and cfg.val_data and cfg.test_data):
+        return list(cfg.data)
+    return [os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")]
+
+
 def resolve_splits(cfg: FinetuneConfig, log=print) -> dict[str, list[str]]:
-    folders = list(cfg.data)
-    if not folders and not (cfg.train_data and cfg.val_data and cfg.test_data):
-        folders = [os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")]
+    folders = labeled_folders(cfg, log)
     splits = {}
     for split, explicit in (("train", cfg.train_data), ("val", cfg.val_data), ("test", cfg.test_data)):
         splits[split] = list(explicit) or [os.path.join(folder, f"*-{split}-*.parquet") for folder in folders]

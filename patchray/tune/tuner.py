@@ -151,15 +151,13 @@ def run_trial(params: dict, *, tune_cfg: dict, out: str, reserved_cpus: float) -
 
 def _resolve_data(cfg: TuneConfig, log) -> TuneConfig:
     """Render / locate the data once in the driver, so concurrent trials never race to create it."""
-    from patchray.shards.default_data import ensure_synthetic
+    from patchray.train.finetune import labeled_folders
     from patchray.train.pretrain import resolve_data
 
     pretrain = build_section("pretrain", cfg.pretrain, {})
     finetune = build_section("finetune", cfg.finetune, {})
     pre = dict(cfg.pretrain, data=resolve_data(pretrain, log), storage=cfg.storage)
-    fine = dict(cfg.finetune, storage=cfg.storage)
-    if not finetune.data and not (finetune.train_data and finetune.val_data and finetune.test_data):
-        fine["data"] = [os.path.join(ensure_synthetic(finetune.synthetic, log), "labeled")]
+    fine = dict(cfg.finetune, storage=cfg.storage, data=labeled_folders(finetune, log))
     return dataclasses.replace(cfg, pretrain=pre, finetune=fine)
 
 
