@@ -77,7 +77,7 @@ JOBS: dict[str, Job] = {
         (Flag("--samples", "num_samples", "number of trials (num_samples)", type=int),
          Flag("--time-budget", "time_budget_s", "stop after this many seconds (time_budget_s)", type=float))),
     "bench_tune": Job(
-        "bench_tune.py", "Full grid vs Optuna + ASHA on one small space.",
+        "bench_tune.py", "Grid vs random + ASHA vs TPE + ASHA vs TPE, replayed over a recorded grid.",
         "patchray.tune.bench:TuneBenchConfig", "patchray.tune.bench:run_bench"),
     "bench_ingest": Job(
         "bench_ingest.py", "Patches/s: decode limit vs a torch DataLoader vs patchray's Ray Data pipeline.",

@@ -111,3 +111,42 @@ def metrics_export_every(interval_ms: int) -> dict:
     """Keyword arguments of ``ray.init`` that make the local cluster it starts export metrics every
     ``interval_ms`` (Ray's default: 10 s) through ``_system_config``, which Ray keeps for testing."""
     return {"_system_config": {"metrics_report_interval_ms": interval_ms}}
+
+
+# ----------------------------------------------------------------------------------------- Tune's ASHA and Optuna
+
+
+def asha_rungs_of(scheduler) -> list[tuple[float, dict]]:
+    """The (milestone, {trial id: value}) rungs of an AsyncHyperBandScheduler with one bracket, as the live
+    dicts the scheduler compares against (``_brackets[0]._rungs``): what a resumed search refills."""
+    return scheduler._brackets[0]._rungs
+
+
+def optuna_trial_of(search, trial_id: str):
+    """The optuna Trial that Ray's OptunaSearch asked for a Tune trial, or None (``_ot_trials``)."""
+    return search._ot_trials.get(trial_id)
+
+
+def optuna_study_of(search):
+    """The optuna Study behind Ray's OptunaSearch (``_ot_study``)."""
+    return search._ot_study
+
+
+def optuna_search_told(search, trial_id: str) -> bool:
+    """Whether Ray's OptunaSearch has already told Optuna this trial's end (``_completed_trials``): it then drops
+    every later result of the trial, a retried one's included."""
+    return trial_id in search._completed_trials
+
+
+def optuna_search_replace_trial(search, trial_id: str, ot_trial, told: bool) -> None:
+    """Point Ray's OptunaSearch at another optuna Trial for this Tune trial, told or not yet."""
+    search._ot_trials[trial_id] = ot_trial
+    if told:
+        search._completed_trials.add(trial_id)
+    else:
+        search._completed_trials.discard(trial_id)
+
+
+def optuna_search_space(search):
+    """The space Ray's OptunaSearch asks Optuna with: a define-by-run callable or a dict of distributions."""
+    return search._space

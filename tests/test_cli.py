@@ -13,7 +13,7 @@ def test_tune_flags_set_samples_time_budget_and_name():
 def test_tune_refuses_unknown_keys_and_bench_takes_overrides():
     with pytest.raises(configlib.ConfigError, match="unknown key"):
         parse("tune_finetune", ["num_sample=3"])
-    assert parse("bench_tune", ["num_samples=5"]).num_samples == 5
+    assert parse("bench_tune", ["repeats=5"]).repeats == 5
 
 
 def test_a_dotted_key_inside_a_mapping_field_keeps_the_rest_of_its_default():

@@ -49,6 +49,9 @@ class CompareConfig:
             raise ValueError("need at least one seed and one budget")
         if any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be >= 1, got {self.budgets}")
+        if not self.finetune.evaluate_test:
+            raise ValueError("finetune.evaluate_test: false leaves the comparison without its numbers: the inits "
+                             "are compared on the test split")
         if self.pretrained is None and self.pretrain.model != self.finetune.model:
             # Transfer copies the trunk it pretrained; a comparison across two trunks compares nothing.
             raise ValueError(f"pretrain.model {self.pretrain.model!r} and finetune.model {self.finetune.model!r} "

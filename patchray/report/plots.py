@@ -132,7 +132,8 @@ def plot_tune_objective(trials: list[dict], metric: str, path: str | Path) -> Pa
     """Each trial's objective in launch order, coloured by status, with the best completed one so far.
     ``trials``: dicts with ``objective``, ``status`` and ``epochs``."""
     fig, ax = plt.subplots(figsize=(8, 4))
-    colours = {"completed": "tab:blue", "stopped early": "tab:orange", "error": "tab:red"}
+    colours = {"completed": "tab:blue", "stopped by ASHA": "tab:orange", "stopped by the time budget": "tab:grey",
+               "diverged": "tab:red", "error": "tab:red"}
     for status, colour in colours.items():
         points = [(i + 1, t["objective"], t["epochs"]) for i, t in enumerate(trials)
                   if t["status"] == status and t["objective"] is not None]
@@ -182,21 +183,23 @@ def plot_heatmap(rows: list, cols: list, matrix: list[list[float]], metric: str,
     return _save(fig, path)
 
 
-def plot_tune_bench(result: dict, path: str | Path) -> Path:
-    """Full grid vs Optuna + ASHA: best objective found and fine-tuning epochs spent."""
-    names = ["full grid", "Optuna + ASHA"]
-    runs = [result["grid"], result["asha_optuna"]]
-    fig, (ax_best, ax_epochs) = plt.subplots(1, 2, figsize=(9, 3.8))
-    best = [100 * (r["best"] or 0) for r in runs]
-    ax_best.bar(names, best, color=["tab:gray", "tab:blue"])
-    low = min(best) - 3
-    ax_best.set(ylabel=f"best validation {result['metric']} (%)", title="Best found", ylim=(max(0, low), max(best) + 1))
-    ax_epochs.bar(names, [r["epochs"] for r in runs], color=["tab:gray", "tab:blue"])
-    ax_epochs.set(ylabel="fine-tuning epochs", title="Work spent")
-    for ax, values, fmt in ((ax_best, best, "{:.2f}"), (ax_epochs, [r["epochs"] for r in runs], "{:d}")):
-        for i, v in enumerate(values):
-            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom")
-        ax.grid(axis="y", alpha=0.3)
+def plot_replay(result: dict, path: str | Path) -> Path:
+    """The replayed searches: median and 90th-percentile regret, and the share of the grid's epochs spent."""
+    names = list(result["strategies"])
+    stats = [result["strategies"][n] for n in names]
+    fig, (ax_regret, ax_epochs) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = np.arange(len(names))
+    ax_regret.bar(x - 0.2, [s["median_regret"] for s in stats], 0.4, label="median")
+    ax_regret.bar(x + 0.2, [s["p90_regret"] for s in stats], 0.4, label="90th percentile")
+    ax_regret.axhline(result["goal"]["median_regret_max"], color="black", linestyle="--", linewidth=1,
+                      label="goal (median)")
+    ax_regret.set(xticks=x, xticklabels=names, ylabel="regret (points)",
+                  title=f"regret over {result['repeats']} replays")
+    ax_regret.legend(fontsize=8)
+    ax_epochs.bar(x, [100 * s["mean_epochs"] / result["grid_epochs"] for s in stats], color="tab:grey")
+    ax_epochs.axhline(100 * result["goal"]["epoch_share_max"], color="black", linestyle="--", linewidth=1)
+    ax_epochs.set(xticks=x, xticklabels=names, ylabel="% of the grid's epochs", title="epochs spent (mean)")
+    fig.tight_layout()
     return _save(fig, path)
 
 

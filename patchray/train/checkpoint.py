@@ -4,6 +4,9 @@ A checkpoint folder holds ``model.pt`` ({"model", "optimizer", "epoch", "config"
 the whole network's state_dict), ``history.json`` (every epoch's metrics so far), so that the metrics of a
 resumed run are whole: no gap, no repeated epoch, and ``run.json`` ({"epoch", "identity"}): what a driver reads,
 without loading any weights, to decide whether this run may resume it (``patchray.train.identity``).
+
+A finished pretraining also keeps its last checkpoint in its own folder, ``checkpoints/last/`` (the same three
+files), wherever Ray Train's storage is: a longer run of the same settings starts from it (``start_from``).
 """
 from __future__ import annotations
 
@@ -17,6 +20,21 @@ import torch
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
 RUN_FILE = "run.json"
+# A finished run's last checkpoint, in the run's own folder (see the module docstring).
+FINAL_STATE = Path("checkpoints") / "last"
+
+
+def final_state(run_folder: str | Path) -> Path:
+    """Where the finished run in ``run_folder`` keeps its last checkpoint (weights, optimizer, epoch, history)."""
+    return Path(run_folder) / FINAL_STATE
+
+
+def read_run_file(folder: str | Path) -> dict | None:
+    """``run.json`` of the checkpoint folder ``folder`` ({"epoch", "identity"}), or None when it has none."""
+    path = Path(folder) / RUN_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
 
 
 def save_checkpoint(folder: str | Path, *, model: dict, optimizer: dict, epoch: int, config: dict,

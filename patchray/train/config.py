@@ -2,7 +2,8 @@
 
 One vocabulary across jobs: ``input`` is how a detection crop becomes network input (the same section in
 pretraining and fine-tuning), ``patches_per_step`` and ``crops_per_step`` count what one optimiser step of one
-worker takes, ``holdout_crops`` are crops kept out of training and ``val_limit`` truncates a validation split.
+worker takes, ``holdout_crops`` are crops kept out of training and ``val_limit`` draws a seeded subset of a
+validation split.
 """
 from __future__ import annotations
 
@@ -111,6 +112,11 @@ class PretrainConfig:
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
     decode_on: DecodeOn = "data"
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
+    # The folder of a finished pretraining with the same settings but fewer epochs: this run starts from its last
+    # checkpoint (weights, optimizer state, epoch) and trains only the remaining epochs. Part of the run's
+    # identity: a continued run is not a fresh one (with optim.schedule=cosine it also learns otherwise, its
+    # first epochs having followed the shorter run's schedule). The Tune cache sets it (patchray.tune.cache).
+    start_from: str | None = None
     # input.normalize=dataset: the per-pixel mean/std are taken over this many training patches (every grid cell
     # once per crop, so ~910 crops for pt18), computed by the driver before training. The reference used ~50k;
     # 16384 puts the statistics within 1% of a std of the full data's at a few seconds of decoding.
@@ -173,7 +179,17 @@ class FinetuneConfig:
     # average; a class absent from the training split weighs 0. See README, Fine-tuning.
     loss: Literal["ce", "balanced"] = "ce"
     eval_every: int = 1               # validation every N epochs (and always after the last)
-    val_limit: int | None = None      # score validation on the first N val crops (None: all); test uses all
+    # Score validation on N val crops (None: all); test uses all. The N are drawn by crop id (a hash of val_seed
+    # and the id, as the label budget is drawn), not taken from the top of the files: shards are often sorted
+    # by sequence or camera, and their first N crops would be a biased sample.
+    val_limit: int | None = None
+    # The subset of val_limit crops is drawn with this seed, independent of `seed`, so that every trial of a
+    # search, whatever its seed, is scored on the same crops.
+    val_seed: int = 0
+    # False: the test split is neither read nor scored (nor required to exist; train and val still must agree
+    # on their attributes); a hyperparameter search turns it off for its trials, so that test numbers exist
+    # only for the configuration it chooses. Summary "test" is then null and no test_metrics.* are written.
+    evaluate_test: bool = True
     amp: bool = True
     max_failures: int = 1
     # lr 0.002: the loss sums 11 attributes' cross-entropies, and at 0.01 a randomly initialised tiny net

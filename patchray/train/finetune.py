@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from patchray import config as configlib
@@ -27,24 +28,48 @@ from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
 
 RAY_RUN_NAME = "finetune"
-# Seeds the label-budget draw apart from the patch sampler's epochs (which are >= -1).
+# Seed the label-budget and val-subset draws apart from the patch sampler's epochs (which are >= -1) and from
+# each other.
 BUDGET_EPOCH = -2
+VAL_SUBSET_EPOCH = -3
+
+
+def evaluated_splits(cfg: FinetuneConfig) -> tuple[str, ...]:
+    """The splits a run reads: test only with ``evaluate_test`` (a search's trials tune on train and val)."""
+    return ("train", "val", "test") if cfg.evaluate_test else ("train", "val")
+
+
+def explicit_split_specs(cfg: FinetuneConfig, split: str) -> list[str]:
+    return list(getattr(cfg, f"{split}_data"))
 
 
 def labeled_folders(cfg: FinetuneConfig, log=print) -> list[str]:
     """The folders the splits are found in: ``data``, or the synthetic default's labeled part (rendered once)
-    when neither it nor all three explicit splits are given."""
-    if cfg.data or (cfg.train_data and cfg.val_data and cfg.test_data):
+    when neither it nor every split the run reads is given explicitly."""
+    if cfg.data or all(explicit_split_specs(cfg, split) for split in evaluated_splits(cfg)):
         return list(cfg.data)
     return [os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")]
 
 
 def resolve_splits(cfg: FinetuneConfig, log=print) -> dict[str, list[str]]:
+    """Shard specs per split the run reads (no ``test`` key with ``evaluate_test`` off)."""
     folders = labeled_folders(cfg, log)
-    splits = {}
-    for split, explicit in (("train", cfg.train_data), ("val", cfg.val_data), ("test", cfg.test_data)):
-        splits[split] = list(explicit) or [os.path.join(folder, f"*-{split}-*.parquet") for folder in folders]
-    return splits
+    return {split: explicit_split_specs(cfg, split) or [os.path.join(folder, f"*-{split}-*.parquet")
+                                                         for folder in folders]
+            for split in evaluated_splits(cfg)}
+
+
+def split_crop_ids(shards: ShardSet) -> list[str]:
+    """Every crop id of a split, in file order, from the id column alone (no image is read)."""
+    return [c for f in shards.files for c in pq.read_table(f, columns=[CROP_ID], filesystem=shards.filesystem)
+            .column(CROP_ID).to_pylist()]
+
+
+def first_in_hash_order(ids: list[str], count: int, seed: int, epoch: int) -> set[str]:
+    """The ``count`` ids that come first when each is ranked by a hash of (seed, epoch, its own id). A crop's
+    rank depends on nothing else, so neither the shards' order nor their file layout changes the draw, and
+    a larger ``count`` keeps a smaller one's crops."""
+    return set(sorted(ids, key=lambda c: crop_seed(seed, epoch, c))[:count])
 
 
 def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] | None:
@@ -52,11 +77,22 @@ def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] |
     under one seed sees the same crops)."""
     if labels is None:
         return None
-    ids = [c for f in shards.files for c in pq.read_table(f, columns=[CROP_ID], filesystem=shards.filesystem)
-           .column(CROP_ID).to_pylist()]
+    ids = split_crop_ids(shards)
     if labels > len(ids):
         raise ValueError(f"labels={labels} but the training split has only {len(ids)} crops")
-    return set(sorted(ids, key=lambda c: crop_seed(seed, BUDGET_EPOCH, c))[:labels])
+    return first_in_hash_order(ids, labels, seed, BUDGET_EPOCH)
+
+
+def choose_val_subset(shards: ShardSet, cfg: FinetuneConfig) -> set[str] | None:
+    """The ids of the ``val_limit`` val crops a run is scored on, drawn by ``val_seed`` and never by ``seed``:
+    every trial of a search, whatever its seed, is scored on the same crops. None: the whole split (no limit,
+    or a limit at least the split's size)."""
+    if cfg.val_limit is None:
+        return None
+    ids = split_crop_ids(shards)
+    if cfg.val_limit >= len(ids):
+        return None
+    return first_in_hash_order(ids, cfg.val_limit, cfg.val_seed, VAL_SUBSET_EPOCH)
 
 
 def training_class_counts(shards: ShardSet, budget: set[str] | None, mirror: bool) -> list[np.ndarray]:
@@ -93,15 +129,19 @@ def balanced_class_weights(counts: list[np.ndarray]) -> list[list[float]]:
     return weights
 
 
-def read_labeled(shards: ShardSet, width: int, height: int, split: str = "", crop_fit: str = "aspect"
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """All crops of a (val or test) split, decoded, with their labels [N, A]; bad rows counted. A split with no
-    usable crop is refused, naming its files: its metrics would be undefined."""
+def read_labeled(shards: ShardSet, width: int, height: int, split: str = "", crop_fit: str = "aspect",
+                 include_ids: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The crops of a (val or test) split, decoded, in file order, with their labels [N, A]; bad rows counted.
+    ``include_ids``: only these crops (the rest are never decoded); None: all. A split with no usable crop is
+    refused, naming its files: its metrics would be undefined."""
     pixels, labels, skipped = [], [], {}
     columns = shards.attributes.columns
+    id_column = [CROP_ID] if include_ids is not None else []
     for path in shards.files:
         for batch in pq.ParquetFile(path, filesystem=shards.filesystem).iter_batches(
-                batch_size=256, columns=[IMAGE, *columns]):
+                batch_size=256, columns=[IMAGE, *id_column, *columns]):
+            if include_ids is not None:
+                batch = batch.filter(pa.array([c in include_ids for c in batch.column(CROP_ID).to_pylist()]))
             decoded, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height, crop_fit)
             good = [i for i, r in enumerate(reasons) if not r]
             for r in reasons:
@@ -111,8 +151,9 @@ def read_labeled(shards: ShardSet, width: int, height: int, split: str = "", cro
             labels.append(np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns], 1)[good])
     if not sum(len(p) for p in pixels):
         bad = f" (all {sum(skipped.values())} skipped: {skipped})" if skipped else ""
+        rows = shards.num_rows if include_ids is None else f"{len(include_ids)} chosen of {shards.num_rows}"
         raise DatasetTooSmallError(f"the {split or 'evaluation'} split has no usable crop{bad}: "
-                                   f"{shards.num_rows} row(s) in {list(shards.files)}")
+                                   f"{rows} row(s) in {list(shards.files)}")
     return np.concatenate(pixels), np.concatenate(labels).astype(np.int64), skipped
 
 
@@ -140,16 +181,16 @@ def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
     splits = resolve_splits(cfg, log)
     shards = {split: open_shards(specs, require_attributes=True) for split, specs in splits.items()}
     attributes = shards["train"].attributes
-    for split in ("val", "test"):
+    for split in [split for split in shards if split != "train"]:
         if shards[split].attributes != attributes:
             raise ShardSchemaError(shards[split].files[0], None,
                                    f"attributes differ from the training split's ({attributes.names})")
     init = parse_init(cfg.init)
     if init.kind == "patchtask":  # absolute, so that the recorded config works from anywhere
         init = f"patchtask:{Path(os.path.expanduser(init.path)).resolve()}"
-    resolved = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {
-        "init": str(init), "train_data": list(shards["train"].files), "val_data": list(shards["val"].files),
-        "test_data": list(shards["test"].files)})
+    # The splits read are recorded as the files found; an unread test split's setting is kept as given.
+    resolved = configlib.build(FinetuneConfig, configlib.to_dict(cfg) | {"init": str(init)} | {
+        f"{split}_data": list(split_shards.files) for split, split_shards in shards.items()})
 
     # Build once here: a bad init (missing checkpoint, no ImageNet weights) stops before any cluster work.
     import torch
@@ -193,11 +234,13 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
         raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "
                                    f"{plan.num_workers} training workers: add data or lower resources.num_workers")
     size = cfg.input
-    val = read_labeled(shards["val"], size.crop_width, size.crop_height, "val", size.crop_fit)
-    if cfg.val_limit is not None:
-        val = (val[0][:cfg.val_limit], val[1][:cfg.val_limit], val[2])
-    test = read_labeled(shards["test"], size.crop_width, size.crop_height, "test", size.crop_fit)
-    log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {len(test[0])} test; output -> {out}")
+    val = read_labeled(shards["val"], size.crop_width, size.crop_height, "val", size.crop_fit,
+                       include_ids=choose_val_subset(shards["val"], cfg))
+    test = None
+    if cfg.evaluate_test:
+        test = read_labeled(shards["test"], size.crop_width, size.crop_height, "test", size.crop_fit)
+    tested = f"{len(test[0])} test" if test is not None else "test not evaluated (evaluate_test: false)"
+    log(f"[finetune] {train_rows} training crops, {len(val[0])} val, {tested}; output -> {out}")
     log(f"[finetune] {plan.describe()}")
     class_weights = None
     if cfg.loss == "balanced":
@@ -211,10 +254,12 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
                                          "identity": run.identity, "stream_rows": train_rows,
                                          "class_weights": class_weights,
                                          "initial_ref": ray.put(run.net.state_dict()),
-                                         "val_ref": ray.put(val[:2]), "test_ref": ray.put(test[:2])},
+                                         "val_ref": ray.put(val[:2]),
+                                         "test_ref": ray.put(test[:2]) if test is not None else None},
                          plan, location=run.location, max_failures=cfg.max_failures, datasets={"train": dataset},
                          callbacks=callbacks)
-    summary = write_outputs(out, cfg, state, history, train_rows, {"val": val[2], "test": test[2]},
+    eval_skipped = {"val": val[2]} | ({"test": test[2]} if test is not None else {})
+    summary = write_outputs(out, cfg, state, history, train_rows, eval_skipped,
                             plan.describe(), time.time() - t0, run.identity, class_weights)
     log(format_summary(summary))
     return summary
@@ -229,19 +274,18 @@ def summary_scores(metrics: dict) -> dict:
             | {f"parse27k_{k}": paper.get(k) for k in ("mAP", "mBER")})
 
 
-def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dict], train_rows: int,
-                  eval_skipped: dict, resources: str, wall_s: float, identity: dict | None = None,
-                  class_weights: list[list[float]] | None = None) -> dict:
-    from patchray.report.plots import plot_finetune_curves
+TEST_OUTPUTS = ("test_metrics.md", "test_metrics.json")
 
-    model_path = atomic_torch_save(state["model"], out / "checkpoints" / "model.pt")
-    with open(out / "metrics.jsonl", "w") as f:
-        for h in history:
-            f.write(json.dumps({k: v for k, v in h.items() if k not in ("val", "test")}) + "\n")
-    last = history[-1]
-    test = last["test"]
+
+def write_test_tables(out: Path, cfg: FinetuneConfig, test: dict | None) -> list[str]:
+    """``test_metrics.json`` and ``.md`` for the test split's metrics; returns the table's path, or nothing
+    when the test split was not evaluated."""
+    if test is None:
+        # A folder that held another run (its checkpoint gone) may keep its test tables: they are not this run's.
+        for name in TEST_OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        return []
     (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
-    (out / "val_metrics.json").write_text(json.dumps(last["val"], indent=2) + "\n")
     (out / "test_metrics.md").write_text(
         f"# Test metrics: {cfg.name} (init {cfg.init})\n\n"
         "## Protocol parse27k (the authors' evaluation; comparable with the paper's tables)\n\n"
@@ -251,18 +295,36 @@ def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dic
         "## Protocol balanced (patchray's)\n\n"
         "N/A excluded; balanced accuracy and BER over the classes present; non-interpolated AP of the second "
         "class (yes / female / walking).\n\n"
-        + metrics_table_markdown(test) + "\n"),
+        + metrics_table_markdown(test) + "\n")
+    return [str(out / "test_metrics.md")]
+
+
+def write_outputs(out: Path, cfg: FinetuneConfig, state: dict, history: list[dict], train_rows: int,
+                  eval_skipped: dict, resources: str, wall_s: float, identity: dict | None = None,
+                  class_weights: list[list[float]] | None = None) -> dict:
+    """Checkpoint, metrics.jsonl, val (and when evaluated test) metrics, curves and summary.json. The test
+    split's place in the history (``test`` None: not evaluated) decides whether test numbers are written."""
+    from patchray.report.plots import plot_finetune_curves
+
+    model_path = atomic_torch_save(state["model"], out / "checkpoints" / "model.pt")
+    with open(out / "metrics.jsonl", "w") as f:
+        for h in history:
+            f.write(json.dumps({k: v for k, v in h.items() if k not in ("val", "test")}) + "\n")
+    last = history[-1]
+    test = last["test"]
+    (out / "val_metrics.json").write_text(json.dumps(last["val"], indent=2) + "\n")
+    tables = write_test_tables(out, cfg, test)
     curves = plot_finetune_curves(history, out / "curves.png", f"{cfg.name}: init {cfg.init}")
     summary = {
         "name": cfg.name, "output": str(out), "init": cfg.init, "model": cfg.model, "seed": cfg.seed,
         "labels": train_rows, "epochs": last["epoch"] + 1,
         "loss": cfg.loss, "class_weights": class_weights,
-        "val": summary_scores(last["val"]), "test": summary_scores(test),
+        "val": summary_scores(last["val"]), "test": summary_scores(test) if test is not None else None,
         "crops_per_s": last["crops_per_s"] * last["workers"],
         "skipped_rows": {"train": last.get("skipped", {}), **eval_skipped},
         "rows_per_epoch": {key: last[f"rows_{key}"] for key in ROW_KEYS},
         "resources": resources, "checkpoint": str(model_path), "identity": identity,
-        "tables": [str(out / "test_metrics.md")], "plots": [str(curves)], "wall_s": round(wall_s, 1),
+        "tables": tables, "plots": [str(curves)], "wall_s": round(wall_s, 1),
     }
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
     return summary
@@ -273,20 +335,27 @@ def _pct(v) -> str:
 
 
 def format_summary(s: dict) -> str:
-    t = s["test"]
+    """The printed summary: the test scores, or without a test evaluation the last validation's (so that a
+    search's trial still says how it did, and no test number is shown that was not measured)."""
+    tested = s.get("test") is not None
+    split = "test" if tested else "val"
+    t = s[split]
 
     def scores(names) -> str:  # only what the attribute set defines (no mAP without a binary attribute, ...)
         return "  ".join(f"{label} {_pct(t.get(key))}" for key, label in names if t.get(key) is not None) or "n/a"
 
+    untested = [] if tested else ["  test not evaluated (evaluate_test: false)"]
+    outputs = ["config.yaml", "metrics.jsonl", "summary.json", *(["test_metrics.md/.json"] if tested else []),
+               "val_metrics.json", "transfer.txt", "curves.png"]
     return "\n".join([
         f"[finetune] done in {s['wall_s']:.0f} s: {s['epochs']} epoch(s) on {s['labels']} labeled crops, "
         f"init {s['init']}" + (f", loss {s['loss']}" if s.get("loss") else ""),
-        "  test, protocol parse27k (the paper's): "
+        f"  {split}, protocol parse27k (the paper's): "
         + scores((("parse27k_mAP", "mAP"), ("parse27k_mBER", "mBER"))),
-        "  test, protocol balanced: " + scores((("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"),
-                                                ("orientation_accuracy", "orientation accuracy"))),
+        f"  {split}, protocol balanced: " + scores((("mA", "mA"), ("mAP", "mAP"), ("mBER", "mBER"),
+                                                   ("orientation_accuracy", "orientation accuracy"))),
+        *untested,
         "  " + format_rows(s["rows_per_epoch"]),
-        f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, test_metrics.md/.json, "
-        "val_metrics.json, transfer.txt, curves.png",
+        f"  outputs in {s['output']}: {', '.join(outputs)}",
         f"  checkpoint (AttributeNet state_dict): {s['checkpoint']}",
     ])

@@ -128,6 +128,9 @@ def evaluate(net, split: tuple[np.ndarray, np.ndarray], attributes: AttributeSet
             if part is not None:
                 full[r::world] = part[a]
         probs.append(full)
+        if not np.isfinite(full).all():  # the loss can stay finite while the weights have blown up
+            raise FloatingPointError(f"fine-tuning diverged: non-finite predictions for {attribute.name!r} in "
+                                     f"evaluation; lower optim.lr (now {cfg.optim.lr:g})")
     return attribute_metrics(probs, labels, attributes)
 
 
@@ -189,7 +192,8 @@ def finetune_loop(loop_config: dict) -> None:
                                    device=device, amp=cfg.amp, lr=cfg.optim.lr, what="fine-tuning"), cfg, attributes)
 
     val = ray.get(loop_config["val_ref"])
-    test = ray.get(loop_config["test_ref"])
+    # evaluate_test false: the driver read no test split (a search's trial), and no test number is made.
+    test = ray.get(loop_config["test_ref"]) if cfg.evaluate_test else None
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, cfg.epochs):
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
@@ -203,7 +207,7 @@ def finetune_loop(loop_config: dict) -> None:
         val_metrics = test_metrics = None
         if last or (epoch + 1) % cfg.eval_every == 0:
             val_metrics = evaluate(base, val, attributes, cfg, device, rank, world)
-        if last:
+        if last and test is not None:
             test_metrics = evaluate(base, test, attributes, cfg, device, rank, world)
         metrics = {"epoch": epoch, "lr": lr} | totals.metrics("crops", world, loop_config["stream_rows"])
         metrics |= _summary_metrics("val", val_metrics) | _summary_metrics("test", test_metrics)

@@ -5,6 +5,11 @@ A run's *identity* is everything that changes what it learns: its resolved confi
 Parquet footers) and the number of training workers (with the per-worker batch, the global batch). It travels
 in every checkpoint (``run.json``); before a job writes anything, the driver compares it with the last
 checkpoint registered at the job's Ray Train location and refuses a mismatch, naming the keys that differ.
+
+A run that continues a shorter finished one (pretraining's ``start_from``) is another run than a fresh one of
+the same settings: ``start_from`` is part of its identity (left out while it is unset, so that the identities
+of runs from before it existed still match). The run it continues must have the same identity but for
+``epochs`` and ``start_from``, and fewer epochs (:func:`check_continuable`).
 """
 from __future__ import annotations
 
@@ -19,8 +24,20 @@ NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources",
                           "data", "train_data", "val_data", "test_data"})
 
 
+# What may differ between a run and the shorter finished run it continues (``start_from``).
+CONTINUABLE = frozenset({"epochs", "start_from"})
+# Learning-rate schedules whose rate at an epoch depends on the total epoch count (``optim.lr_at_epoch``): a
+# shorter run on such a schedule is not the beginning of a longer one, so continuing it is allowed but learns
+# otherwise than a fresh longer run (and the Tune cache never does it).
+SCHEDULES_SHAPED_BY_TOTAL = frozenset({"cosine"})
+
+
 class RunMismatchError(ValueError):
     """A checkpoint at this run's location belongs to a run with other settings."""
+
+
+class CannotContinueError(RunMismatchError):
+    """The run named by ``start_from`` cannot be continued by this one: other settings, or not fewer epochs."""
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -38,6 +55,8 @@ def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, 
     identity = {k: v for k, v in flatten(config).items() if k.split(".", 1)[0] not in NOT_IDENTITY}
     identity |= {f"data.{name}": fingerprint for name, fingerprint in data.items()}
     identity["workers"] = workers
+    if identity.get("start_from") is None:  # a fresh run: the identity it had before start_from existed
+        identity.pop("start_from", None)
     # Through JSON and back, so that a stored identity compares equal to a fresh one (tuples, float repr).
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
@@ -64,6 +83,25 @@ def check_same_run(stored: dict | None, current: dict, where: str, epoch: int | 
             f"{where} holds a checkpoint{at} of a run with other settings; it would be resumed as if it were "
             f"this one. Differences (checkpoint -> this run): {'; '.join(changed)}. Run with the same settings "
             "to resume it, or choose another --name or --out for a new run")
+
+
+def check_continuable(stored: dict | None, current: dict, where: str, epoch: int) -> None:
+    """Refuse to start this run (identity ``current``) from the checkpoint ``where`` (identity ``stored``, last
+    epoch ``epoch``, 0-based) unless only ``epochs`` / ``start_from`` differ and it has fewer epochs."""
+    changed = differences(_without(stored or {}, CONTINUABLE), _without(current, CONTINUABLE))
+    if changed:
+        raise CannotContinueError(
+            f"start_from: {where} is a run with other settings than this one; only epochs (and names and places) "
+            f"may differ for this run to continue it. Differences ({where} -> this run): {'; '.join(changed)}")
+    done, wanted = epoch + 1, current.get("epochs")
+    if isinstance(wanted, int) and done >= wanted:
+        raise CannotContinueError(
+            f"start_from: {where} already trained {done} epoch(s), and this run asks for epochs={wanted}: nothing "
+            f"is left to continue. Use {where} as it is, or ask for more than {done} epochs")
+
+
+def _without(identity: dict, keys: frozenset) -> dict:
+    return {k: v for k, v in identity.items() if k not in keys}
 
 
 def location_path(location: tuple[str, str]) -> str:

@@ -1,9 +1,15 @@
-"""Driver of PatchTask pretraining: data, resources, Ray Train, then outputs and a summary."""
+"""Driver of PatchTask pretraining: data, resources, Ray Train, then outputs and a summary.
+
+A run may continue a finished shorter one of the same settings (``start_from``): it loads that run's last
+checkpoint (``checkpoints/last/``: weights, optimizer state, epoch and history) and trains only the epochs that
+remain, its metrics history beginning with the earlier run's epochs as they were.
+"""
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +22,24 @@ from patchray.shards.decode import decode_crops
 from patchray.shards.default_data import ensure_synthetic
 from patchray.shards.reader import ShardSet, open_shards
 from patchray.shards.schema import CROP_ID, IMAGE
-from patchray.train.checkpoint import atomic_torch_save, sub_state
+from patchray.train.checkpoint import (
+    RUN_FILE,
+    atomic_torch_save,
+    final_state,
+    load_checkpoint,
+    read_run_file,
+    save_checkpoint,
+    sub_state,
+)
 from patchray.train.config import PretrainConfig
-from patchray.train.identity import check_resumable, location_path, run_identity
+from patchray.train.identity import (
+    SCHEDULES_SHAPED_BY_TOTAL,
+    CannotContinueError,
+    check_continuable,
+    check_resumable,
+    location_path,
+    run_identity,
+)
 from patchray.train.resources import ResourcePlan
 from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
@@ -102,6 +123,39 @@ def input_normalization(shards: ShardSet, cfg: PretrainConfig, exclude_ids, log=
     return {"mode": "dataset", "mean": mean, "std": std, "patches": stats.count, "crops": crops}
 
 
+@dataclass
+class StartingPoint:
+    """The finished run a ``start_from`` run continues."""
+    folder: str
+    epochs: int  # the epochs it trained: this run trains epochs + 1 .. cfg.epochs (1-based)
+    loaded: tuple[dict, list[dict]] | None  # its last checkpoint and history; None when this run resumes its own
+
+
+def _start_folder(start_from: str | None) -> str | None:
+    """``start_from`` as an absolute local folder (it is part of the run identity: one spelling per folder)."""
+    if not start_from:
+        return None
+    if "://" in start_from:
+        raise CannotContinueError(f"start_from: {start_from!r} is a URI; give the local folder of the finished "
+                                  "pretraining (its outputs: config.yaml, checkpoints/)")
+    return str(Path(start_from).expanduser().resolve())
+
+
+def starting_point(cfg: PretrainConfig, identity: dict, *, load: bool) -> StartingPoint | None:
+    """What ``cfg.start_from`` names, checked to be this run but shorter (``CannotContinueError`` naming the
+    folder otherwise). ``load``: also read its weights (not needed when the run resumes a checkpoint of its own)."""
+    if not cfg.start_from:
+        return None
+    last = final_state(cfg.start_from)
+    run = read_run_file(last)
+    if run is None:
+        raise CannotContinueError(
+            f"start_from: {cfg.start_from} holds no finished pretraining to continue ({last / RUN_FILE} is missing: "
+            "the run did not finish, or finished before runs kept their last checkpoint in checkpoints/last)")
+    check_continuable(run.get("identity"), identity, cfg.start_from, run["epoch"])
+    return StartingPoint(cfg.start_from, run["epoch"] + 1, load_checkpoint(last) if load else None)
+
+
 def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
     out = run_dir(cfg)
     data = resolve_data(cfg, log)
@@ -110,7 +164,8 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
         raise DatasetTooSmallError(
             f"{len(shards.files)} shard(s) hold {shards.num_rows} crops, and holdout_crops={cfg.holdout_crops} "
             "are held out for validation: none would be left to train on. Lower holdout_crops or add data")
-    resolved = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": data})
+    resolved = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": data,
+                                                                        "start_from": _start_folder(cfg.start_from)})
     init_ray()
     plan = plan_for_cluster(cfg.resources)
     identity = run_identity(configlib.to_dict(resolved), {"train": shards.fingerprint}, plan.num_workers)
@@ -127,12 +182,21 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     run = prepared or prepare_pretrain(cfg, log)
     cfg, out, shards, plan, location = run.cfg, run.out, run.shards, run.plan, run.location
     resumes_after = check_resumable(location, run.identity)  # another run's checkpoint here: refused, nothing written
+    # A run with a checkpoint of its own resumes that, and needs no weights of the run it continues.
+    start = starting_point(cfg, run.identity, load=resumes_after is None)
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
     log(f"[pretrain] {shards.num_rows} crops in {len(shards.files)} shard(s); output -> {out}")
     log(f"[pretrain] {plan.describe()}")
     if resumes_after is not None:
         log(f"[pretrain] resuming after epoch {resumes_after + 1} from {location_path(location)}")
+    elif start is not None:
+        log(f"[pretrain] continuing {start.folder} after its epoch {start.epochs}: training "
+            f"{epoch_span(start.epochs + 1, cfg.epochs)} here")
+    if start is not None and cfg.optim.schedule in SCHEDULES_SHAPED_BY_TOTAL:
+        log(f"[pretrain] note: optim.schedule={cfg.optim.schedule} depends on the total epochs; the first "
+            f"{start.epochs} followed a {start.epochs}-epoch schedule, so this run differs from a fresh "
+            f"{cfg.epochs}-epoch one")
 
     task = cfg.task
     val_pixels, val_ids = read_validation_crops(shards, cfg.holdout_crops, task.crop_width, task.crop_height,
@@ -155,21 +219,33 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     normalization = input_normalization(shards, cfg, val_ids.tolist(), log)
+    # The state a continued run starts from travels through the object store: workers on other nodes need not
+    # see the folder it came from.
+    start_ref = ray.put(start.loaded) if start is not None and start.loaded is not None else None
     state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
                                          "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
-                                         "normalization_ref": ray.put(normalization)},
+                                         "normalization_ref": ray.put(normalization), "start_ref": start_ref,
+                                         "start_from": cfg.start_from},
                          plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
-    summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization)
+    summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization,
+                            from_epoch=start.epochs if start is not None else None)
     log(format_summary(summary))
     return summary
 
 
 def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
-                  wall_s: float, identity: dict | None = None, normalization: dict | None = None) -> dict:
+                  wall_s: float, identity: dict | None = None, normalization: dict | None = None,
+                  from_epoch: int | None = None) -> dict:
+    """``from_epoch``: for a run that continued ``cfg.start_from``, the epochs that run had trained."""
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
     pretext_path = atomic_torch_save(state["model"], checkpoints / "pretext.pt")
+    # The whole last checkpoint, beside the outputs (Ray Train's storage may be elsewhere, or cleaned up): what a
+    # longer run of the same settings continues (start_from).
+    last = save_checkpoint(final_state(out), model=state["model"], optimizer=state["optimizer"],
+                           epoch=state["epoch"], config=state["config"], history=history,
+                           identity=state.get("identity"))
     # What fine-tuning from this run must feed the trunk (patchray.models.init.recorded_normalization).
     normalization = normalization or {"mode": cfg.task.normalize}
     norm_path = atomic_torch_save({k: v for k, v in normalization.items() if k in ("mode", "mean", "std")},
@@ -202,6 +278,9 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "resources": plan.describe(),
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),
+        "last_checkpoint": str(last),
+        "continued_from": cfg.start_from,
+        "from_epoch": from_epoch,
         "normalization": {"mode": normalization["mode"], "checkpoint": str(norm_path)}
         | {k: normalization[k] for k in ("patches", "crops") if k in normalization},
         "plots": plots,
@@ -212,10 +291,18 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
     return summary
 
 
+def epoch_span(first: int, last: int) -> str:
+    """1-based epochs ``first`` to ``last``, for the log: "epoch 3" or "epochs 3-5"."""
+    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+
+
 def format_summary(s: dict) -> str:
     skipped = ", ".join(f"{k}={v}" for k, v in s["skipped_rows"].items()) or "none"
+    continued = [f"  continued {s['continued_from']} after its epoch {s['from_epoch']}: "
+                 f"{epoch_span(s['from_epoch'] + 1, s['epochs'])} trained here"] if s.get("continued_from") else []
     return "\n".join([
         f"[pretrain] done in {s['wall_s']:.0f} s: {s['epochs']} epoch(s), {s['patches_seen']} patches seen",
+        *continued,
         f"  pretext validation accuracy {s['val_acc']:.3f} ({s['val_acc_over_chance']:.1f}x chance {s['chance']:.3f})",
         f"  {s['patches_per_s']:.0f} patches/s ({s['data_wait_frac']:.0%} of the time waiting for data); "
         f"skipped rows: {skipped}",

@@ -24,6 +24,16 @@ class ResourcesConfig:
     trainer_resources: dict[str, float] | None = None  # custom resources each worker must land on
     data_resources: dict[str, float] | None = None     # custom resources each Ray Data task must land on
     reserved_cpus: float = 0.0            # CPUs the caller already holds (a Tune trial's driver), not ours to plan
+    # GPUs each worker takes: a fraction lets concurrent Tune trials share a GPU (0.5: two trials per GPU).
+    gpus_per_worker: float = 1.0
+    reserved_gpus: float = 0.0            # GPUs other trials of the same search hold, not ours to plan
+
+    def __post_init__(self):
+        if not 0 < self.gpus_per_worker <= 1 and not float(self.gpus_per_worker).is_integer():
+            raise ValueError(f"gpus_per_worker must be a fraction of one GPU or a whole number, got "
+                             f"{self.gpus_per_worker}")
+        if self.gpus_per_worker <= 0 or self.reserved_gpus < 0:
+            raise ValueError("gpus_per_worker must be > 0 and reserved_gpus >= 0")
 
 
 @dataclass(frozen=True)
@@ -50,20 +60,22 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: Resource
         # Data tasks take a whole CPU each; below this, training would squeeze them out and hang.
         raise ResourceError(f"the cluster has {cluster_cpus:g} CPU(s); at least 2 are needed "
                             "(Ray Data decodes on one while the trainers use the rest)")
-    use_gpu = requested.use_gpu if requested.use_gpu is not None else cluster_gpus >= 1
+    per_worker = requested.gpus_per_worker
+    use_gpu = requested.use_gpu if requested.use_gpu is not None else cluster_gpus >= min(1.0, per_worker) - 1e-9
     if requested.num_workers is not None and requested.num_workers < 1:
         raise ResourceError(f"num_workers must be >= 1, got {requested.num_workers}")
     # Workers and data pinned to node types of their own (trainer_resources, data_resources) need not fit
     # the nodes up now: an autoscaling cluster launches them when the trainer asks, and the workers take no
     # CPU from the nodes Ray Data runs on.
     dedicated = bool(requested.trainer_resources and requested.data_resources) and requested.num_workers is not None
-    if use_gpu and cluster_gpus < 1 and not dedicated:
+    if use_gpu and cluster_gpus < min(1.0, per_worker) - 1e-9 and not dedicated:
         raise ResourceError("use_gpu=true but the cluster has no GPU (on an autoscaling cluster, give num_workers, "
                             "trainer_resources and data_resources naming the node types' resources)")
     if use_gpu:
-        num_workers = requested.num_workers or int(cluster_gpus)
-        if num_workers > cluster_gpus and not dedicated:
-            raise ResourceError(f"{num_workers} GPU workers asked for, the cluster has {cluster_gpus:g} GPUs")
+        num_workers = requested.num_workers or max(1, int(cluster_gpus / per_worker + 1e-9))
+        if num_workers * per_worker > cluster_gpus + 1e-9 and not dedicated:
+            raise ResourceError(f"{num_workers} GPU workers x {per_worker:g} GPU asked for, the cluster has "
+                                f"{cluster_gpus:g} GPUs")
         default_cpus = max(min(1.0, (cluster_cpus - MIN_DATA_CPUS) / num_workers), 0.1)
     else:
         num_workers = requested.num_workers or DEFAULT_CPU_WORKERS
@@ -84,7 +96,7 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, requested: Resource
             "lower num_workers or cpus_per_worker")
     resources = {"CPU": cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = per_worker
     resources.update(requested.trainer_resources or {})
     return ResourcePlan(num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
                         data_cpus=data_cpus, torch_threads=max(1, int(cpus_per_worker)),

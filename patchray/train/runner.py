@@ -59,7 +59,8 @@ def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
     # Totals, not ray.available_resources(): free resources flicker while this job's own previous trainer shuts
     # down and while data tasks come and go; other jobs' trainers are counted by their placement groups.
     resources = ray.cluster_resources()
-    return plan_around_other_jobs(resources.get("CPU", 0) - requested.reserved_cpus, resources.get("GPU", 0),
+    return plan_around_other_jobs(resources.get("CPU", 0) - requested.reserved_cpus,
+                                  resources.get("GPU", 0) - requested.reserved_gpus,
                                   placement_groups_of_other_jobs(), requested)
 
 
@@ -98,7 +99,8 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        raise TrainingError(_failure_message(e, location)) from None
+        error = DivergedError if isinstance(_root_cause(e), FloatingPointError) else TrainingError
+        raise error(_failure_message(e, location)) from None
     if result.checkpoint is None:
         raise TrainingError(f"training ended without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as folder:
@@ -107,6 +109,10 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str
 
 class TrainingError(RuntimeError):
     """Training failed on the workers (after Ray Train's retries); the message says why and what is kept."""
+
+
+class DivergedError(TrainingError):
+    """The loss stopped being finite (``TrainStep``): a setting, such as the learning rate, that does not train."""
 
 
 def _root_cause(error: BaseException) -> BaseException:

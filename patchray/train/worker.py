@@ -14,7 +14,7 @@ import torch.distributed as dist
 from patchray.accel import tune_for
 from patchray.train.checkpoint import load_checkpoint, save_checkpoint
 from patchray.train.epoch import EpochTotals
-from patchray.train.identity import check_same_run
+from patchray.train.identity import check_continuable, check_same_run
 
 
 def start_worker(loop_config: dict) -> tuple[int, int, torch.device]:
@@ -58,25 +58,35 @@ def reduce_epoch(totals: EpochTotals, device) -> EpochTotals:
 
 
 def resume(net, optimizer, loop_config: dict, tag: str, rank: int) -> tuple[int, list[dict]]:
-    """Load the last checkpoint Ray Train hands this run, if any: (first epoch to run, metric history).
+    """Load the last checkpoint Ray Train hands this run, if any, else the last checkpoint of the finished run
+    this one continues (``loop_config["start_ref"]``: its (state, history) in the object store; pretraining's
+    ``start_from``): (first epoch to run, metric history).
 
     Refuses a checkpoint of a run with another identity (``patchray.train.identity``): that would load wrong
     shapes or silently change the experiment halfway. The driver checked this before starting; this is the
-    guard where the weights are actually loaded.
+    guard where the weights are actually loaded. A checkpoint of this run comes first: after a worker failure
+    it is further along than the run it continues.
     """
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state, history = load_checkpoint(folder)
+        check_same_run(state.get("identity"), loop_config["identity"],
+                       f"[{tag}] the checkpoint handed to this run", state["epoch"])
+        # 1-based, as the driver's lines; also said after a worker restart, which the driver does not see
+        restored = f"workers restored the checkpoint of epoch {state['epoch'] + 1}"
+    elif loop_config.get("start_ref") is not None:
+        state, history = ray.get(loop_config["start_ref"])
+        where = loop_config.get("start_from") or "the run this one continues"
+        check_continuable(state.get("identity"), loop_config["identity"], where, state["epoch"])
+        restored = f"workers start from {where} after its epoch {state['epoch'] + 1}"
+    else:
         return 0, []
-    with checkpoint.as_directory() as folder:
-        state, history = load_checkpoint(folder)
-    check_same_run(state.get("identity"), loop_config["identity"], f"[{tag}] the checkpoint handed to this run",
-                   state["epoch"])
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     start = state["epoch"] + 1
     if rank == 0:
-        # 1-based, as the driver's lines; also said after a worker restart, which the driver does not see
-        print(f"[{tag}] workers restored the checkpoint of epoch {state['epoch'] + 1}", flush=True)
+        print(f"[{tag}] {restored}", flush=True)
     return start, [h for h in history if h["epoch"] < start]
 
 

@@ -1,19 +1,31 @@
-"""Is ASHA + Optuna worth it? The same small space searched twice: the full grid (every point run out, FIFO)
-and Optuna (TPE) with ASHA stopping weak fine-tuning early. Reported: the best validation objective each
-found and the fine-tuning epochs each spent. Both searches share one pretraining cache, so each pretext
-configuration is pretrained once and the comparison is of fine-tuning work alone.
+"""Is TPE + ASHA worth it? A benchmark that can fail: record the whole grid once, replay the searches 100 times.
+
+1. **Record.** Every configuration of a small space is fine-tuned to the end with ``seeds`` seeds (a grid
+   search with the seed as one more dimension, FIFO: one pretraining per pretext configuration, from the shared
+   cache). Each run's per-epoch validation curve goes to ``curves.jsonl``.
+2. **Replay** (``patchray.tune.replay``, pure): grid, random + ASHA, TPE + ASHA and TPE alone, 100 times each
+   over those curves at equal budgets (40% of the grid's epochs), each trial drawing one seed's curve: the noise
+   a real search meets. Reported: the regret (true best minus the true value of what was chosen, in points) and
+   the epochs spent; the goal is TPE + ASHA's median regret at most 1 point at no more than 40% of the grid's
+   epochs, and below random + ASHA's.
+
+The seed noise of a configuration (std over seeds of its final value) and the spread of the true values are
+reported beside it: a space whose configurations differ by less than the noise has nothing to find.
+``curves=<curves.jsonl>`` replays an earlier recording without training anything.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from patchray import config as configlib
+from patchray.tune import replay
 from patchray.tune.tuner import TuneConfig, run_tune
 
-GOAL_POINTS = 1.0       # ASHA's best within this many mA points of the grid's best...
-GOAL_EPOCH_SHARE = 0.4  # ...spending at most this share of the grid's fine-tuning epochs
+SEED_KEY = "finetune.seed"
+CURVES = "curves.jsonl"
 
 
 @dataclass
@@ -21,86 +33,107 @@ class TuneBenchConfig:
     name: str = "bench_tune"
     out: str = "runs"
     metric: str = "mA"
-    seed: int = 0
-    num_samples: int = 8            # ASHA + Optuna trials (the grid runs all of its points)
+    seed: int = 0                   # of the replays
+    seeds: int = 3                  # fine-tuning seeds recorded per configuration
+    repeats: int = 100              # replays of each strategy
+    budget_share: float = replay.GOAL_EPOCH_SHARE  # every strategy but the grid gets this share of its epochs
     grace_period: int = 1
-    reduction_factor: int = 3
+    reduction_factor: int = 2
     max_concurrent_trials: int = 1
+    curves: str | None = None       # an earlier recording (curves.jsonl) to replay instead of recording
     space: dict[str, Any] = field(default_factory=lambda: {
         "pretrain": {"task.patch_size": {"choice": [24, 32]}, "task.grid": {"choice": ["2x4", "3x6"]}},
-        "finetune": {"optim.lr": {"choice": [0.001, 0.002, 0.004]}},
+        "finetune": {"optim.lr": {"choice": [0.001, 0.004]}},
     })
     pretrain: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "max_crops": 3000})
-    finetune: dict[str, Any] = field(default_factory=lambda: {"epochs": 6, "labels": 250, "val_limit": 400})
+    finetune: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 6, "labels": 250, "val_limit": 600, "loss": "balanced"})
 
-    def tune_config(self, search: str) -> TuneConfig:
+    def __post_init__(self):
+        if self.seeds < 1 or self.repeats < 1:
+            raise ValueError("seeds and repeats must be >= 1")
+        if not 0 < self.budget_share <= 1:
+            raise ValueError(f"budget_share must be in (0, 1], got {self.budget_share}")
+        if "seed" in self.space.get("finetune", {}):
+            raise ValueError(f"space: {SEED_KEY} is the benchmark's own dimension (set `seeds`)")
+
+    def grid_config(self) -> TuneConfig:
         from patchray.train.runner import run_dir
 
-        common = {"out": str(run_dir(self)), "metric": self.metric, "seed": self.seed,
-                  "time_budget_s": None, "max_concurrent_trials": self.max_concurrent_trials,
-                  "space": self.space, "pretrain": self.pretrain, "finetune": self.finetune}
-        if search == "grid":
-            return configlib.build(TuneConfig, common | {"name": "grid", "search": "grid", "scheduler": "fifo"})
-        return configlib.build(TuneConfig, common | {
-            "name": "asha", "search": "optuna", "scheduler": "asha", "num_samples": self.num_samples,
-            "grace_period": self.grace_period, "reduction_factor": self.reduction_factor})
+        space = {section: dict(entries) for section, entries in self.space.items()}
+        space.setdefault("finetune", {})["seed"] = {"choice": list(range(self.seeds))}
+        return configlib.build(TuneConfig, {
+            "name": "grid", "out": str(run_dir(self)), "metric": self.metric, "search": "grid", "scheduler": "fifo",
+            "time_budget_s": None, "max_concurrent_trials": self.max_concurrent_trials, "confirm_top_k": 0,
+            "space": space, "pretrain": self.pretrain, "finetune": self.finetune})
 
 
-def compare(grid: dict, asha: dict) -> dict:
-    """The benchmark's verdict from two run_tune summaries."""
-    metric = grid["metric"]
-    unfinished = grid["status"].get("unfinished", 0) + asha["status"].get("unfinished", 0)
-    best_grid = grid["best"][metric] if grid["best"] else None
-    best_asha = asha["best"][metric] if asha["best"] else None
-    gap = None if best_grid is None or best_asha is None else round(100 * (best_grid - best_asha), 2)
-    share = asha["epochs_spent"] / grid["epochs_spent"] if grid["epochs_spent"] else None
-    return {
-        "metric": metric,
-        "grid": {"trials": grid["trials"], "epochs": grid["epochs_spent"], "best": best_grid,
-                 "best_params": grid["best"] and grid["best"]["params"], "wall_s": grid["wall_s"]},
-        "asha_optuna": {"trials": asha["trials"], "epochs": asha["epochs_spent"], "best": best_asha,
-                        "best_params": asha["best"] and asha["best"]["params"], "wall_s": asha["wall_s"],
-                        "status": asha["status"]},
-        "gap_points": gap, "epoch_share": None if share is None else round(share, 3),
-        "goal": {"within_points": GOAL_POINTS, "max_epoch_share": GOAL_EPOCH_SHARE,
-                 "met": not unfinished and gap is not None and share is not None and gap <= GOAL_POINTS
-                 and share <= GOAL_EPOCH_SHARE},
-        "unfinished_trials": unfinished,
-    }
+def curve_of(folder: Path, metric: str) -> list[float]:
+    """The validation objective after each epoch of a fine-tuning run, from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [float(r[f"val_{metric}"]) for r in sorted(rows, key=lambda r: r["epoch"]) if f"val_{metric}" in r]
 
 
-def markdown(result: dict) -> str:
-    m = result["metric"]
-    g, a = result["grid"], result["asha_optuna"]
-    return "\n".join([
-        f"| search | trials | fine-tuning epochs | best {m} | wall |",
-        "|---|---|---|---|---|",
-        f"| full grid, FIFO | {g['trials']} | {g['epochs']} | {100 * g['best']:.2f} | {g['wall_s'] / 60:.1f} min |",
-        f"| Optuna TPE + ASHA | {a['trials']} | {a['epochs']} ({100 * result['epoch_share']:.0f}%) | "
-        f"{100 * a['best']:.2f} ({-result['gap_points']:+.2f}) | {a['wall_s'] / 60:.1f} min |",
-        "",
-        f"Goal: within {GOAL_POINTS:g} point of the grid's best at no more than {GOAL_EPOCH_SHARE:.0%} of its "
-        f"epochs: {'met' if result['goal']['met'] else 'not met'}."
-        + (f" {result['unfinished_trials']} trial(s) unfinished: re-run to complete the benchmark."
-           if result["unfinished_trials"] else ""),
-    ]) + "\n"
+def record(cfg: TuneBenchConfig, out: Path, log=print) -> Path:
+    """Fine-tune every configuration with every seed to the end; their curves to ``out/curves.jsonl``."""
+    import csv
+
+    from patchray.tune.results import COMPLETED
+
+    summary = run_tune(cfg.grid_config(), log)
+    lines = []
+    for row in csv.DictReader(open(Path(summary["folder"]) / "trials.csv")):
+        if row["status"] != COMPLETED:
+            raise RuntimeError(f"trial {row['trial']} of the recording is {row['status']}: re-run the same command "
+                               "to finish the recording (finished trials are kept)")
+        params = {k: v for k, v in row.items() if k.startswith(("pretrain.", "finetune.")) and k != SEED_KEY}
+        lines.append({"params": _typed(params, cfg), "seed": int(row[SEED_KEY]),
+                      "curve": curve_of(Path(row["folder"]), cfg.metric)})
+    path = out / CURVES
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def _typed(params: dict[str, str], cfg: TuneBenchConfig) -> dict:
+    """The CSV's strings back as the space's own values (24, not "24")."""
+    choices = {f"{section}.{key}": spec["choice"] for section, entries in cfg.space.items()
+               for key, spec in entries.items() if "choice" in spec}
+    return {k: next((c for c in choices.get(k, []) if str(c) == v), v) for k, v in params.items()}
+
+
+def load_curves(path: str | Path) -> replay.Curves:
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return replay.Curves.from_records(lines)
 
 
 def run_bench(cfg: TuneBenchConfig, log=print) -> dict:
-    from patchray.report.plots import plot_tune_bench
+    from patchray.report.plots import plot_replay
     from patchray.train.runner import run_dir
 
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
-    log("[bench_tune] 1/2: the full grid, every point fine-tuned to the end")
-    grid = run_tune(cfg.tune_config("grid"), log)
-    log("[bench_tune] 2/2: Optuna + ASHA on the same space (pretrainings come from the shared cache)")
-    asha = run_tune(cfg.tune_config("asha"), log)
-    result = compare(grid, asha)
+    if cfg.curves:
+        path = Path(cfg.curves)
+        log(f"[bench_tune] replaying the recorded curves of {path}")
+    else:
+        log(f"[bench_tune] 1/2: recording the grid, every configuration fine-tuned to the end with {cfg.seeds} "
+            "seed(s)")
+        path = record(cfg, out, log)
+    curves = load_curves(path)
+    log(f"[bench_tune] 2/2: replaying grid, random+ASHA, TPE+ASHA and TPE {cfg.repeats} times each over "
+        f"{curves.n_configs} configurations x {curves.epochs} epochs")
+    result = replay.compare(curves, budget_share=cfg.budget_share, repeats=cfg.repeats, seed=cfg.seed,
+                            grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    result["curves"] = str(path)
     (out / "bench_tune.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / "bench_tune.md").write_text(markdown(result))
-    plot_tune_bench(result, out / "bench_tune.png")
-    log(markdown(result))
-    log(f"[bench_tune] outputs in {out}: bench_tune.json, bench_tune.md, bench_tune.png, grid/, asha/")
+    text = replay.markdown(result) + "\n\n" + (
+        f"Seed noise (std over seeds of a configuration's final value, mean over configurations): "
+        f"{result['seed_noise_points']:.2f} points; spread of the configurations' true values: "
+        f"{result['spread_points']:.2f} points.\n")
+    (out / "bench_tune.md").write_text(text)
+    plot_replay(result, out / "bench_tune.png")
+    log(text)
+    recorded = "" if cfg.curves else f", {CURVES}, grid/"
+    log(f"[bench_tune] outputs in {out}: bench_tune.json, bench_tune.md, bench_tune.png{recorded}")
     return result

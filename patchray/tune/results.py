@@ -10,11 +10,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patchray.tune.space import GRID_KEY, Param, SearchSpace
+from patchray.tune.space import GRID_KEY, SearchSpace, optuna_distribution
 
-COMPLETED, STOPPED, ERROR, INFEASIBLE = "completed", "stopped early", "error", "infeasible"
+COMPLETED, STOPPED, ERROR, INFEASIBLE = "completed", "stopped by ASHA", "error", "infeasible"
+OUT_OF_TIME = "stopped by the time budget"  # cut when time_budget_s ran out: not judged, not a result
+DIVERGED = "diverged"      # the fine-tuning's loss stopped being finite: scored the worst
 UNFINISHED = "unfinished"  # the experiment was interrupted while it ran or waited: resume to finish it
-STATUSES = (COMPLETED, STOPPED, ERROR, INFEASIBLE, UNFINISHED)
+STATUSES = (COMPLETED, STOPPED, OUT_OF_TIME, DIVERGED, ERROR, INFEASIBLE, UNFINISHED)
+# Parameter importances from fewer trials than this rank noise: they are not computed.
+IMPORTANCE_MIN_TRIALS = 20
 
 
 @dataclass
@@ -30,14 +34,20 @@ class TrialRecord:
 
 
 def trial_status(epochs_run: int, epochs_planned: int, errored: bool, infeasible: bool = False,
-                 ended: bool = True) -> str:
+                 ended: bool = True, *, diverged: bool = False, asha_stopped: bool = False) -> str:
+    """A trial's status from what it ran and how it ended. A trial that ended short of its epochs was stopped by
+    ASHA when ASHA's rung records say so (``asha_rungs.jsonl``), else by the time budget."""
     if errored:
         return ERROR
     if not ended:
         return UNFINISHED
     if infeasible:
         return INFEASIBLE
-    return COMPLETED if epochs_run >= epochs_planned else STOPPED
+    if diverged:
+        return DIVERGED
+    if epochs_run >= epochs_planned:
+        return COMPLETED
+    return STOPPED if asha_stopped else OUT_OF_TIME
 
 
 def epochs_spent(records: list[TrialRecord]) -> int:
@@ -99,45 +109,44 @@ def table_markdown(records: list[TrialRecord], space: SearchSpace, metric: str) 
     lines.append(f"{len(records)} trial(s), {epochs_spent(records)} fine-tuning epochs in all; "
                  f"{sum(r.status == COMPLETED for r in records)} completed, "
                  f"{sum(r.status == STOPPED for r in records)} stopped early by ASHA, "
-                 f"{sum(r.status == ERROR for r in records)} failed, "
+                 + (f"{cut} stopped by the time budget, " if (cut := sum(r.status == OUT_OF_TIME for r in records))
+                    else "")
+                 + (f"{bad} diverged (scored 0), " if (bad := sum(r.status == DIVERGED for r in records)) else "")
+                 + f"{sum(r.status == ERROR for r in records)} failed, "
                  f"{sum(r.status == INFEASIBLE for r in records)} infeasible (a patch and grid that do not fit)"
                  + (f", {unfinished} unfinished (re-run the same command to resume)." if (unfinished := sum(
                      r.status == UNFINISHED for r in records)) else "."))
     return "\n".join(lines) + "\n"
 
 
-def _distribution(param: Param):
-    import optuna.distributions as d
+def importances(records: list[TrialRecord], space: SearchSpace, seed: int = 0,
+                min_trials: int = IMPORTANCE_MIN_TRIALS) -> tuple[dict[str, float], str]:
+    """Optuna's fANOVA importance of each searched parameter, and what it was computed on (or, when there is
+    nothing to compute, why not).
 
-    if param.kind == "choice":
-        return d.CategoricalDistribution(list(param.values))
-    if param.kind == "randint":
-        return d.IntDistribution(int(param.low), int(param.high) - 1)
-    return d.FloatDistribution(param.low, param.high, log=param.kind == "loguniform")
-
-
-def importances(records: list[TrialRecord], space: SearchSpace, seed: int = 0) -> tuple[dict[str, float], str]:
-    """Optuna's fANOVA importance of each searched parameter, and what it was computed on.
-
-    On completed trials, as Optuna does, when there are 3 or more; else (ASHA stopped most trials) on every
-    trial's objective after the grace period, the one epoch count at which all trials were judged alike.
-    Empty when there is too little to tell."""
+    On completed trials, as Optuna does, when there are ``min_trials`` or more; else (ASHA stopped most
+    trials) on every trial's objective after the grace period, the one epoch count at which all trials were
+    judged alike, when that is ``min_trials`` or more. Below that an importance ranks noise: none is given."""
     import optuna
 
     done = [(r, r.objective) for r in records if r.status == COMPLETED and r.objective is not None]
     basis = "completed trials, final objective"
-    if len(done) < 3:
+    completed = len(done)
+    if len(done) < min_trials:
         done = [(r, r.at_grace) for r in records if r.at_grace is not None]
         basis = "all trials, objective after the grace period"
+    if len(done) < min_trials:
+        return {}, (f"not computed: {completed} completed trial(s), {len(done)} with a value after the grace "
+                    f"period; an importance needs {min_trials} judged alike")
     varying = [p for p in space.params if len({repr(r.params.get(p.name)) for r, _ in done}) > 1]
-    if len(done) < 3 or not varying or len({v for _, v in done}) < 2:
-        return {}, ""  # nothing varied, or nothing it changed: no ranking to give
+    if not varying or len({v for _, v in done}) < 2:
+        return {}, "not computed: nothing varied, or nothing it changed"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     for r, value in done:
         study.add_trial(optuna.trial.create_trial(
             params={p.name: r.params[p.name] for p in varying},
-            distributions={p.name: _distribution(p) for p in varying}, value=value))
+            distributions={p.name: optuna_distribution(p) for p in varying}, value=value))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
     return {name: float(v) for name, v in scores.items()}, f"{basis} ({len(done)})"
@@ -162,3 +171,67 @@ def heatmap(records: list[TrialRecord]) -> tuple[list, list, list[list[float]]] 
         if math.isnan(matrix[i][j]) or r.objective > matrix[i][j]:
             matrix[i][j] = r.objective
     return sizes, grids, matrix
+
+
+# ------------------------------------------------------------------------------------------- confirmation
+
+
+@dataclass
+class Confirmation:
+    """One of the top configurations, fine-tuned again with other seeds: its search trial's validation score
+    and those of its confirmation runs (with their test numbers)."""
+    trial_id: str                  # the search trial it was found by
+    params: dict
+    val: list[float]               # the objective per seed: the trial's first, then the confirmation runs'
+    test: dict[str, list[float]] = field(default_factory=dict)  # test_* per confirmation run
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.val) / len(self.val)
+
+    @property
+    def std(self) -> float:
+        return _std(self.val)
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (0 for a single value)."""
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def top_configurations(records: list[TrialRecord], k: int) -> list[TrialRecord]:
+    """The ``k`` best completed trials by their objective, one per configuration (ties: the earliest)."""
+    seen, top = set(), []
+    for r in sorted((r for r in records if r.status == COMPLETED and r.objective is not None),
+                    key=lambda r: -r.objective):
+        key = repr(sorted(r.params.items()))
+        if key not in seen:
+            seen.add(key)
+            top.append(r)
+    return top[:k]
+
+
+def confirmed_best(confirmations: list[Confirmation]) -> Confirmation | None:
+    """The configuration with the best mean validation score over its seeds (ties: the better search trial)."""
+    return max(confirmations, key=lambda c: c.mean) if confirmations else None
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": sum(values) / len(values), "std": _std(values), "n": len(values)} if values else {}
+
+
+def confirmation_markdown(confirmations: list[Confirmation], metric: str, space: SearchSpace) -> str:
+    best = confirmed_best(confirmations)
+    params = [p.name for p in space.params]
+    header = ["trial", f"{metric} mean", "std", "seeds", "per seed", *(_short(n) for n in params)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in sorted(confirmations, key=lambda c: -c.mean):
+        mark = " (chosen)" if c is best else ""
+        cells = [c.trial_id + mark, _cell(c.mean), _cell(c.std), str(len(c.val)),
+                 ", ".join(_cell(v) for v in c.val), *(_cell(c.params.get(n)) for n in params)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

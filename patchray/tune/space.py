@@ -188,3 +188,100 @@ class SearchSpace:
             except (configlib.ConfigError, SpaceError) as e:
                 bad.append((sample, str(e)))
         return total, bad
+
+
+def feasible_pretext(space: SearchSpace, base: dict) -> list[dict] | None:
+    """Every combination of the pretext choices that its config accepts, as samples keyed by Param.name, in
+    product order; None when it cannot be enumerated (a pretext parameter is a range, or there are more than
+    ``PRODUCT_LIMIT`` combinations)."""
+    params = space.pretext_params()
+    if any(p.kind != "choice" for p in params):
+        return None
+    total, bad = space.infeasible_pretext(base)
+    if params and total > PRODUCT_LIMIT:
+        return None
+    refused = [sample for sample, _ in bad]
+    combos = [{p.name: v for p, v in zip(params, values)}
+              for values in itertools.product(*(p.values for p in params))]
+    return [c for c in combos if c not in refused]
+
+
+def _conditional_name(param: Param, allowed: list) -> str:
+    """The Optuna name of a parameter whose choices were narrowed: one name per narrowed set, so that each name
+    always has the same choices (Optuna refuses a parameter whose choices change between trials) and TPE
+    models each set on its own. No "/": Ray's OptunaSearch splits names on it."""
+    if len(allowed) == len(param.values):
+        return param.name
+    return f"{param.name}|" + ",".join(str(v) for v in allowed)
+
+
+@dataclass(frozen=True)
+class FeasibleSpaceSampler:
+    """A define-by-run space for Optuna that never proposes a pretext combination its config refuses.
+
+    The pretext parameters are drawn in order; each one's choices are narrowed to the values that some
+    feasible combination continues with, given those already drawn (patch size 48: only the grids it fits).
+    A narrowed parameter is suggested under its own name (``_conditional_name``). The other parameters are
+    drawn as declared. Returns every parameter under its plain name (``Param.name``): what the trial reads."""
+    space: SearchSpace
+    feasible: tuple  # of tuples of pretext values, in pretext_params() order
+
+    @classmethod
+    def build(cls, space: SearchSpace, base_pretrain: dict) -> FeasibleSpaceSampler:
+        combos = feasible_pretext(space, base_pretrain)
+        if combos is None:
+            raise SpaceError("a feasible-only space needs the pretext parameters as choice lists of at most "
+                             f"{PRODUCT_LIMIT} combinations")
+        if not combos and space.pretext_params():
+            raise SpaceError("no pretext combination of the space fits the crop")
+        names = [p.name for p in space.pretext_params()]
+        return cls(space, tuple(tuple(c[n] for n in names) for c in combos))
+
+    def distributions(self) -> dict:
+        """Every Optuna name this space can suggest, with its distribution (narrowed names included): what an
+        earlier study's trials must match to warm-start this one."""
+        import optuna.distributions as d
+
+        names: dict = {}
+        pretext = self.space.pretext_params()
+        for i, param in enumerate(pretext):
+            for prefix in {c[:i] for c in self.feasible}:
+                allowed = [v for v in param.values if any(c[:i] == prefix and c[i] == v for c in self.feasible)]
+                names[_conditional_name(param, allowed)] = d.CategoricalDistribution(allowed)
+        for param in self.space.params:
+            if param.section != "pretrain":
+                names[param.name] = optuna_distribution(param)
+        return names
+
+    def __call__(self, trial) -> dict:
+        chosen: dict = {}
+        prefix: tuple = ()
+        for i, param in enumerate(self.space.pretext_params()):
+            allowed = [v for v in param.values if any(c[:i] == prefix and c[i] == v for c in self.feasible)]
+            value = trial.suggest_categorical(_conditional_name(param, allowed), allowed)
+            chosen[param.name] = value
+            prefix += (value,)
+        for param in self.space.params:
+            if param.section == "pretrain":
+                continue
+            chosen[param.name] = _suggest(trial, param)
+        return chosen
+
+
+def _suggest(trial, param: Param):
+    if param.kind == "choice":
+        return trial.suggest_categorical(param.name, list(param.values))
+    if param.kind == "randint":
+        return trial.suggest_int(param.name, int(param.low), int(param.high) - 1)
+    return trial.suggest_float(param.name, param.low, param.high, log=param.kind == "loguniform")
+
+
+def optuna_distribution(param: Param):
+    """The Optuna distribution of a parameter as ``_suggest`` draws it."""
+    import optuna.distributions as d
+
+    if param.kind == "choice":
+        return d.CategoricalDistribution(list(param.values))
+    if param.kind == "randint":
+        return d.IntDistribution(int(param.low), int(param.high) - 1)
+    return d.FloatDistribution(param.low, param.high, log=param.kind == "loguniform")

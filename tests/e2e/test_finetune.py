@@ -81,6 +81,26 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     assert {name: (out / name).read_text() for name in written} == written
 
 
+def test_finetune_without_test_split_scores_val_alone(ray_cluster, labeled_small, tmp_path):
+    """evaluate_test false (a search's trial): train and val given, no test split read, asked for or scored."""
+    cfg = configlib.build(FinetuneConfig, {
+        "out": str(tmp_path), "name": "trial", "epochs": 1, "crops_per_step": 16, "labels": 60,
+        "val_limit": 50, "evaluate_test": False, "train_data": [str(labeled_small / "*-train-*.parquet")],
+        "val_data": [str(labeled_small / "*-val-*.parquet")], "test_data": [str(tmp_path / "no-such-*.parquet")]})
+    lines = []
+    summary = run_finetune(cfg, log=lines.append)
+    out = tmp_path / "trial"
+    assert any(", 50 val, test not evaluated (evaluate_test: false);" in line for line in lines), lines
+    assert summary["test"] is None and 0.0 <= summary["val"]["mA"] <= 1.0
+    assert json.loads((out / "summary.json").read_text())["test"] is None
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["val_mA"] is not None and not any(k.startswith("test") for h in history for k in h)
+    assert not (out / "test_metrics.md").exists() and not (out / "test_metrics.json").exists()
+    assert (out / "val_metrics.json").exists() and "  val, protocol balanced: mA " in lines[-1]  # the summary
+    assert "data.test" not in summary["identity"] and summary["identity"]["evaluate_test"] is False
+    assert "evaluate_test: false" in (out / "config.yaml").read_text()
+
+
 @pytest.fixture(scope="module")
 def orientation_only(labeled_small, tmp_path_factory):
     """labeled_small's crops with their Orientation label alone: no binary attribute (no mAP anywhere)."""

@@ -1,8 +1,10 @@
 """A small Ray Tune search end to end on the local cluster: Optuna + ASHA trials sharing one cached
-pretraining, every output written, and a re-run of the same name resuming without rerunning anything."""
+pretraining, the best configuration confirmed with another seed (and only it tested), the study in its SQLite
+database, every output written, and a re-run of the same name resuming without rerunning anything."""
 import csv
 import json
 
+import optuna
 import pytest
 
 from patchray import config as configlib
@@ -19,6 +21,7 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     generate_synthetic(tmp_path / "lab", num_crops=0, labeled=240, seed=9, workers=2, progress=False)
     settings = {
         "out": str(tmp_path), "name": "t", "num_samples": 3, "grace_period": 1, "time_budget_s": None,
+        "confirm_top_k": 1, "confirm_seeds": 2,
         "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4"]}},
                   "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}}},
         # one worker a trainer: what is tested is the search, not data parallelism, and a trial starts faster
@@ -35,19 +38,32 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 3
     assert summary["epochs_spent"] == sum(int(r["epochs"]) for r in rows)
-    for r in rows:  # every trial ran 1 epoch (ASHA's grace period) or both
-        assert int(r["epochs"]) == (2 if r["status"] == "completed" else 1)
+    assert not [c for c in rows[0] if c.startswith("test_")]  # trials are scored on validation only
+    stopped = {json.loads(line)["trial"] for line in (out / "asha_rungs.jsonl").read_text().splitlines()
+               if json.loads(line)["stopped"]}
+    for r in rows:  # every trial ran 1 epoch (ASHA's grace period, the only rung before epoch 2) or both
+        assert (int(r["epochs"]), r["status"]) == ((1, "stopped by ASHA") if r["trial"] in stopped
+                                                   else (2, "completed"))
         assert 0.001 <= float(r["finetune.optim.lr"]) <= 0.01 and 0 <= float(r["val_mA"]) <= 1
     best = max((r for r in rows if r["status"] == "completed"), key=lambda r: float(r["val_mA"]))
-    assert summary["best"]["trial"] == best["trial"]
-    assert summary["best"]["val_mA"] == pytest.approx(float(best["val_mA"]))
+    # the best trial, confirmed with a second seed: the mean of both, and test numbers for it alone
+    chosen = summary["best"]
+    assert chosen["trial"] == best["trial"] and chosen["seeds"] == 2
+    assert chosen["per_seed"][0] == pytest.approx(float(best["val_mA"]))
+    assert chosen["val_mA"] == pytest.approx(sum(chosen["per_seed"]) / 2)
+    assert 0 <= chosen["test_mA"] <= 1 and chosen["test_runs"] == 1
+    assert f"{best['trial']} (chosen)" in (out / "confirmation.md").read_text()
+    # Optuna's study, in its database: each trial told as what it was
+    study = optuna.load_study(study_name="patchray-t", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == sorted("PRUNED" if r["trial"] in stopped else "COMPLETE" for r in rows)
 
-    # one pretext configuration: trained by one trial, taken from the cache by the other two
+    # one pretext configuration: trained by one trial, taken from the cache by the other two and the confirmation
     entries = [p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]  # shared by experiments
     assert len(entries) == 1
     uses = [json.loads(line) for line in (entries[0] / USES).read_text().splitlines()]
-    assert [u["trained"] for u in uses].count(True) == 1 and len(uses) == 3
-    assert {u["user"] for u in uses} == {r["trial"] for r in rows}
+    assert [u["trained"] for u in uses].count(True) == 1 and len(uses) == 4
+    assert {r["trial"] for r in rows} < {u["user"] for u in uses}
 
     # the best configuration as files the jobs take as they are
     best_pre = configlib.load(PretrainConfig, out / "best_pretrain.yaml")
@@ -60,21 +76,24 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     assert best["trial"] + " (best)" in (out / "trials.md").read_text()
 
     # the same command again: resumes, finishes at once, reruns no trial
-    stamps = {p: p.stat().st_mtime for p in (out / "trials").rglob("*") if p.is_file()}
+    stamps = {p: p.stat().st_mtime for folder in ("trials", "confirm") for p in (out / folder).rglob("*")
+              if p.is_file()}
     lines.clear()
     again = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     assert any(line.startswith("[tune] resuming ") for line in lines), lines
     assert again["trials"] == 3 and again["epochs_spent"] == summary["epochs_spent"]
     assert again["best"]["trial"] == summary["best"]["trial"]
-    assert {p: p.stat().st_mtime for p in (out / "trials").rglob("*") if p.is_file()} == stamps
-    assert len((entries[0] / USES).read_text().splitlines()) == 3
+    assert again["best"]["val_mA"] == summary["best"]["val_mA"]
+    assert {p: p.stat().st_mtime for folder in ("trials", "confirm") for p in (out / folder).rglob("*")
+            if p.is_file()} == stamps
+    assert len((entries[0] / USES).read_text().splitlines()) == 4
 
     # the same name with other settings is refused before any work
     with pytest.raises(configlib.ConfigError, match="different.*num_samples"):
         run_tune(configlib.build(TuneConfig, settings | {"num_samples": 5}))
 
 
-def test_grid_search_runs_every_point_and_scores_a_patch_that_does_not_fit_as_infeasible(
+def test_grid_search_leaves_out_what_does_not_fit_and_scores_a_diverged_fine_tuning_the_worst(
         ray_cluster, synthetic_small, tmp_path):
     from patchray.shards.generate import generate_synthetic
 
@@ -82,21 +101,25 @@ def test_grid_search_runs_every_point_and_scores_a_patch_that_does_not_fit_as_in
     lines = []
     summary = run_tune(configlib.build(TuneConfig, {
         "out": str(tmp_path), "name": "g", "search": "grid", "scheduler": "fifo", "time_budget_s": None,
-        "space": {"pretrain": {"task.patch_size": {"choice": [32, 48]}, "task.grid": {"choice": ["2x4", "3x6"]}}},
+        "confirm_top_k": 0,
+        "space": {"pretrain": {"task.patch_size": {"choice": [32, 48]}, "task.grid": {"choice": ["2x4", "3x6"]}},
+                  "finetune": {"optim.lr": {"choice": [0.002, 1e30]}}},
         # one worker a trainer: what is tested is the grid, not data parallelism, and a trial starts faster
         "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150,
                      "resources": {"num_workers": 1}},
         "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30,
-                     "resources": {"num_workers": 1}}}),
+                     "max_failures": 0, "resources": {"num_workers": 1}}}),
         log=lines.append)
-    # 48 px patches do not fit 3 columns of a 100 px crop: that point is tried, scored 0, listed as infeasible
-    assert any("1 of 4 pretext combinations do not fit" in line for line in lines)
-    rows = {(int(r["pretrain.task.patch_size"]), r["pretrain.task.grid"]): r
+    # 48 px patches do not fit 3 columns of a 100 px crop: left out of the grid, never tried
+    assert any("1 of 4 pretext combinations do not fit the crop" in line and "left out" in line for line in lines)
+    rows = {(int(r["pretrain.task.patch_size"]), r["pretrain.task.grid"], float(r["finetune.optim.lr"])): r
             for r in csv.DictReader(open(tmp_path / "g" / "trials.csv"))}
-    assert len(rows) == 4  # the grid: every point once
-    bad = rows[(48, "3x6")]
-    assert bad["status"] == "infeasible" and bad["epochs"] == "0" and bad["val_mA"] == ""
-    for point in ((32, "2x4"), (32, "3x6"), (48, "2x4")):  # FIFO: run out, never stopped
-        assert rows[point]["status"] == "completed" and rows[point]["epochs"] == "1"
-    assert summary["status"]["infeasible"] == 1 and summary["epochs_spent"] == 3
+    pretext = ((32, "2x4"), (32, "3x6"), (48, "2x4"))
+    assert set(rows) == {(*p, lr) for p in pretext for lr in (0.002, 1e30)}  # every feasible point once
+    for point in pretext:
+        assert rows[(*point, 0.002)]["status"] == "completed" and rows[(*point, 0.002)]["epochs"] == "1"
+        # lr 1e30 makes the loss non-finite: scored 0 (the worst), listed as diverged, not as an error
+        assert rows[(*point, 1e30)]["status"] == "diverged" and float(rows[(*point, 1e30)]["val_mA"]) == 0.0
+    assert summary["status"]["diverged"] == 3 and summary["status"]["error"] == 0
+    assert summary["best"]["params"]["finetune.optim.lr"] == 0.002 and summary["best"]["seeds"] == 1
     assert len([p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]) == 3

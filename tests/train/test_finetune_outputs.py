@@ -24,13 +24,13 @@ def _metrics(attributes, n=12, seed=0):
     return attribute_metrics(probs, labels, attributes)
 
 
-def _history(attributes):
+def _history(attributes, evaluate_test=True):
     history = []
     for epoch in range(2):
         metrics = {"epoch": epoch, "lr": 0.01, "loss": 1.5 - 0.1 * epoch, "crops": 10, "crops_per_s": 5.0,
                    "data_wait_frac": 0.1, "skipped_rows": 0, "workers": 1} | epoch_rows(10, 10, 0)
         val = _metrics(attributes, seed=epoch)
-        test = _metrics(attributes, seed=10) if epoch == 1 else None
+        test = _metrics(attributes, seed=10) if epoch == 1 and evaluate_test else None
         metrics |= _summary_metrics("val", val) | _summary_metrics("test", test)
         history.append(metrics | {"skipped": {}, "val": to_jsonable(val), "test": to_jsonable(test)})
     return history
@@ -39,7 +39,8 @@ def _history(attributes):
 def _write(tmp_path, attributes, **overrides):
     cfg = configlib.build(FinetuneConfig, {"out": str(tmp_path), "name": "ft"} | overrides)
     state = {"model": {"w": torch.zeros(2)}}
-    return write_outputs(tmp_path, cfg, state, _history(attributes), 10, {"val": {}, "test": {}}, "1 worker",
+    skipped = {"val": {}, "test": {}} if cfg.evaluate_test else {"val": {}}
+    return write_outputs(tmp_path, cfg, state, _history(attributes, cfg.evaluate_test), 10, skipped, "1 worker",
                          12.0, {"identity": 1}, class_weights=[[1.0, 1.0, 1.0, 1.0]])
 
 
@@ -88,3 +89,18 @@ def test_a_single_attribute_with_one_class_present(tmp_path):
     assert scores["val_parse27k_mAP"] == pytest.approx(1.0)  # male is parse27k's positive, all positives
     assert scores["val_parse27k_mBER"] == pytest.approx((1 + 1 / 3) / 2)  # N/A row 1, male row 1/3
     assert scores_text(scores) == " val mA 0.667"
+
+
+def test_outputs_without_a_test_evaluation_hold_no_test_number(tmp_path):
+    (tmp_path / "test_metrics.md").write_text("an earlier run's table")  # not this run's: removed
+    summary = _write(tmp_path, PARSE27K, evaluate_test=False)
+    assert summary["test"] is None and summary["tables"] == [] and "test" not in summary["skipped_rows"]
+    assert json.loads((tmp_path / "summary.json").read_text())["test"] is None
+    assert not (tmp_path / "test_metrics.md").exists() and not (tmp_path / "test_metrics.json").exists()
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any(key.startswith("test") for h in history for key in h)
+    assert history[-1]["val_mA"] is not None
+    text = format_summary(summary)
+    assert "test not evaluated (evaluate_test: false)" in text and "test_metrics" not in text
+    assert "  val, protocol balanced: mA " in text and "test," not in text
+    assert (tmp_path / "curves.png").stat().st_size > 0

@@ -2,7 +2,14 @@ import pytest
 
 from patchray import config as configlib
 from patchray.train.config import PretrainConfig
-from patchray.train.identity import RunMismatchError, check_same_run, differences, run_identity
+from patchray.train.identity import (
+    CannotContinueError,
+    RunMismatchError,
+    check_continuable,
+    check_same_run,
+    differences,
+    run_identity,
+)
 from patchray.train.rows import epoch_rows, format_rows
 
 
@@ -73,3 +80,42 @@ def test_an_evaluation_split_without_a_usable_crop_is_refused_naming_it(tmp_path
     pq.write_table(arrow_schema(DatasetMeta("d", PARSE27K)).empty_table(), tmp_path / "empty" / "l-test-0.parquet")
     with pytest.raises(DatasetTooSmallError, match=r"the test split has no usable crop: 0 row\(s\)"):
         read_labeled(open_shards(str(tmp_path / "empty")), 100, 200, "test")
+
+
+def test_a_run_continues_only_a_shorter_run_of_the_same_settings():
+    shorter = _identity(["epochs=1"])
+    longer = _identity(["epochs=3", "start_from=/cache/abc"])
+    # start_from is part of the identity when set, and absent when not (identities recorded before it match)
+    assert longer["start_from"] == "/cache/abc" and "start_from" not in shorter
+    assert differences(_identity(["epochs=3"]), longer) == ["start_from: '<absent>' -> '/cache/abc'"]
+    check_continuable(shorter, longer, "/cache/abc", epoch=0)
+    check_continuable(_identity(["epochs=2", "start_from=/cache/older"]), longer, "/cache/abc", epoch=1)
+    with pytest.raises(CannotContinueError) as refused:
+        check_continuable(shorter, _identity(["epochs=3", "optim.lr=0.02"]), "/cache/abc", epoch=0)
+    assert "start_from: /cache/abc is a run with other settings" in str(refused.value)
+    assert "optim.lr: 0.01 -> 0.02" in str(refused.value) and "epochs:" not in str(refused.value)  # may differ
+    with pytest.raises(CannotContinueError, match=r"/cache/abc already trained 3 epoch\(s\), and this run asks for "
+                                                  r"epochs=3: nothing is left"):
+        check_continuable(_identity(["epochs=3"]), longer, "/cache/abc", epoch=2)
+    assert issubclass(CannotContinueError, RunMismatchError)
+
+
+def test_start_from_names_a_finished_run_with_its_last_checkpoint(tmp_path):
+    import torch
+
+    from patchray.train.checkpoint import final_state, save_checkpoint
+    from patchray.train.pretrain import starting_point
+
+    cfg = configlib.load(PretrainConfig, None, ["epochs=3", f"start_from={tmp_path / 'short'}"])
+    identity = _identity(["epochs=3", f"start_from={tmp_path / 'short'}"])
+    with pytest.raises(CannotContinueError, match=rf"{tmp_path / 'short'} holds no finished pretraining .*"
+                                                  rf"{final_state(tmp_path / 'short') / 'run.json'} is missing"):
+        starting_point(cfg, identity, load=True)
+    model = {"w": torch.ones(2)}
+    save_checkpoint(final_state(tmp_path / "short"), model=model, optimizer={"state": {}, "param_groups": []},
+                    epoch=0, config={}, history=[{"epoch": 0}], identity=_identity(["epochs=1"]))
+    start = starting_point(cfg, identity, load=True)
+    assert start.folder == str(tmp_path / "short") and start.epochs == 1
+    (state, history) = start.loaded
+    assert torch.equal(state["model"]["w"], model["w"]) and state["epoch"] == 0 and history == [{"epoch": 0}]
+    assert starting_point(cfg, identity, load=False).loaded is None  # resuming its own checkpoint: no weights read

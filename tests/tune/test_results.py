@@ -21,7 +21,10 @@ def record(i, size, grid, lr, objective, status=res.COMPLETED, epochs=4):
 
 def test_status_best_and_epochs_spent():
     assert res.trial_status(4, 4, False) == res.COMPLETED
-    assert res.trial_status(2, 4, False) == res.STOPPED
+    # short of its epochs: ASHA's when its rung records say so, else the time budget's (never passed off as ASHA's)
+    assert res.trial_status(2, 4, False, asha_stopped=True) == res.STOPPED == "stopped by ASHA"
+    assert res.trial_status(2, 4, False) == res.OUT_OF_TIME == "stopped by the time budget"
+    assert res.trial_status(0, 4, False, diverged=True) == res.DIVERGED
     assert res.trial_status(4, 4, True) == res.ERROR
     records = [record(0, 24, "2x4", 0.002, 0.55), record(1, 32, "3x6", 0.004, 0.70, res.STOPPED, 1),
                record(2, 32, "2x4", 0.003, 0.60), record(3, 24, "3x6", 0.005, 0.60)]
@@ -36,42 +39,48 @@ def test_csv_and_markdown_list_every_trial_with_its_parameters(tmp_path):
     res.write_csv(records, SPACE, "val_mA", tmp_path / "t.csv")
     rows = list(csv.DictReader(open(tmp_path / "t.csv")))
     assert [r["trial"] for r in rows] == ["t0", "t1"]
-    assert rows[1]["pretrain.task.grid"] == "3x6" and rows[1]["status"] == "stopped early"
+    assert rows[1]["pretrain.task.grid"] == "3x6" and rows[1]["status"] == "stopped by ASHA"
     assert float(rows[0]["val_mA"]) == 0.55 and rows[0]["test_mA"] == "0.55"
     text = res.table_markdown(records, SPACE, "val_mA")
     lines = text.splitlines()
     assert lines[0] == "| trial | status | epochs | val_mA | task.patch_size | task.grid | optim.lr |"
     assert lines[2].startswith("| t0 (best) | completed | 4 | 0.550 | 24 | 2x4 | 0.002")
-    assert "5 fine-tuning epochs in all; 1 completed, 1 stopped early" in text
+    assert "5 fine-tuning epochs in all; 1 completed, 1 stopped early by ASHA, 0 failed" in text
+    cut = res.table_markdown(records + [record(2, 24, "3x6", 0.003, 0.5, res.OUT_OF_TIME, 2),
+                                        record(3, 24, "3x6", 0.01, 0.0, res.DIVERGED, 0)], SPACE, "val_mA")
+    assert "1 stopped by the time budget, 1 diverged (scored 0)" in cut
 
 
 def test_importances_find_the_parameter_that_drives_the_objective():
     # the objective follows the learning rate alone; patch size and grid are noise
     records = []
-    for i in range(12):
+    for i in range(res.IMPORTANCE_MIN_TRIALS):
         lr = 0.001 * (1 + i % 6)
         records.append(record(i, (24, 32)[i % 2], ("2x4", "3x6")[(i // 2) % 2], lr, 0.4 + 30 * lr))
     scores, basis = res.importances(records, SPACE)
-    assert basis == "completed trials, final objective (12)"
+    assert basis == f"completed trials, final objective ({res.IMPORTANCE_MIN_TRIALS})"
     assert set(scores) == {p.name for p in SPACE.params}
     assert sum(scores.values()) == pytest.approx(1.0)
     assert max(scores, key=scores.get) == "finetune.optim.lr" and scores["finetune.optim.lr"] > 0.8
-    # too few completed trials to tell: nothing rather than a made-up ranking
-    assert res.importances(records[:2] + [record(9, 24, "2x4", 0.01, 0.9, res.STOPPED, 1)], SPACE) == ({}, "")
+    # one trial short of the threshold: nothing rather than a ranking of noise, and the reason says so
+    scores, basis = res.importances(records[1:], SPACE)
+    assert scores == {} and basis == (f"not computed: {res.IMPORTANCE_MIN_TRIALS - 1} completed trial(s), 0 with a "
+                                      f"value after the grace period; an importance needs "
+                                      f"{res.IMPORTANCE_MIN_TRIALS} judged alike")
     # every trial scored the same: no parameter mattered more than another
-    same = [record(i, 24 + 8 * (i % 2), "2x4", 0.001 * (i + 1), 0.5) for i in range(4)]
-    assert res.importances(same, SPACE) == ({}, "")
+    same = [record(i, 24 + 8 * (i % 2), "2x4", 0.001 * (i + 1), 0.5) for i in range(res.IMPORTANCE_MIN_TRIALS)]
+    assert res.importances(same, SPACE)[0] == {}
 
 
 def test_with_most_trials_stopped_early_importances_use_everyone_s_value_after_the_grace_period():
     records = []
-    for i in range(8):
+    for i in range(res.IMPORTANCE_MIN_TRIALS):
         size = (24, 32)[i % 2]
         r = record(i, size, "2x4", 0.002, 0.5, res.STOPPED if i > 1 else res.COMPLETED, 1 if i > 1 else 4)
         r.at_grace = 0.40 + (0.05 if size == 32 else 0.0) + 0.001 * i  # the patch size decides
         records.append(r)
     scores, basis = res.importances(records, SPACE)
-    assert basis == "all trials, objective after the grace period (8)"
+    assert basis == f"all trials, objective after the grace period ({res.IMPORTANCE_MIN_TRIALS})"
     assert max(scores, key=scores.get) == "pretrain.task.patch_size"
 
 
@@ -101,3 +110,21 @@ def test_an_interrupted_trial_is_unfinished_and_says_how_to_finish():
     text = res.table_markdown([record(0, 24, "2x4", 0.002, 0.5), record(1, 24, "2x4", 0.003, 0.4, res.UNFINISHED, 1)],
                               SPACE, "val_mA")
     assert "1 unfinished (re-run the same command to resume)" in text
+
+
+def test_the_top_configurations_are_confirmed_over_seeds_and_the_best_mean_wins():
+    records = [record(0, 24, "2x4", 0.002, 0.62), record(1, 32, "3x6", 0.004, 0.60),
+               record(2, 24, "2x4", 0.002, 0.61),  # the same configuration as t0: confirmed once
+               record(3, 32, "2x4", 0.003, 0.70, res.STOPPED, 1), record(4, 24, "3x6", 0.005, 0.55)]
+    top = res.top_configurations(records, 2)
+    assert [r.trial_id for r in top] == ["t0", "t1"]  # not the stopped t3, not t2 (t0's configuration again)
+    lucky = res.Confirmation("t0", top[0].params, [0.62, 0.55, 0.56], {"test_mA": [0.54, 0.55]})
+    steady = res.Confirmation("t1", top[1].params, [0.60, 0.60, 0.59], {"test_mA": [0.58, 0.60]})
+    # the search's best single trial was a lucky seed: the best mean over seeds wins
+    assert res.confirmed_best([lucky, steady]) is steady
+    assert steady.mean == pytest.approx(0.59667, abs=1e-4) and steady.std == pytest.approx(0.005774, abs=1e-5)
+    assert res.mean_std([0.58, 0.60]) == {"mean": pytest.approx(0.59), "std": pytest.approx(0.014142, abs=1e-5),
+                                          "n": 2}
+    table = res.confirmation_markdown([lucky, steady], "val_mA", SPACE).splitlines()
+    assert table[2].startswith("| t1 (chosen) | 0.597 | 0.005774 | 3 | 0.600, 0.600, 0.590 | 32 | 3x6 |")
+    assert table[3].startswith("| t0 | 0.577 |")
