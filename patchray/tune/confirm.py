@@ -1,0 +1,45 @@
+"""After a search: the top configurations fine-tuned again with other seeds, so that the chosen one is the best
+on average and not a lucky seed; the only runs that score the test split."""
+from __future__ import annotations
+
+from patchray.tune import results as res
+from patchray.tune.space import build_section
+from patchray.tune.trial import CONFIRM
+
+
+def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
+    """Fine-tune the top configurations again with other seeds (a second, FIFO Tune experiment beside the
+    search's, resumable like it); their test numbers are made here, and only the chosen one's are reported."""
+    from ray import tune
+
+    from patchray.tune.search_alg import DIVERGED, WORST_SCORE
+
+    top = res.top_configurations(records, cfg.confirm_top_k)
+    if not top or cfg.confirm_seeds < 2:
+        return []
+    metric = f"val_{cfg.metric}"
+    base_seed = build_section("finetune", cfg.finetune, {}).seed
+    runs = [{"params": r.params, "seed": base_seed + i, "of": r.trial_id}
+            for r in top for i in range(1, cfg.confirm_seeds)]
+    path = f"{experiment}-{CONFIRM}"
+    log(f"[tune] confirming the top {len(top)} configuration(s) with {cfg.confirm_seeds - 1} more seed(s) each: "
+        f"{len(runs)} fine-tuning run(s)")
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={CONFIRM: tune.grid_search(runs)},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
+                           run_config=tune.RunConfig(name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0],
+                                                     verbose=1))
+    by_trial = {r.trial_id: res.Confirmation(r.trial_id, r.params, [r.objective], seeds=[base_seed]) for r in top}
+    for result in tuner.fit():
+        run, metrics = (result.config or {}).get(CONFIRM), result.metrics or {}
+        if run is None or run["of"] not in by_trial or result.error is not None:
+            continue  # a failed confirmation run is left out: its configuration is judged on fewer seeds
+        confirmation = by_trial[run["of"]]
+        confirmation.seeds.append(run["seed"])
+        confirmation.val.append(WORST_SCORE if metrics.get(DIVERGED) else float(metrics[metric]))
+        for key, value in metrics.items():
+            if key.startswith("test_") and value is not None:
+                confirmation.test.setdefault(key, []).append(float(value))
+    return list(by_trial.values())

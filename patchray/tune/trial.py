@@ -1,0 +1,132 @@
+"""One trial of a search, as it runs inside its Tune trial actor: its values read back from Tune's config, its
+share of the cluster, its pretraining from the shared cache, and its fine-tuning reported to Tune.
+
+A search trial scores validation only; a confirmation run (``CONFIRM``) fine-tunes with its own seed and is
+tested. A fine-tuning whose loss or predictions stop being finite reports the worst score (``diverged``), so the
+search learns from it instead of recording an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from patchray import config as configlib
+from patchray.tune.space import SearchSpace, build_section
+
+# The driver of a trial only waits for its trainer; the trainer's workers and Ray Data hold the real CPUs.
+TRIAL_DRIVER_CPU = 0.01
+CONFIRM = "confirm"  # a confirmation run's config: {"params": the configuration's values, "seed": s, "of": trial}
+PRETEXT = "pretext"  # where grid search passes a feasible pretext combination (values keyed by Param.name)
+
+
+
+def trial_params(config: dict, space: SearchSpace) -> dict:
+    """A trial's sampled values keyed by Param.name, however Tune passed them: flat (Optuna, with the narrowed
+    names of ``FeasibleSpaceSampler`` beside the plain ones), a pretext combination plus flat fine-tuning values
+    (grid), or a confirmation run's."""
+    if CONFIRM in config:
+        return dict(config[CONFIRM]["params"])
+    flat = {k: v for k, v in config.items() if k != PRETEXT} | dict(config.get(PRETEXT) or {})
+    return {p.name: flat[p.name] for p in space.params if p.name in flat}
+
+
+def split_gpus(cluster_gpus: float, max_concurrent_trials: int) -> float:
+    """GPUs per trial when ``max_concurrent_trials`` share the cluster's: whole GPUs when there are enough,
+    else an equal fraction of one (every GPU shared by the same number of trials)."""
+    if cluster_gpus < 1:
+        return 0.0
+    if cluster_gpus >= max_concurrent_trials:
+        return float(int(cluster_gpus // max_concurrent_trials))
+    return 1.0 / math.ceil(max_concurrent_trials / int(cluster_gpus))
+
+
+def trial_resources(cluster_cpus: float, cluster_gpus: float, max_concurrent_trials: int,
+                    gpus_per_trial: float | None = None) -> dict[str, Any]:
+    """The ``resources.*`` overrides of every trial's pretraining and fine-tuning, so that concurrent trials
+    split the cluster: each plans on its CPU share (the rest is reserved for the others and for the trial
+    drivers) and on its GPUs (whole ones as data-parallel workers, or a fraction of one for one worker).
+    Refused when a trial's share would starve Ray Data, or the GPUs asked for are not there."""
+    from patchray.train.resources import MIN_DATA_CPUS, ResourceError
+
+    n = max_concurrent_trials
+    share = (cluster_cpus - TRIAL_DRIVER_CPU * n) / n
+    if share < MIN_DATA_CPUS + 0.5:
+        most = max(1, int((cluster_cpus - TRIAL_DRIVER_CPU) // 2))
+        raise ResourceError(f"max_concurrent_trials={n} on {cluster_cpus:g} CPUs leaves {share:.2f} CPU per "
+                            f"trial: Ray Data would starve and the search hang; at most {most} here")
+    overrides: dict[str, Any] = {"resources.reserved_cpus": cluster_cpus - share}
+    gpus = split_gpus(cluster_gpus, n) if gpus_per_trial is None else gpus_per_trial
+    if gpus > 0:
+        if gpus * n > cluster_gpus + 1e-9:
+            raise ResourceError(f"gpus_per_trial={gpus:g} x max_concurrent_trials={n} needs {gpus * n:g} GPUs, the "
+                                f"cluster has {cluster_gpus:g}")
+        if gpus > 1 and not float(gpus).is_integer():
+            raise ResourceError(f"gpus_per_trial={gpus:g}: above 1, whole GPUs only")
+        whole = gpus >= 1
+        overrides |= {"resources.use_gpu": True, "resources.num_workers": int(gpus) if whole else 1,
+                      "resources.gpus_per_worker": 1.0 if whole else gpus,
+                      "resources.reserved_gpus": cluster_gpus - gpus}
+    return overrides
+
+
+def _pretraining(pretrain, out: str, user: str):
+    """The cached pretraining of this pretext configuration (``cache.Pretrained``): trained now under the
+    entry's lock if missing, continued from a cached shorter one of the same lineage where there is one."""
+    from patchray.shards.reader import open_shards
+    from patchray.train.pretrain import run_pretrain
+    from patchray.train.runner import plan_for_cluster
+    from patchray.tune.cache import PretrainCache, cached_pretraining
+
+    shards = open_shards(pretrain.data)
+    # The key holds the training workers as planned (their number sets the global batch, GPU or CPU the
+    # precision). Planned here as run_pretrain plans them, and pinned where pinning leaves the plan as it is,
+    # so that the run trains what the key names even if the cluster changes in between.
+    plan = plan_for_cluster(pretrain.resources)
+    pinned = dataclasses.replace(pretrain, resources=dataclasses.replace(
+        pretrain.resources, num_workers=plan.num_workers, use_gpu=plan.use_gpu))
+    if plan_for_cluster(pinned.resources) == plan:
+        pretrain = pinned
+    cache = PretrainCache(Path(out).parent / "pretrain_cache")  # beside the experiments: shared by all of them
+    return cached_pretraining(cache, pretrain, shards.fingerprint, num_workers=plan.num_workers,
+                              use_gpu=plan.use_gpu, user=user, train=run_pretrain)
+
+
+def run_trial(config: dict, *, tune_cfg: dict, out: str, resources: dict) -> None:
+    """One trial (runs inside a Tune trial actor): cached pretraining, then fine-tuning reported to Tune. A
+    search trial scores validation only; a confirmation run (``CONFIRM``) uses its own seed and is tested."""
+    import ray.tune
+
+    from patchray.train.finetune import run_finetune
+    from patchray.train.runner import DivergedError
+    from patchray.tune.search_alg import DIVERGED, EPOCHS_DONE, INFEASIBLE, WORST_SCORE, EpochReportCallback
+    from patchray.tune.tuner import TuneConfig
+
+    cfg = configlib.build(TuneConfig, tune_cfg)
+    space = cfg.search_space()
+    pre_overrides, fine_overrides = space.split(trial_params(config, space))
+    metric = f"val_{cfg.metric}"
+    try:
+        pretrain = build_section("pretrain", cfg.pretrain, pre_overrides | resources)
+    except configlib.ConfigError as e:
+        # Only where the space could not be narrowed to feasible combinations (a pretext range): scored as the
+        # worst outcome, so that TPE learns to stay away, at epoch 0, below every ASHA rung.
+        print(f"[tune] infeasible pretext combination {pre_overrides}: {e}")
+        ray.tune.report({metric: WORST_SCORE, INFEASIBLE: 1, EPOCHS_DONE: 0})
+        return
+    trial_id = ray.tune.get_context().get_trial_id()
+    pretrained = _pretraining(pretrain, out, trial_id)
+    print(f"[tune] {pretrained.describe()}")
+    folder = pretrained.folder
+    confirming = CONFIRM in config
+    extra = {"seed": config[CONFIRM]["seed"], "evaluate_test": True} if confirming else {"evaluate_test": False}
+    finetune = build_section("finetune", cfg.finetune, fine_overrides | resources | extra)
+    # Named by trial id (kept across a resume), so a restarted trial continues its own fine-tuning checkpoint.
+    finetune = dataclasses.replace(finetune, name=trial_id, out=str(Path(out) / (CONFIRM if confirming else "trials")),
+                                   init=f"patchtask:{folder}", eval_every=1)
+    try:
+        run_finetune(finetune, callbacks=[EpochReportCallback()])
+    except DivergedError as e:
+        print(f"[tune] trial {trial_id} diverged, scored {WORST_SCORE:g} (the worst): {e}")
+        ray.tune.report({metric: WORST_SCORE, DIVERGED: 1, EPOCHS_DONE: 0})
