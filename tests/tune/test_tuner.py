@@ -12,3 +12,20 @@ def test_a_search_whose_grace_period_leaves_nothing_to_judge_is_refused_at_the_s
     configlib.build(TuneConfig, {"grace_period": 4, "scheduler": "fifo", "finetune": {"epochs": 4}}).check()
     with pytest.raises(configlib.ConfigError, match="confirm_top_k must be >= 0 and confirm_seeds >= 1"):
         configlib.build(TuneConfig, {"confirm_seeds": 0})
+
+
+def test_grid_search_lists_only_the_pretext_combinations_that_fit(tmp_path):
+    from patchray.tune.trial import PRETEXT
+    from patchray.tune.tuner import _search_parts
+
+    cfg = configlib.build(TuneConfig, {
+        "search": "grid", "scheduler": "fifo",
+        "space": {"pretrain": {"task.patch_size": {"choice": [32, 48]}, "task.grid": {"choice": ["2x4", "3x6"]}},
+                  "finetune": {"optim.lr": {"choice": [0.002, 0.004]}}}})
+    param_space, search, _, said = _search_parts(cfg, cfg.search_space(), cfg, tmp_path, False, print)
+    assert search is None and param_space["finetune.optim.lr"] == {"grid_search": [0.002, 0.004]}
+    # 48 px patches do not fit 3 columns of a 100 px crop: that combination is never run
+    assert [(c["pretrain.task.patch_size"], c["pretrain.task.grid"]) for c in param_space[PRETEXT]["grid_search"]] \
+        == [(32, "2x4"), (32, "3x6"), (48, "2x4")]
+    assert any(line.startswith("1 of 4 pretext combinations do not fit the crop") and "left out" in line
+               for line in said)
