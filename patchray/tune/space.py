@@ -190,20 +190,22 @@ class SearchSpace:
         return total, bad
 
 
-def feasible_pretext(space: SearchSpace, base: dict) -> list[dict] | None:
+def feasible_pretext(space: SearchSpace, base: dict,
+                     infeasible: tuple[int, list[tuple[dict, str]]] | None = None) -> list[dict] | None:
     """Every combination of the pretext choices that its config accepts, as samples keyed by Param.name, in
     product order; None when it cannot be enumerated (a pretext parameter is a range, or there are more than
-    ``PRODUCT_LIMIT`` combinations)."""
+    ``PRODUCT_LIMIT`` combinations). ``infeasible``: ``space.infeasible_pretext(base)`` when the caller has it
+    already (it builds every combination's config)."""
     params = space.pretext_params()
     if any(p.kind != "choice" for p in params):
         return None
-    total, bad = space.infeasible_pretext(base)
+    total, bad = infeasible if infeasible is not None else space.infeasible_pretext(base)
     if params and total > PRODUCT_LIMIT:
         return None
-    refused = [sample for sample, _ in bad]
-    combos = [{p.name: v for p, v in zip(params, values)}
-              for values in itertools.product(*(p.values for p in params))]
-    return [c for c in combos if c not in refused]
+    names = [p.name for p in params]
+    refused = {tuple(sample[n] for n in names) for sample, _ in bad}
+    return [dict(zip(names, values)) for values in itertools.product(*(p.values for p in params))
+            if values not in refused]
 
 
 def _conditional_name(param: Param, allowed: list) -> str:
@@ -227,8 +229,10 @@ class FeasibleSpaceSampler:
     feasible: tuple  # of tuples of pretext values, in pretext_params() order
 
     @classmethod
-    def build(cls, space: SearchSpace, base_pretrain: dict) -> FeasibleSpaceSampler:
-        combos = feasible_pretext(space, base_pretrain)
+    def build(cls, space: SearchSpace, base_pretrain: dict, combos: list[dict] | None = None
+              ) -> FeasibleSpaceSampler:
+        """``combos``: ``feasible_pretext(space, base_pretrain)`` when the caller has it already."""
+        combos = combos if combos is not None else feasible_pretext(space, base_pretrain)
         if combos is None:
             raise SpaceError("a feasible-only space needs the pretext parameters as choice lists of at most "
                              f"{PRODUCT_LIMIT} combinations")
@@ -237,16 +241,21 @@ class FeasibleSpaceSampler:
         names = [p.name for p in space.pretext_params()]
         return cls(space, tuple(tuple(c[n] for n in names) for c in combos))
 
+    def _allowed(self, i: int, prefix: tuple) -> list:
+        """The choices of the i-th pretext parameter that some feasible combination continues ``prefix`` with
+        (the values drawn for the parameters before it), in the parameter's own order."""
+        param = self.space.pretext_params()[i]
+        return [v for v in param.values if any(c[:i] == prefix and c[i] == v for c in self.feasible)]
+
     def distributions(self) -> dict:
         """Every Optuna name this space can suggest, with its distribution (narrowed names included): what an
         earlier study's trials must match to warm-start this one."""
         import optuna.distributions as d
 
         names: dict = {}
-        pretext = self.space.pretext_params()
-        for i, param in enumerate(pretext):
+        for i, param in enumerate(self.space.pretext_params()):
             for prefix in {c[:i] for c in self.feasible}:
-                allowed = [v for v in param.values if any(c[:i] == prefix and c[i] == v for c in self.feasible)]
+                allowed = self._allowed(i, prefix)
                 names[_conditional_name(param, allowed)] = d.CategoricalDistribution(allowed)
         for param in self.space.params:
             if param.section != "pretrain":
@@ -257,7 +266,7 @@ class FeasibleSpaceSampler:
         chosen: dict = {}
         prefix: tuple = ()
         for i, param in enumerate(self.space.pretext_params()):
-            allowed = [v for v in param.values if any(c[:i] == prefix and c[i] == v for c in self.feasible)]
+            allowed = self._allowed(i, prefix)
             value = trial.suggest_categorical(_conditional_name(param, allowed), allowed)
             chosen[param.name] = value
             prefix += (value,)

@@ -201,8 +201,8 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
                                  reduction_factor=cfg.reduction_factor, max_t=max_t)
         said.append(f"ASHA rungs at epochs {asha_rungs(cfg.grace_period, cfg.reduction_factor, max_t)} "
                     f"(a trial's last epoch, {cfg.min_finetune_epochs()} or more, is never judged)")
-    feasible = feasible_pretext(space, resolved.pretrain)
-    total, refused = space.infeasible_pretext(resolved.pretrain)
+    total, refused = space.infeasible_pretext(resolved.pretrain)  # every pretext config built, once
+    feasible = feasible_pretext(space, resolved.pretrain, (total, refused))
     if feasible is not None and refused:
         said.append(f"{len(refused)} of {total} pretext combinations do not fit the crop (e.g. {refused[0][1]}): "
                     "left out of the search")
@@ -214,7 +214,7 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
         return param_space, None, scheduler, said
     startup = startup_trials(cfg.num_samples, cfg.startup_trials)
     try:
-        sampler_space = FeasibleSpaceSampler.build(space, resolved.pretrain)
+        sampler_space = FeasibleSpaceSampler.build(space, resolved.pretrain, feasible)
         param_space = {}
     except SpaceError:  # a pretext range: sampled as declared, a combination that does not fit scores the worst
         sampler_space = None
