@@ -151,6 +151,8 @@ class PatchraySearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict):
         if optuna_search_told(self, trial_id):
+            if not self._told_failed(trial_id):
+                return  # a late result of a trial already judged (completed, pruned): its Optuna trial stands
             self._reopen(trial_id)
         scored = EPOCHS_DONE in result and result.get(self.metric) is not None
         if not scored or result.get(DIVERGED) or result.get(INFEASIBLE):  # no epoch value: nothing to report
@@ -172,6 +174,13 @@ class PatchraySearch(OptunaSearch):
         except Exception as e:  # a study that refuses the tell must not stop the search
             logger.warning("optuna refused the end of trial %s: %s", trial_id, e)
         optuna_search_replace_trial(self, trial_id, trial, told=True)
+
+    def _told_failed(self, trial_id: str) -> bool:
+        from optuna.trial import TrialState
+
+        number = optuna_trial_of(self, trial_id).number
+        failed = optuna_study_of(self).get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        return any(t.number == number for t in failed)
 
     def _reopen(self, trial_id: str) -> None:
         """A trial told FAIL and then run again (``resume_errored``): a new Optuna trial with its values."""

@@ -95,6 +95,9 @@ def test_the_search_reports_epochs_prunes_fails_and_reopens_a_retried_trial(tmp_
     # resume_errored: the trial runs again; Ray's OptunaSearch would drop these results, ours opens a new trial
     search.on_trial_result("retried", {M: 0.4, EPOCHS_DONE: 1})
     search.on_trial_complete("retried", {M: 0.7, EPOCHS_DONE: 3})
+    # a late result of a trial already judged opens nothing: only a failed trial comes back as a new one
+    search.on_trial_result("pruned", {M: 0.9, EPOCHS_DONE: 2})
+    search.on_trial_result("done", {M: 0.9, EPOCHS_DONE: 3})
 
     study = optuna_study_of(search)
     trials = study.get_trials(deepcopy=False)
