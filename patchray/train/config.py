@@ -168,7 +168,11 @@ class FinetuneConfig:
     seed: int = 0
     epochs: int = 15
     crops_per_step: int = 32          # crops per optimiser step and worker
-    labels: int | None = None         # label budget: this many training crops, chosen by seed (None: all)
+    labels: int | None = None         # label budget: this many training crops, chosen by label_seed (None: all)
+    # The budget's crops are drawn with this seed (None: with `seed`). A search fixes it, so that its trials
+    # and their confirmation seeds all train on the user's one labeled set and differ only by the training
+    # seed; comparisons over seeds (compare_inits) leave it None, so their spread includes the label draw.
+    label_seed: int | None = None
     mirror: bool = True               # mirror training crops at random, swapping left/right labels
     hidden: int = 512
     freeze_blocks: int = 0            # keep the first N trunk blocks fixed
@@ -198,6 +202,11 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.002, schedule="cosine", weight_decay=5e-4))
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+    @property
+    def budget_seed(self) -> int:
+        """The seed the label budget is drawn with: ``label_seed``, or ``seed`` when that is None."""
+        return self.seed if self.label_seed is None else self.label_seed
 
     RENAMED_KEYS = {"batch_size": "crops_per_step", "val_crops": "val_limit", "crop_width": "input.crop_width",
                     "crop_height": "input.crop_height", "crop_fit": "input.crop_fit", "normalize": "input.normalize",

@@ -74,7 +74,7 @@ def first_in_hash_order(ids: list[str], count: int, seed: int, epoch: int) -> se
 
 def choose_budget(shards: ShardSet, labels: int | None, seed: int) -> set[str] | None:
     """The label budget: ``labels`` training crops in an order set by ``seed`` alone (so every init compared
-    under one seed sees the same crops)."""
+    under one seed sees the same crops); fine-tuning passes ``FinetuneConfig.budget_seed``."""
     if labels is None:
         return None
     ids = split_crop_ids(shards)
@@ -228,7 +228,7 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
     if resumes_after is not None:
         log(f"[finetune] resuming after epoch {resumes_after + 1} from {location_path(run.location)}")
 
-    budget = choose_budget(shards["train"], cfg.labels, cfg.seed)
+    budget = choose_budget(shards["train"], cfg.labels, cfg.budget_seed)
     train_rows = len(budget) if budget is not None else shards["train"].num_rows
     if train_rows < plan.num_workers:
         raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "

@@ -22,7 +22,7 @@ from typing import Any
 
 from patchray import config as configlib
 from patchray.tune import replay
-from patchray.tune.tuner import TuneConfig, run_tune
+from patchray.tune.tuner import TRIAL_FINETUNE, TRIAL_PRETRAIN, TuneConfig, run_tune
 
 SEED_KEY = "finetune.seed"
 CURVES = "curves.jsonl"
@@ -41,13 +41,13 @@ class TuneBenchConfig:
     reduction_factor: int = 2
     max_concurrent_trials: int = 1
     curves: str | None = None       # an earlier recording (curves.jsonl) to replay instead of recording
+    # A discretisation of the default search's space (lr loguniform 0.001..0.01): 12 configurations.
     space: dict[str, Any] = field(default_factory=lambda: {
         "pretrain": {"task.patch_size": {"choice": [24, 32]}, "task.grid": {"choice": ["2x4", "3x6"]}},
-        "finetune": {"optim.lr": {"choice": [0.001, 0.004]}},
+        "finetune": {"optim.lr": {"choice": [0.001, 0.0025, 0.006]}},
     })
-    pretrain: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "max_crops": 3000})
-    finetune: dict[str, Any] = field(default_factory=lambda: {
-        "epochs": 6, "labels": 250, "val_limit": 600, "loss": "balanced"})
+    pretrain: dict[str, Any] = field(default_factory=lambda: dict(TRIAL_PRETRAIN))   # the default search's
+    finetune: dict[str, Any] = field(default_factory=lambda: dict(TRIAL_FINETUNE))
 
     def __post_init__(self):
         if self.seeds < 1 or self.repeats < 1:

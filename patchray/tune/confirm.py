@@ -14,7 +14,7 @@ def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
 
     from patchray.tune.search_alg import DIVERGED, WORST_SCORE
 
-    top = res.top_configurations(records, cfg.confirm_top_k)
+    top = res.top_configurations(records, cfg.confirm_top_k, cfg.search_space())
     if not top or cfg.confirm_seeds < 2:
         return []
     metric = f"val_{cfg.metric}"

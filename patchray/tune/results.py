@@ -203,16 +203,44 @@ def _std(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def top_configurations(records: list[TrialRecord], k: int) -> list[TrialRecord]:
-    """The ``k`` best completed trials by their objective, one per configuration (ties: the earliest)."""
-    seen, top = set(), []
+# Two configurations are near twins when they take the same choices and each range parameter differs by less than
+# this share of its range (on a log scale for loguniform): confirming both spends seeds on one configuration twice.
+NEAR_TWIN_SHARE = 0.1
+
+
+def _range_position(param, value: float) -> float:
+    """Where ``value`` lies in the parameter's range, 0..1 (log-scaled for loguniform)."""
+    if param.kind == "loguniform":
+        return (math.log(value) - math.log(param.low)) / (math.log(param.high) - math.log(param.low))
+    return (value - param.low) / (param.high - param.low)
+
+
+def near_twins(a: dict, b: dict, space: SearchSpace | None) -> bool:
+    """The same configuration, or one that differs only by less than NEAR_TWIN_SHARE of a range parameter."""
+    kinds = {p.name: p for p in space.params} if space is not None else {}
+    for name in set(a) | set(b):
+        param, x, y = kinds.get(name), a.get(name), b.get(name)
+        if x == y:
+            continue
+        if param is None or param.kind == "choice" or x is None or y is None:
+            return False
+        if abs(_range_position(param, float(x)) - _range_position(param, float(y))) >= NEAR_TWIN_SHARE:
+            return False
+    return True
+
+
+def top_configurations(records: list[TrialRecord], k: int, space: SearchSpace | None = None) -> list[TrialRecord]:
+    """The ``k`` best completed trials by their objective, each a distinct configuration (ties: the earliest): a
+    trial whose configuration is a near twin (``near_twins``) of a better one already taken is passed over, so
+    that the seeds of the confirmation judge different configurations."""
+    top = []
     for r in sorted((r for r in records if r.status == COMPLETED and r.objective is not None),
                     key=lambda r: -r.objective):
-        key = repr(sorted(r.params.items()))
-        if key not in seen:
-            seen.add(key)
+        if not any(near_twins(r.params, kept.params, space) for kept in top):
             top.append(r)
-    return top[:k]
+        if len(top) == k:
+            break
+    return top
 
 
 def confirmed_best(confirmations: list[Confirmation]) -> Confirmation | None:

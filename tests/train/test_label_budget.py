@@ -28,3 +28,15 @@ def test_label_budget_is_the_same_crops_for_every_init(train_split):
     assert choose_budget(train_split, None, seed=1) is None  # no budget: every training crop
     with pytest.raises(ValueError, match="labels=201 but the training split has only 200 crops"):
         choose_budget(train_split, 201, seed=1)
+
+
+def test_a_fixed_label_seed_gives_every_training_seed_the_same_labeled_crops(train_split):
+    from patchray.train.config import FinetuneConfig
+
+    def budget(**keys):
+        return choose_budget(train_split, 50, FinetuneConfig(labels=50, **keys).budget_seed)
+
+    # a search: the training seed varies, the user's labeled set does not
+    assert budget(seed=1, label_seed=0) == budget(seed=2, label_seed=0) == budget(seed=0)
+    # a comparison over seeds (label_seed null): each seed draws its own labeled set
+    assert budget(seed=1) != budget(seed=2)

@@ -128,3 +128,15 @@ def test_the_top_configurations_are_confirmed_over_seeds_and_the_best_mean_wins(
     table = res.confirmation_markdown([lucky, steady], "val_mA", SPACE).splitlines()
     assert table[2].startswith("| t1 (chosen) | 0.597 | 0.005774 | 3 | 0.600, 0.600, 0.590 | 32 | 3x6 |")
     assert table[3].startswith("| t0 | 0.577 |")
+
+
+def test_near_twin_configurations_are_confirmed_once_and_the_next_distinct_one_instead():
+    # lr 0.0027 and 0.0029 lie 3% of the log range [0.001, 0.01] apart: one configuration, confirmed once
+    records = [record(0, 32, "2x4", 0.0027, 0.60), record(1, 32, "2x4", 0.0029, 0.59),
+               record(2, 32, "2x4", 0.0060, 0.58), record(3, 24, "2x4", 0.0027, 0.57)]
+    assert [r.trial_id for r in res.top_configurations(records, 3, SPACE)] == ["t0", "t2", "t3"]
+    assert res.near_twins(records[0].params, records[1].params, SPACE)
+    assert not res.near_twins(records[0].params, records[2].params, SPACE)   # 0.0027 vs 0.006: 35% of the range
+    assert not res.near_twins(records[0].params, records[3].params, SPACE)   # another patch size
+    # without the space, only equal configurations are twins
+    assert [r.trial_id for r in res.top_configurations(records, 2)] == ["t0", "t1"]
