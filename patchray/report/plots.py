@@ -18,8 +18,12 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def plot_pretrain_curves(history: list[dict], path: str | Path) -> Path:
+    """Pretext loss and accuracy per epoch; with the online probe (``probe_mA`` in the history), a third panel:
+    the attribute mA of linear and kNN probes on the frozen trunk, from the untrained trunk (epoch 0) on."""
     epochs = [h["epoch"] + 1 for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    probed = [h for h in history if h.get("probe_mA") is not None or h.get("knn_mA") is not None]
+    fig, axes = plt.subplots(1, 3 if probed else 2, figsize=(15 if probed else 10, 4))
+    ax_loss, ax_acc = axes[0], axes[1]
     ax_loss.plot(epochs, [h["loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Pretext loss")
@@ -27,7 +31,18 @@ def plot_pretrain_curves(history: list[dict], path: str | Path) -> Path:
     ax_acc.plot(epochs, [h["val_acc"] for h in history], "s-", label="validation")
     ax_acc.axhline(history[-1]["chance"], color="gray", linestyle="--", label="chance")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Pretext accuracy", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
+    if probed:
+        ax_probe = axes[2]
+        first = history[0]
+        for key, label, marker in (("probe_mA", "linear probe", "o-"), ("knn_mA", "kNN probe", "s-")):
+            points = [(0, first[f"init_{key}"])] if first.get(f"init_{key}") is not None else []
+            points += [(h["epoch"] + 1, h[key]) for h in probed if h.get(key) is not None]
+            if points:
+                ax_probe.plot(*zip(*points), marker, label=label)
+        ax_probe.axhline(0.5, color="gray", linestyle="--", label="chance (mA)")
+        ax_probe.set(xlabel="epoch (0: untrained trunk)", ylabel="val mA",
+                     title="Attribute probe of the frozen trunk")
+    for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

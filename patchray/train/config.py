@@ -15,6 +15,7 @@ from typing import Literal
 from patchray.accel import CompileBackend
 from patchray.patches import PatchTaskConfig
 from patchray.patches.normalize import NormalizeMode
+from patchray.probe import ProbeConfig
 from patchray.shards.decode import CropFit
 from patchray.shards.default_data import SyntheticDataConfig
 from patchray.train.resources import ResourcesConfig
@@ -125,6 +126,9 @@ class PretrainConfig:
     # The pretext task. Its crop size and normalisation follow input (DERIVED_KEYS), so they are set once.
     task: PatchTaskConfig = field(default_factory=PatchTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # The online probe: how useful the trunk's features are for person attributes, measured as it trains
+    # (patchray.probe; README, Pretraining).
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 

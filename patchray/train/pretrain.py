@@ -219,31 +219,89 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     normalization = input_normalization(shards, cfg, val_ids.tolist(), log)
+    probe = prepare_probe(cfg, log)
     # The state a continued run starts from travels through the object store: workers on other nodes need not
     # see the folder it came from.
     start_ref = ray.put(start.loaded) if start is not None and start.loaded is not None else None
     state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
                                          "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
                                          "normalization_ref": ray.put(normalization), "start_ref": start_ref,
-                                         "start_from": cfg.start_from},
+                                         "start_from": cfg.start_from,
+                                         "probe_ref": ray.put(probe) if probe is not None else None},
                          plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
     summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization,
-                            from_epoch=start.epochs if start is not None else None)
+                            from_epoch=start.epochs if start is not None else None,
+                            val_crops=(val_pixels[:CELL_PREDICTION_CROPS], val_ids[:CELL_PREDICTION_CROPS]))
     log(format_summary(summary))
     return summary
 
 
+def prepare_probe(cfg: PretrainConfig, log=print):
+    """The online probe's labeled crops (``patchray.probe.data``), decoded once here; None when the probe is off
+    or there is nothing to probe on (said in the log either way)."""
+    from patchray.probe.data import probe_folders, read_probe_set
+
+    folders = probe_folders(cfg.probe, cfg.data)
+    if not folders:
+        if cfg.probe.on:
+            log("[pretrain] online probe: off (no labeled shards beside the data; set probe.data to a labeled "
+                "folder to measure the trunk's features for attributes as it trains)")
+        return None
+    probe = read_probe_set(folders, cfg.probe, cfg.task.crop_width, cfg.task.crop_height, cfg.input.crop_fit,
+                           cfg.seed)
+    log(f"[pretrain] online probe: {probe.describe()}; linear and kNN probes of the frozen trunk before "
+        f"training and every {cfg.probe.every} epoch(s)")
+    return probe
+
+
+CELL_PREDICTION_CROPS = 6  # validation crops drawn with the net's per-cell probabilities (cell_predictions.png)
+
+
+def probe_summary(history: list[dict], wall_s: float) -> dict | None:
+    """The online probe's numbers of a run: the last probe, the untrained trunk's, and what probing cost."""
+    probed = [h for h in history if h.get("probe_s") is not None]
+    if not probed:
+        return None
+    first, last = history[0], probed[-1]
+    seconds = sum(h["probe_s"] for h in probed) + (first.get("init_probe_s") or 0.0)
+    return {"mA": last.get("probe_mA"), "mAP": last.get("probe_mAP"), "knn_mA": last.get("knn_mA"),
+            "init_mA": first.get("init_probe_mA"), "init_knn_mA": first.get("init_knn_mA"),
+            "epoch": last["epoch"] + 1, "attributes": last.get("probe_attributes"),
+            "seconds": round(seconds, 1), "share_of_run": round(seconds / wall_s, 3) if wall_s > 0 else None}
+
+
+def cell_predictions(net_state: dict, cfg: PretrainConfig, normalization: dict, crops: np.ndarray, ids) -> tuple:
+    """(crops, probabilities [n, cells], true cells, patch origins) of one validation patch per crop under the
+    trained net, on the driver's CPU: what ``plot_cell_predictions`` draws."""
+    import torch
+
+    from patchray.models.heads import build_pretext_net
+    from patchray.report.filters import one_patch_per_crop
+    from patchray.train.epoch import InputNormalization
+
+    picked = one_patch_per_crop(crops, [str(i) for i in ids], cfg.task, cfg.seed)
+    net = build_pretext_net(cfg.model, cfg.task)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in net_state.items()})
+    net.eval()
+    with torch.no_grad():
+        x = InputNormalization(normalization, torch.device("cpu"))(torch.from_numpy(picked.patches.copy()))
+        probabilities = torch.softmax(net(x).float(), 1).numpy()
+    return crops, probabilities, picked.true_cells, picked.top_left
+
+
 def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
                   wall_s: float, identity: dict | None = None, normalization: dict | None = None,
-                  from_epoch: int | None = None) -> dict:
-    """``from_epoch``: for a run that continued ``cfg.start_from``, the epochs that run had trained."""
+                  from_epoch: int | None = None, val_crops: tuple | None = None) -> dict:
+    """``from_epoch``: for a run that continued ``cfg.start_from``, the epochs that run had trained.
+    ``val_crops``: (uint8 crops, ids) of a few validation crops for ``cell_predictions.png``."""
+    from patchray.report.filters import first_conv_weight, plot_cell_predictions, plot_first_layer_filters
     from patchray.report.plots import plot_grid_confusion, plot_pretrain_curves
 
     checkpoints = out / "checkpoints"
     pretext_path = atomic_torch_save(state["model"], checkpoints / "pretext.pt")
     # The whole last checkpoint, beside the outputs (Ray Train's storage may be elsewhere, or cleaned up): what a
     # longer run of the same settings continues (start_from).
-    last = save_checkpoint(final_state(out), model=state["model"], optimizer=state["optimizer"],
+    last_path = save_checkpoint(final_state(out), model=state["model"], optimizer=state["optimizer"],
                            epoch=state["epoch"], config=state["config"], history=history,
                            identity=state.get("identity"))
     # What fine-tuning from this run must feed the trunk (patchray.models.init.recorded_normalization).
@@ -260,6 +318,13 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         grid = cfg.task.grid()
         plots.append(str(plot_grid_confusion(np.array(last["val_confusion"]), grid.cols, grid.rows,
                                              out / "confusion.png")))
+    plots.append(str(plot_first_layer_filters(first_conv_weight(state["model"]), out / "filters.png",
+                                              title=f"{cfg.model}: first-layer filters after {last['epoch'] + 1} "
+                                                    "epoch(s)")))
+    if val_crops is not None and len(val_crops[0]) and not cfg.task.pairwise:
+        crops, probabilities, true_cells, origins = cell_predictions(state["model"], cfg, normalization, *val_crops)
+        plots.append(str(plot_cell_predictions(crops, cfg.task, probabilities, out / "cell_predictions.png",
+                                               true_cells=true_cells, patch_origins=origins)))
     skipped = dict(sorted(last.get("skipped", {}).items()))  # each epoch reads every row: the last one says all
     rows = {key: last[f"rows_{key}"] for key in ROW_KEYS}
     summary = {
@@ -278,17 +343,31 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "resources": plan.describe(),
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),
-        "last_checkpoint": str(last),
+        "last_checkpoint": str(last_path),
         "continued_from": cfg.start_from,
         "from_epoch": from_epoch,
         "normalization": {"mode": normalization["mode"], "checkpoint": str(norm_path)}
         | {k: normalization[k] for k in ("patches", "crops") if k in normalization},
+        "probe": probe_summary(history, wall_s),
         "plots": plots,
         "wall_s": round(wall_s, 1),
         "identity": identity,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def probe_lines(probe: dict | None) -> list[str]:
+    if not probe:
+        return []
+
+    def number(key: str) -> str:
+        return "n/a" if probe.get(key) is None else f"{probe[key]:.3f}"
+
+    share = f" ({probe['share_of_run']:.0%} of the run)" if probe.get("share_of_run") is not None else ""
+    return [f"  attribute probe of the frozen trunk after epoch {probe['epoch']}: linear mA {number('mA')} "
+            f"(untrained {number('init_mA')}), kNN mA {number('knn_mA')} (untrained {number('init_knn_mA')}); "
+            f"probing took {probe['seconds']:.0f} s{share}"]
 
 
 def epoch_span(first: int, last: int) -> str:
@@ -307,6 +386,7 @@ def format_summary(s: dict) -> str:
         f"  {s['patches_per_s']:.0f} patches/s ({s['data_wait_frac']:.0%} of the time waiting for data); "
         f"skipped rows: {skipped}",
         "  " + format_rows(s["rows_per_epoch"]),
+        *probe_lines(s.get("probe")),
         f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, "
         + ", ".join(Path(p).name for p in s["plots"]),
         f"  checkpoint (PretextNet state_dict): {s['checkpoint']}",

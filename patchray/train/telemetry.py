@@ -17,6 +17,7 @@ GAUGES = {
     "patchray_loss": "training loss (live on each worker; the epoch's mean for worker=all)",
     "patchray_pretext_accuracy": "pretext accuracy (split=train: training batches; split=val: the validation set)",
     "patchray_epoch": "epochs finished",
+    "patchray_probe_ma": "online probe: attribute mA of frozen trunk features (split=linear or knn), when probed",
     "patchray_rows_skipped": "bad rows skipped so far in the run (split=<reason>, or all)",
 }
 
@@ -47,6 +48,9 @@ class TrainingMetrics:
         self._set("patchray_pretext_accuracy", metrics["train_acc"], "all")
         self._set("patchray_pretext_accuracy", metrics["val_acc"], "all", split="val")
         self._set("patchray_epoch", metrics["epoch"] + 1, "all")
+        for key, split in (("probe_mA", "linear"), ("knn_mA", "knn")):
+            if metrics.get(key) is not None:
+                self._set("patchray_probe_ma", metrics[key], "all", split=split)
         self._set("patchray_rows_skipped", sum(skipped_so_far.values()), "all", split="all")
         for reason, count in skipped_so_far.items():
             self._set("patchray_rows_skipped", count, "all", split=reason)

@@ -67,10 +67,11 @@ COMPLETE = "complete.json"
 FAILED = "failed.json"  # written when train(folder) raised: later calls refuse instead of training again
 USES = "uses.jsonl"  # one line per get_or_train: who used the entry and whether that call trained it
 LINEAGE = "lineage.json"  # lineage key, epochs, and the entry it continued (cached_pretraining)
-# Fields that do not change what is learned: where outputs go, how the work is spread, and which shorter run a
+# Fields that do not change what is learned: where outputs go, how the work is spread, what is measured on the
+# side (the online probe embeds in eval mode, draws no random number and steps nothing), and which shorter run a
 # run continued (the key is about content; see the module docstring). Of ``resources``, the number of workers
 # and their device do change it: the key takes them as planned (see pretext_key).
-_NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic", "start_from")
+_NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic", "start_from", "probe")
 
 # The sources that decide what pretraining learns, relative to the patchray package (a folder: every .py under
 # it). Left out on purpose: tune/, report/, bench/, experiments/, cli, console, locks, Ray plumbing (runner,

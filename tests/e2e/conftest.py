@@ -78,3 +78,13 @@ def synthetic_small(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic(root, num_crops=900, labeled=0, seed=3, workers=2, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def probe_labeled(tmp_path_factory):
+    """A small labeled folder (train, val and test splits) for the online probe of pretraining tests."""
+    from patchray.shards.generate import generate_synthetic
+
+    root = tmp_path_factory.mktemp("probe")
+    generate_synthetic(root, num_crops=0, labeled=160, seed=4, workers=2, progress=False)
+    return root / "labeled"

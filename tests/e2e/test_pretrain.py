@@ -24,8 +24,9 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small, tmp_path, capsys):
-    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"], **LEARNS)
+def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small, probe_labeled, tmp_path, capsys):
+    probe = {"data": [str(probe_labeled)], "train_crops": 48, "val_crops": 32}
+    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS)
     summary = run_pretrain(cfg)
     out = tmp_path / "run"
     # learned something real: well above the 1/18 chance of pt18
@@ -37,8 +38,22 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     assert metrics[-1]["workers"] == 2
     assert metrics[-1]["patches_seen"] == summary["patches_seen"] > 0
     assert 0 <= metrics[-1]["data_wait_frac"] <= 1
-    for name in ("config.yaml", "summary.json", "curves.png", "confusion.png"):
+    for name in ("config.yaml", "summary.json", "curves.png", "confusion.png", "filters.png", "cell_predictions.png"):
         assert (out / name).stat().st_size > 0, name
+    # the whole last checkpoint beside the outputs (what a longer run continues), named in the summary
+    from patchray.train.checkpoint import load_checkpoint
+    assert load_checkpoint(summary["last_checkpoint"])[0]["epoch"] == 1
+    # the online probe: the untrained trunk once, then after every epoch, on the same 48 + 32 labeled crops
+    assert [m.get("probe_mA") is not None for m in metrics] == [True, True]
+    assert metrics[0]["init_probe_mA"] is not None and "init_probe_mA" not in metrics[1]
+    for m in metrics:
+        assert 0 <= m["probe_mA"] <= 1 and 0 <= m["knn_mA"] <= 1 and m["probe_s"] > 0
+        assert set(m["probe_attributes"]) == {"Orientation", "Gender", "Posture", "HasBagOnShoulderLeft",
+                                              "HasBagOnShoulderRight", "HasBagInHandLeft", "HasBagInHandRight",
+                                              "HasTrolley", "HasBackpack", "isPushing", "isTalkingOnPhone"}
+    probe_numbers = summary["probe"]
+    assert probe_numbers["mA"] == metrics[-1]["probe_mA"] and probe_numbers["init_mA"] == metrics[0]["init_probe_mA"]
+    assert probe_numbers["epoch"] == 2 and 0 < probe_numbers["share_of_run"] < 1
     # plain state_dicts, loadable without unpickling anything else
     trunk_state = torch.load(out / "checkpoints" / "trunk.pt", weights_only=True)
     build_trunk("tiny").load_state_dict(trunk_state)  # strict: a missing, extra or mis-shaped tensor raises
@@ -54,7 +69,7 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     # the same command again resumes after its last epoch: nothing trained twice, the history kept byte for byte
     config_before, metrics_before = (out / "config.yaml").read_text(), (out / "metrics.jsonl").read_text()
     capsys.readouterr()
-    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], **LEARNS))
+    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS))
     assert "[pretrain] resuming after epoch 2 from" in capsys.readouterr().out
     assert (out / "metrics.jsonl").read_text() == metrics_before  # a re-trained epoch would have new timings
     assert again["patches_seen"] == summary["patches_seen"] and again["epochs"] == 2
@@ -62,7 +77,7 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     # other settings at the same --out and --name: refused before anything is written, naming what differs
     with pytest.raises(RunMismatchError) as refused:
         run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], epochs=3,
-                                  optim={"lr": 0.02}, **LEARNS))
+                                  optim={"lr": 0.02}, probe=probe, **LEARNS))
     assert "epochs: 2 -> 3" in str(refused.value) and "optim.lr: 0.01 -> 0.02" in str(refused.value)
     assert (out / "config.yaml").read_text() == config_before
 

@@ -28,14 +28,16 @@ def _scrape(url: str, seen: dict, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-def test_training_gauges_reach_the_prometheus_endpoint_with_sane_values(ray_cluster, synthetic_small, tmp_path):
+def test_training_gauges_reach_the_prometheus_endpoint_with_sane_values(ray_cluster, synthetic_small, probe_labeled,
+                                                                        tmp_path):
     node = next(n for n in ray_cluster.nodes() if n["Alive"])
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     seen: dict = {}
     stop = threading.Event()
     scraper = threading.Thread(target=_scrape, args=(url, seen, stop), daemon=True)
     scraper.start()
-    summary = run_pretrain(small_config(tmp_path, "watched", [synthetic_small / "unlabeled"], epochs=2))
+    summary = run_pretrain(small_config(tmp_path, "watched", [synthetic_small / "unlabeled"], epochs=2,
+                                        probe={"data": [str(probe_labeled)], "train_crops": 32, "val_crops": 32}))
     deadline = time.time() + 30  # the last epoch's values need one export interval to arrive
     while time.time() < deadline and seen.get(("patchray_epoch", "all", "train", "watched")) != 2:
         time.sleep(0.5)
@@ -50,5 +52,7 @@ def test_training_gauges_reach_the_prometheus_endpoint_with_sane_values(ray_clus
     assert 0 < run[("patchray_loss", "all", "train")] < 10
     assert run[("patchray_pretext_accuracy", "all", "val")] == pytest.approx(summary["val_acc"], abs=1e-6)
     assert run[("patchray_rows_skipped", "all", "all")] == 0
+    assert run[("patchray_probe_ma", "all", "linear")] == pytest.approx(summary["probe"]["mA"], abs=1e-6)
+    assert run[("patchray_probe_ma", "all", "knn")] == pytest.approx(summary["probe"]["knn_mA"], abs=1e-6)
     # each worker's live gauges too (ranks 0 and 1)
     assert {w for name, w, _ in run if name == "patchray_patches_per_second"} >= {"0", "1", "all"}
