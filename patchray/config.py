@@ -125,6 +125,11 @@ def _refuse_old_keys(cls, values: dict, prefix: str) -> None:
 
 def build(cls: type[T], values: dict, prefix: str = "") -> T:
     """An instance of dataclass ``cls`` from a (nested) mapping; missing keys keep their defaults."""
+    not_text = [k for k in values if not isinstance(k, str)]
+    if not_text:
+        # YAML 1.1 reads an unquoted on / off / yes / no / true as a boolean, and a number as a number
+        raise ConfigError(f"key(s) {[prefix + str(k) for k in not_text]} are not names (YAML reads an unquoted "
+                          "on, off, yes, no as true/false): quote them, or check the spelling")
     _refuse_old_keys(cls, values, prefix)
     known = _fields(cls)
     unknown = sorted(set(values) - set(known))

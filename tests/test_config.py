@@ -34,6 +34,10 @@ def test_unknown_keys_and_wrong_types_are_refused(tmp_path):
         configlib.load(PretrainConfig, path)
     with pytest.raises(configlib.ConfigError, match="does not exist"):
         configlib.load(PretrainConfig, tmp_path / "missing.yaml")
+    # YAML 1.1 reads an unquoted `on:` as the key True: named, with why, not a crash
+    path.write_text("probe:\n  on: true\n")
+    with pytest.raises(configlib.ConfigError, match=r"\['probe.True'\] are not names \(YAML reads an unquoted on"):
+        configlib.load(PretrainConfig, path)
 
 
 def test_validation_inside_sections_is_reported():

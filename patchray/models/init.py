@@ -6,6 +6,7 @@ was looked for.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 from .transfer import TransferReport, transfer_trunk
 
 __all__ = ["InitSpec", "parse_init", "load_init_state", "initialise_trunk", "InitError", "IMAGENET_MEAN",
-           "IMAGENET_STD", "imagenet_cache_path"]
+           "IMAGENET_STD", "imagenet_cache_path", "trunk_block_count", "check_transfer_blocks"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,8 +92,32 @@ def recorded_trunk(spec: InitSpec) -> str | None:
         return None
 
 
-def initialise_trunk(trunk: nn.Module, spec: InitSpec | str, model: str) -> TransferReport | None:
+@functools.cache
+def trunk_block_count(model: str) -> int:
+    """How many blocks (``Trunk.blocks``) trunk ``model`` has: 4 for ``tiny``, 5 for ``vgg16`` and ``resnet18``."""
+    from . import build_trunk
+
+    return len(build_trunk(model).blocks)
+
+
+def check_transfer_blocks(blocks: int | None, model: str, count: int | None = None) -> None:
+    """Refuse a ``transfer_blocks`` outside 0..(the trunk's block count), naming that count."""
+    if blocks is None:
+        return
+    count = trunk_block_count(model) if count is None else count
+    if not 0 <= blocks <= count:
+        raise InitError(f"transfer_blocks={blocks}, but trunk {model!r} has {count} blocks: choose 0..{count} "
+                        "(0 copies none, a random init with the run's seed), or null for the whole trunk")
+
+
+def initialise_trunk(trunk: nn.Module, spec: InitSpec | str, model: str,
+                     blocks: int | None = None) -> TransferReport | None:
     """Copy pretrained tensors into ``trunk`` in place; returns what was copied and skipped (None: random).
+
+    ``blocks`` (``FinetuneConfig.transfer_blocks``): copy only the first ``blocks`` of ``trunk.blocks`` and leave
+    the others at the trunk's own (fresh, seeded) init, which the report lists as ``fresh``; None: the whole
+    trunk. The checkpoint must still fit the whole trunk: copying two blocks of another architecture is as
+    wrong as copying all of them.
 
     A PatchTask checkpoint must hold exactly this trunk's tensors: every one by name and shape, none left over
     (trunks that differ only in what holds no weights, ``tiny`` and ``tiny_d25``'s dropout, transfer). Tensors
@@ -101,19 +126,23 @@ def initialise_trunk(trunk: nn.Module, spec: InitSpec | str, model: str) -> Tran
     ImageNet weights may differ by design (the small-input stem of ``resnet18``): those skips are reported.
     """
     spec = parse_init(spec) if isinstance(spec, str) else spec
+    if blocks is not None:
+        if spec.kind == "random":
+            raise InitError(f"transfer_blocks={blocks} with init random: there is nothing to copy")
+        check_transfer_blocks(blocks, model, len(trunk.blocks))
     state = load_init_state(spec, model)
     if state is None:
         return None
-    report = transfer_trunk(state, trunk)
+    report = transfer_trunk(state, trunk, blocks=blocks)
     if spec.kind == "patchtask" and not report.exact:
         recorded = recorded_trunk(spec)
         theirs = f"trunk {recorded!r}" if recorded else "another trunk"
         raise InitError(
             f"init {spec}: the checkpoint holds {theirs}, fine-tuning builds trunk {model!r}; "
-            f"{len(report.skipped)} of {len(report.copied) + len(report.skipped)} tensors would not transfer by "
-            f"name and shape. Fine-tune with model={recorded or '<the pretraining model>'}, or pretrain with "
-            f"model={model}.\n{report.summary()}")
-    if not report.copied:
+            f"{len(report.skipped)} of {len(report.copied) + len(report.skipped) + len(report.fresh)} tensors "
+            f"would not transfer by name and shape. Fine-tune with model={recorded or '<the pretraining model>'}, "
+            f"or pretrain with model={model}.\n{report.summary()}")
+    if not report.copied and not report.fresh:
         raise InitError(f"init {spec}: no tensor of the checkpoint fits trunk {model!r}:\n{report.summary()}")
     return report
 

@@ -41,7 +41,7 @@ __all__ = [
 @dataclass
 class ProbeConfig:
     """When and on what the online probe of pretraining runs (``probe:`` in a pretraining config)."""
-    on: bool = True  # false: no probe
+    enabled: bool = True  # false: no probe
     every: int = 1  # epochs between probes (the last epoch is always probed, and the untrained trunk first)
     # Labeled crops the probes are fitted on and scored on, drawn by crop id from the train and val splits. 200 + 200
     # keep the probe within 10% of the default job on 2 CPU cores (embedding is the cost: ~19 ms a crop there).

@@ -60,7 +60,7 @@ def labeled_sibling(pretrain_data: list[str]) -> list[str]:
 def probe_folders(cfg, pretrain_data: list[str]) -> list[str]:
     """Where a run's probe crops come from (``cfg`` a ``ProbeConfig``): ``cfg.data``, else the labeled sibling;
     [] when the probe is off or there is nothing to probe on."""
-    if not cfg.on:
+    if not cfg.enabled:
         return []
     return list(cfg.data) or labeled_sibling(pretrain_data)
 

@@ -181,6 +181,9 @@ class FinetuneConfig:
     hidden: int = 512
     freeze_blocks: int = 0            # keep the first N trunk blocks fixed
     trunk_lr_mult: float = 1.0        # trunk learning rate = optim.lr * this
+    # With a patchtask or imagenet init: copy only the trunk's first k blocks (Trunk.blocks; tiny has 4) and leave
+    # the rest at their fresh, seeded He init (transfer.txt says which). 0 copies none; null: the whole trunk.
+    transfer_blocks: int | None = None
     # "ce": the reference's summed per-attribute cross-entropies. "balanced": class-weighted cross-entropy,
     # weights = inverse class frequency in the training split (the label budget's crops, mirror images
     # counted when mirror is on, N/A excluded), normalised so a labeled training example weighs 1 on
@@ -227,8 +230,13 @@ class FinetuneConfig:
             raise ValueError("freeze_blocks and trunk_lr_mult must be >= 0")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be a non-empty folder name")
-        from patchray.models.init import parse_init
+        from patchray.models.init import check_transfer_blocks, parse_init
         init = parse_init(self.init)
+        if self.transfer_blocks is not None:
+            if init.kind == "random":
+                raise ValueError(f"transfer_blocks={self.transfer_blocks} with init random: there is nothing to "
+                                 "copy (leave it null, or init=patchtask:... / imagenet)")
+            check_transfer_blocks(self.transfer_blocks, self.model)  # refused here, naming the block count
         normalize = self.input.normalize
         if self.input.normalize_mean is not None and (normalize != "dataset" or init.kind != "patchtask"):
             raise ValueError("input.normalize_mean / normalize_std are the dataset statistics of a PatchTask "

@@ -166,6 +166,18 @@ def init_fingerprint(net) -> str:
     return digest.hexdigest()[:16]
 
 
+def initial_net(cfg: FinetuneConfig, attributes):
+    """The run's initial attribute net, drawn with ``cfg.seed``, and what its init transferred (None: random):
+    the trunk's own He init, then the init's tensors copied over it (with ``transfer_blocks``, over its first
+    blocks only)."""
+    import torch
+
+    from patchray.train.finetune_loop import build_attribute_net
+
+    torch.manual_seed(cfg.seed)
+    return build_attribute_net(cfg, attributes)
+
+
 @dataclass
 class PreparedFinetune(PreparedRun):
     """A fine-tuning run before anything is written (``PreparedRun``; ``shards`` per split), with its initial
@@ -175,7 +187,7 @@ class PreparedFinetune(PreparedRun):
 
 
 def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
-    from patchray.train.finetune_loop import build_attribute_net, resolve_normalization
+    from patchray.train.finetune_loop import resolve_normalization
 
     out = run_dir(cfg)
     splits = resolve_splits(cfg, log)
@@ -193,10 +205,7 @@ def prepare_finetune(cfg: FinetuneConfig, log=print) -> PreparedFinetune:
         f"{split}_data": list(split_shards.files) for split, split_shards in shards.items()})
 
     # Build once here: a bad init (missing checkpoint, no ImageNet weights) stops before any cluster work.
-    import torch
-
-    torch.manual_seed(cfg.seed)
-    net, report = build_attribute_net(resolved, attributes)
+    net, report = initial_net(resolved, attributes)
     # The input normalisation follows the init's pretraining; settled here, before config.yaml, the identity
     # and the workers see the config.
     resolve_normalization(resolved)

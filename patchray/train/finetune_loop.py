@@ -7,7 +7,6 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from patchray import config as configlib
 from patchray.accel import autocast
@@ -27,7 +26,7 @@ from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.epoch import StepResult, TrainStep, accelerate, padded, train_epoch
 from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
-from patchray.train.worker import reduce_epoch, report_epoch, resume, start_worker
+from patchray.train.worker import gather_rows, reduce_epoch, report_epoch, resume, start_worker
 
 EVAL_BATCH = 64
 
@@ -35,7 +34,7 @@ EVAL_BATCH = 64
 def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialise: bool = True):
     """The attribute net with its trunk initialised as ``cfg.init`` says; returns (net, transfer report)."""
     trunk = build_trunk(cfg.model)
-    report = initialise_trunk(trunk, cfg.init, cfg.model) if initialise else None
+    report = initialise_trunk(trunk, cfg.init, cfg.model, blocks=cfg.transfer_blocks) if initialise else None
     net = AttributeNet(trunk, [a.num_classes for a in attributes],
                        input_hw=(cfg.input.crop_height, cfg.input.crop_width), hidden=cfg.hidden)
     if cfg.freeze_blocks:
@@ -114,20 +113,10 @@ def evaluate(net, split: tuple[np.ndarray, np.ndarray], attributes: AttributeSet
     """Metrics over the whole split: each worker scores every world-th crop, rank 0 puts them back in order."""
     pixels, labels = split
     mine = predict(net, pixels[rank::world], cfg, device) if len(pixels[rank::world]) else None
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * world
-        dist.all_gather_object(gathered, mine)
-    else:
-        gathered = [mine]
-    if rank != 0:
+    probs = gather_rows(mine, [len(pixels)] * len(attributes), rank, world)
+    if probs is None:
         return None
-    probs = []
-    for a, attribute in enumerate(attributes):
-        full = np.zeros((len(pixels), attribute.num_classes), dtype=np.float32)
-        for r, part in enumerate(gathered):
-            if part is not None:
-                full[r::world] = part[a]
-        probs.append(full)
+    for attribute, full in zip(attributes, probs):
         if not np.isfinite(full).all():  # the loss can stay finite while the weights have blown up
             raise FloatingPointError(f"fine-tuning diverged: non-finite predictions for {attribute.name!r} in "
                                      f"evaluation; lower optim.lr (now {cfg.optim.lr:g})")

@@ -21,7 +21,11 @@ from patchray.train.checkpoint import RUN_FILE, load_checkpoint
 # Top-level config keys that say where or how a run executes, not what it learns. The data keys are replaced
 # by their fingerprints, the resources by the worker count actually planned.
 NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources", "synthetic",
-                          "data", "train_data", "val_data", "test_data"})
+                          "data", "train_data", "val_data", "test_data",
+                          "probe"})  # pretraining's online probe measures on the side: it changes no weight
+# Keys added after runs were already made, whose default keeps the old behaviour: at that default they are left
+# out, so that a run made before the key existed still resumes (and is reused by compare_inits).
+LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True}
 
 
 # What may differ between a run and the shorter finished run it continues (``start_from``).
@@ -55,8 +59,9 @@ def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, 
     identity = {k: v for k, v in flatten(config).items() if k.split(".", 1)[0] not in NOT_IDENTITY}
     identity |= {f"data.{name}": fingerprint for name, fingerprint in data.items()}
     identity["workers"] = workers
-    if identity.get("start_from") is None:  # a fresh run: the identity it had before start_from existed
-        identity.pop("start_from", None)
+    for key, default in LEFT_OUT_AT_DEFAULT.items():
+        if key in identity and identity[key] == default:
+            identity.pop(key)
     # Through JSON and back, so that a stored identity compares equal to a fresh one (tuples, float repr).
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 

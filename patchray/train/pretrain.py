@@ -243,7 +243,7 @@ def prepare_probe(cfg: PretrainConfig, log=print):
 
     folders = probe_folders(cfg.probe, cfg.data)
     if not folders:
-        if cfg.probe.on:
+        if cfg.probe.enabled:
             log("[pretrain] online probe: off (no labeled shards beside the data; set probe.data to a labeled "
                 "folder to measure the trunk's features for attributes as it trains)")
         return None

@@ -22,7 +22,7 @@ from patchray.train.config import PretrainConfig
 from patchray.train.epoch import EpochTotals, InputNormalization, pretext_step, train_epoch
 from patchray.train.optim import lr_at_epoch, set_lr
 from patchray.train.telemetry import TrainingMetrics
-from patchray.train.worker import reduce_epoch, report_epoch, resume, start_worker, sum_across_workers
+from patchray.train.worker import gather_rows, reduce_epoch, report_epoch, resume, start_worker, sum_across_workers
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
@@ -58,21 +58,11 @@ def probe_trunk(net, probe, cfg: PretrainConfig, normalization: dict, device, ra
 
     started = time.perf_counter()
     normalize = crop_normalizer(normalization)
-    mine = [embed(net.trunk, pixels[rank::world], normalize, device, pool=cfg.probe.pool)
-            for pixels in (probe.train_pixels, probe.val_pixels)]
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * world
-        dist.all_gather_object(gathered, mine)
-    else:
-        gathered = [mine]
-    if rank != 0:
+    parts = (probe.train_pixels, probe.val_pixels)
+    mine = [embed(net.trunk, pixels[rank::world], normalize, device, pool=cfg.probe.pool) for pixels in parts]
+    features = gather_rows(mine, [len(pixels) for pixels in parts], rank, world)
+    if features is None:
         return None
-    features = []
-    for part, pixels in enumerate((probe.train_pixels, probe.val_pixels)):
-        full = np.zeros((len(pixels), gathered[0][part].shape[1]), dtype=np.float32)
-        for r, worker in enumerate(gathered):
-            full[r::world] = worker[part]
-        features.append(full)
     scores = probe_scores(features[0], probe.train_labels, features[1], probe.val_labels, probe.attributes,
                           k=cfg.probe.k, l2=cfg.probe.l2)
     return scores | {"probe_s": time.perf_counter() - started}

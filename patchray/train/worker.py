@@ -49,6 +49,30 @@ def gather_counters(counter: Counter) -> Counter:
     return total
 
 
+def gather_rows(mine: list | None, lengths: list[int], rank: int, world: int) -> list | None:
+    """Arrays computed a row in ``world`` each: worker r holds rows r, r + world, ... of every array (``mine``,
+    one array per part, or None when it had no row). Rank 0 gets each array whole, in row order ([lengths[i],
+    ...]); the other ranks None. Every rank must call it."""
+    import numpy as np
+
+    if distributed():
+        gathered = [None] * world
+        dist.all_gather_object(gathered, mine)
+    else:
+        gathered = [mine]
+    if rank != 0:
+        return None
+    arrays = []
+    for part, length in enumerate(lengths):
+        shaped = next(worker[part] for worker in gathered if worker is not None)
+        full = np.zeros((length, *shaped.shape[1:]), dtype=shaped.dtype)
+        for r, worker in enumerate(gathered):
+            if worker is not None:
+                full[r::world] = worker[part]
+        arrays.append(full)
+    return arrays
+
+
 def reduce_epoch(totals: EpochTotals, device) -> EpochTotals:
     """An epoch's totals summed over every worker, with the bad rows they skipped (``EpochTotals``)."""
     loss_sum, correct, count, wait_s, elapsed, received = sum_across_workers(

@@ -81,26 +81,6 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     assert {name: (out / name).read_text() for name in written} == written
 
 
-def test_finetune_without_test_split_scores_val_alone(ray_cluster, labeled_small, tmp_path):
-    """evaluate_test false (a search's trial): train and val given, no test split read, asked for or scored."""
-    cfg = configlib.build(FinetuneConfig, {
-        "out": str(tmp_path), "name": "trial", "epochs": 1, "crops_per_step": 16, "labels": 60,
-        "val_limit": 50, "evaluate_test": False, "train_data": [str(labeled_small / "*-train-*.parquet")],
-        "val_data": [str(labeled_small / "*-val-*.parquet")], "test_data": [str(tmp_path / "no-such-*.parquet")]})
-    lines = []
-    summary = run_finetune(cfg, log=lines.append)
-    out = tmp_path / "trial"
-    assert any(", 50 val, test not evaluated (evaluate_test: false);" in line for line in lines), lines
-    assert summary["test"] is None and 0.0 <= summary["val"]["mA"] <= 1.0
-    assert json.loads((out / "summary.json").read_text())["test"] is None
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert history[-1]["val_mA"] is not None and not any(k.startswith("test") for h in history for k in h)
-    assert not (out / "test_metrics.md").exists() and not (out / "test_metrics.json").exists()
-    assert (out / "val_metrics.json").exists() and "  val, protocol balanced: mA " in lines[-1]  # the summary
-    assert "data.test" not in summary["identity"] and summary["identity"]["evaluate_test"] is False
-    assert "evaluate_test: false" in (out / "config.yaml").read_text()
-
-
 @pytest.fixture(scope="module")
 def orientation_only(labeled_small, tmp_path_factory):
     """labeled_small's crops with their Orientation label alone: no binary attribute (no mAP anywhere)."""
@@ -122,13 +102,14 @@ def orientation_only(labeled_small, tmp_path_factory):
 
 def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, orientation_only,
                                                                      pretext_checkpoint, tmp_path):
-    """Fine-tuning used to crash at its first validation here (mAP None formatted as a number)."""
+    """Fine-tuning used to crash at its first validation here (mAP None formatted as a number). With one
+    layer-wise run: the pretrained trunk's first block copied and frozen, the rest re-initialised."""
     from patchray.experiments.compare_inits import CompareConfig, run_compare
 
     folder, _ = pretext_checkpoint
     cfg = configlib.build(CompareConfig, {
         "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
-        "pretrained": str(folder),
+        "pretrained": str(folder), "layers": [1], "layer_modes": ["frozen"],
         "finetune": {"data": [str(orientation_only)], "epochs": 2, "crops_per_step": 16, "eval_every": 1,
                      "val_limit": 64, "loss": "balanced"}})
     result = run_compare(cfg, log=print)
@@ -152,3 +133,13 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
     comparison = (out / "comparison.md").read_text()
     assert "mBER (parse27k)" in comparison and "| mAP |" not in comparison
     assert (out / "comparison.png").stat().st_size > 0 and (out / "learning_curves.png").stat().st_size > 0
+
+    layer_run = out / "runs" / "labels60-seed0-patchtask-k1-frozen"
+    identity = json.loads((layer_run / "summary.json").read_text())["identity"]
+    assert identity["transfer_blocks"] == 1 and identity["freeze_blocks"] == 1
+    transfer = (layer_run / "transfer.txt").read_text()
+    assert "(transfer_blocks=1: block 1 of 4; 12 tensors of blocks 2-4 left at their fresh init)" in transfer
+    (row,) = result["layerwise"]["table"]
+    assert (row["mode"], row["blocks"], row["seeds"]) == ("frozen", 1, 1) and 0.0 <= row["mA"]["mean"] <= 1.0
+    assert "| 60 | 1 | frozen |" in (out / "layerwise.md").read_text()
+    assert (out / "layerwise.png").stat().st_size > 0 and not (out / "low_shot.png").exists()  # one budget

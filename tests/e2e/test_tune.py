@@ -3,6 +3,7 @@ pretraining, the best configuration confirmed with another seed (and only it tes
 database, every output written, and a re-run of the same name resuming without rerunning anything."""
 import csv
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -39,6 +40,15 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     assert len(rows) == 3
     assert summary["epochs_spent"] == sum(int(r["epochs"]) for r in rows)
     assert not [c for c in rows[0] if c.startswith("test_")]  # trials are scored on validation only
+    for r in rows:  # ...their fine-tuning runs with evaluate_test false: no test split read, scored or written
+        folder = Path(r["folder"])
+        trial_summary = json.loads((folder / "summary.json").read_text())
+        assert trial_summary["test"] is None and trial_summary["identity"]["evaluate_test"] is False
+        assert "data.test" not in trial_summary["identity"]
+        assert "evaluate_test: false" in (folder / "config.yaml").read_text()
+        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert history[-1]["val_mA"] is not None and not any(k.startswith("test") for h in history for k in h)
+        assert not (folder / "test_metrics.json").exists() and (folder / "val_metrics.json").exists()
     stopped = {json.loads(line)["trial"] for line in (out / "asha_rungs.jsonl").read_text().splitlines()
                if json.loads(line)["stopped"]}
     for r in rows:  # every trial ran 1 epoch (ASHA's grace period, the only rung before epoch 2) or both

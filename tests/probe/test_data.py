@@ -37,7 +37,7 @@ def test_the_labeled_sibling_is_found_beside_a_folder_or_a_glob_and_nowhere_else
     assert labeled_sibling([str(layout / "labeled")]) == []             # the labeled folder is not its own sibling
     # given data wins; off is off
     assert probe_folders(ProbeConfig(data=["/elsewhere"]), [str(layout / "unlabeled")]) == ["/elsewhere"]
-    assert probe_folders(ProbeConfig(on=False), [str(layout / "unlabeled")]) == []
+    assert probe_folders(ProbeConfig(enabled=False), [str(layout / "unlabeled")]) == []
 
 
 def test_probe_crops_are_drawn_by_id_decoded_at_the_crop_size_and_bad_rows_counted(layout):

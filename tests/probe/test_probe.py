@@ -193,7 +193,7 @@ def test_crop_normalizer_pools_per_pixel_pretraining_statistics():
 
 def test_probe_config_defaults_and_validation():
     config = ProbeConfig()
-    assert (config.on, config.every, config.train_crops, config.val_crops, config.k, config.data) == (
+    assert (config.enabled, config.every, config.train_crops, config.val_crops, config.k, config.data) == (
         True, 1, 200, 200, 20, [])
     for field, value in [("every", 0), ("train_crops", 0), ("val_crops", -1), ("k", 0), ("k", 2.5),
                          ("l2", -1.0), ("l2", float("nan")), ("data", "shards/parse27k"), ("data", [""]),

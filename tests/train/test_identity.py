@@ -24,7 +24,7 @@ def test_identity_keeps_what_changes_the_result_and_drops_where_it_runs():
     assert base["task.patch_size"] == 32 and base["data.train"] == "fp-a" and base["workers"] == 2
     # places, names, failure budget and resource pinning do not make another run
     same = _identity(["out=/elsewhere", "name=other", "storage=s3://b/x", "max_failures=3",
-                      "resources.cpus_per_worker=0.25", "data=[/some/path]"])
+                      "resources.cpus_per_worker=0.25", "data=[/some/path]", "probe.every=2", "probe.enabled=false"])
     assert differences(base, same) == []
     # what changes the weights does, each named
     for override, key in (("optim.lr=0.02", "optim.lr"), ("epochs=4", "epochs"),
@@ -119,3 +119,16 @@ def test_start_from_names_a_finished_run_with_its_last_checkpoint(tmp_path):
     (state, history) = start.loaded
     assert torch.equal(state["model"]["w"], model["w"]) and state["epoch"] == 0 and history == [{"epoch": 0}]
     assert starting_point(cfg, identity, load=False).loaded is None  # resuming its own checkpoint: no weights read
+
+
+def test_keys_added_later_are_left_out_at_their_old_behaviour_so_older_runs_still_resume():
+    from patchray.train.config import FinetuneConfig
+
+    def finetune_identity(**keys):
+        return run_identity(configlib.to_dict(configlib.build(FinetuneConfig, keys)), {"train": "fp"}, 2)
+
+    fresh = finetune_identity()
+    assert not {"label_seed", "transfer_blocks", "evaluate_test", "start_from"} & set(fresh)
+    assert not [k for k in fresh if k.startswith("probe")]
+    changed = finetune_identity(label_seed=0, init="patchtask:/p", transfer_blocks=2, evaluate_test=False)
+    assert (changed["label_seed"], changed["transfer_blocks"], changed["evaluate_test"]) == (0, 2, False)
