@@ -179,7 +179,9 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     from patchray.train.pretrain_loop import pretrain_loop
 
     t0 = time.time()
+    startup = StartupClock(t0)
     run = prepared or prepare_pretrain(cfg, log)
+    startup.lap("shards and Ray")
     cfg, out, shards, plan, location = run.cfg, run.out, run.shards, run.plan, run.location
     resumes_after = check_resumable(location, run.identity)  # another run's checkpoint here: refused, nothing written
     # A run with a checkpoint of its own resumes that, and needs no weights of the run it continues.
@@ -201,6 +203,7 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     task = cfg.task
     val_pixels, val_ids = read_validation_crops(shards, cfg.holdout_crops, task.crop_width, task.crop_height,
                                                 cfg.input.crop_fit)
+    startup.lap("validation crops")
     # Crop ids are unique within a dataset (make_shards refuses duplicates), so the held-out ids are the rows
     # the stream loses to validation.
     stream_rows = shards.num_rows - len(val_ids)
@@ -219,7 +222,9 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     normalization = input_normalization(shards, cfg, val_ids.tolist(), log)
+    startup.lap("input statistics")
     probe = prepare_probe(cfg, log)
+    startup.lap("probe crops")
     # The state a continued run starts from travels through the object store: workers on other nodes need not
     # see the folder it came from.
     start_ref = ray.put(start.loaded) if start is not None and start.loaded is not None else None
@@ -229,9 +234,11 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
                                          "start_from": cfg.start_from,
                                          "probe_ref": ray.put(probe) if probe is not None else None},
                          plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
+    startup.first_step(history, None if resumes_after is not None else start.epochs if start is not None else 0)
     summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization,
                             from_epoch=start.epochs if start is not None else None,
-                            val_crops=(val_pixels[:CELL_PREDICTION_CROPS], val_ids[:CELL_PREDICTION_CROPS]))
+                            val_crops=(val_pixels[:CELL_PREDICTION_CROPS], val_ids[:CELL_PREDICTION_CROPS]),
+                            startup=startup.phases)
     log(format_summary(summary))
     return summary
 
@@ -291,7 +298,8 @@ def cell_predictions(net_state: dict, cfg: PretrainConfig, normalization: dict, 
 
 def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dict], plan: ResourcePlan,
                   wall_s: float, identity: dict | None = None, normalization: dict | None = None,
-                  from_epoch: int | None = None, val_crops: tuple | None = None) -> dict:
+                  from_epoch: int | None = None, val_crops: tuple | None = None,
+                  startup: dict | None = None) -> dict:
     """``from_epoch``: for a run that continued ``cfg.start_from``, the epochs that run had trained.
     ``val_crops``: (uint8 crops, ids) of a few validation crops for ``cell_predictions.png``."""
     from patchray.report.filters import first_conv_weight, plot_cell_predictions, plot_first_layer_filters
@@ -349,12 +357,43 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "normalization": {"mode": normalization["mode"], "checkpoint": str(norm_path)}
         | {k: normalization[k] for k in ("patches", "crops") if k in normalization},
         "probe": probe_summary(history, wall_s),
+        "startup_s": startup,
         "plots": plots,
         "wall_s": round(wall_s, 1),
         "identity": identity,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+class StartupClock:
+    """Where the time before the first training step goes: the driver's phases as laps, then the workers' part
+    (Ray Train's start, the data stream's first block, the untrained trunk's probe) up to the first step, which
+    rank 0 stamps (``first_step_at`` in the first epoch's metrics). Seconds, in ``summary.json`` ``startup_s``."""
+
+    def __init__(self, started: float):
+        self.started = self.last = started
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.time()
+        self.phases[phase] = round(now - self.last, 1)
+        self.last = now
+
+    def first_step(self, history: list[dict], first_epoch: int | None) -> None:
+        """``first_epoch``: the first epoch this process trained (None: it resumed a checkpoint, whose first
+        step another process took)."""
+        stamped = [h["first_step_at"] for h in history if h["epoch"] == first_epoch and h.get("first_step_at")]
+        if stamped:
+            self.phases["workers to the first step"] = round(stamped[0] - self.last, 1)
+            self.phases["total"] = round(stamped[0] - self.started, 1)
+
+
+def startup_lines(phases: dict | None) -> list[str]:
+    if not phases or "total" not in phases:
+        return []
+    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items() if name != "total")
+    return [f"  time to the first step: {phases['total']:.0f} s ({parts})"]
 
 
 def probe_lines(probe: dict | None) -> list[str]:
@@ -387,6 +426,7 @@ def format_summary(s: dict) -> str:
         f"skipped rows: {skipped}",
         "  " + format_rows(s["rows_per_epoch"]),
         *probe_lines(s.get("probe")),
+        *startup_lines(s.get("startup_s")),
         f"  outputs in {s['output']}: config.yaml, metrics.jsonl, summary.json, "
         + ", ".join(Path(p).name for p in s["plots"]),
         f"  checkpoint (PretextNet state_dict): {s['checkpoint']}",

@@ -90,8 +90,11 @@ class LiveProgress:
     def __init__(self, telemetry: TrainingMetrics, rank: int, epoch: int, epochs: int):
         self.telemetry, self.rank, self.epoch, self.epochs = telemetry, rank, epoch, epochs
         self.last_print = self.last_metrics = time.perf_counter()
+        self.first_step_at: float | None = None  # wall-clock time: the driver compares it with its own
 
     def __call__(self, totals: EpochTotals) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
         now = time.perf_counter()
         seconds = now - totals.started
         if now - self.last_metrics > METRICS_EVERY_S:
@@ -150,6 +153,8 @@ def pretrain_loop(loop_config: dict) -> None:
             metrics |= probed
         if at_init is not None and epoch == start_epoch:
             metrics |= {f"init_{key}": value for key, value in at_init.items()}
+        if epoch == start_epoch and live.first_step_at is not None:
+            metrics["first_step_at"] = live.first_step_at
         history.append(metrics | {"skipped": dict(totals.skipped),
                                   "val_confusion": confusion.cpu().numpy().astype(int).tolist()
                                   if not cfg.task.pairwise else None})

@@ -54,6 +54,12 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     probe_numbers = summary["probe"]
     assert probe_numbers["mA"] == metrics[-1]["probe_mA"] and probe_numbers["init_mA"] == metrics[0]["init_probe_mA"]
     assert probe_numbers["epoch"] == 2 and 0 < probe_numbers["share_of_run"] < 1
+    # the time to the first step, phase by phase, adds up (each phase rounded to 0.1 s)
+    startup = summary["startup_s"]
+    assert set(startup) == {"shards and Ray", "validation crops", "input statistics", "probe crops",
+                            "workers to the first step", "total"}
+    assert sum(v for k, v in startup.items() if k != "total") == pytest.approx(startup["total"], abs=0.3)
+    assert 0 < startup["total"] < summary["wall_s"]
     # plain state_dicts, loadable without unpickling anything else
     trunk_state = torch.load(out / "checkpoints" / "trunk.pt", weights_only=True)
     build_trunk("tiny").load_state_dict(trunk_state)  # strict: a missing, extra or mis-shaped tensor raises

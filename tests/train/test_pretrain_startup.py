@@ -1,0 +1,21 @@
+"""Time to the first step (patchray.train.pretrain.StartupClock): the driver's laps, then the workers' part."""
+from patchray.train.pretrain import StartupClock, startup_lines
+
+
+def test_the_phases_add_up_to_the_first_step_of_this_process():
+    clock = StartupClock(100.0)
+    clock.last = 100.0
+    clock.phases = {"shards and Ray": 6.0, "validation crops": 2.0}
+    clock.last = 108.0
+    # a continued run: the history starts with the earlier run's epoch 0 (its own stamp) and this run's epoch 1
+    history = [{"epoch": 0, "first_step_at": 50.0}, {"epoch": 1, "first_step_at": 121.5}, {"epoch": 2}]
+    clock.first_step(history, first_epoch=1)
+    assert clock.phases["workers to the first step"] == 13.5 and clock.phases["total"] == 21.5
+    assert startup_lines(clock.phases) == [
+        "  time to the first step: 22 s (shards and Ray 6 s, validation crops 2 s, workers to the first step 14 s)"]
+
+
+def test_a_resumed_run_reports_no_first_step_it_did_not_take():
+    clock = StartupClock(100.0)
+    clock.first_step([{"epoch": 0, "first_step_at": 50.0}], first_epoch=None)
+    assert "total" not in clock.phases and startup_lines(clock.phases) == []
