@@ -236,10 +236,10 @@ def top_configurations(records: list[TrialRecord], k: int, space: SearchSpace | 
     top = []
     for r in sorted((r for r in records if r.status == COMPLETED and r.objective is not None),
                     key=lambda r: -r.objective):
+        if len(top) >= k:
+            break
         if not any(near_twins(r.params, kept.params, space) for kept in top):
             top.append(r)
-        if len(top) == k:
-            break
     return top
 
 

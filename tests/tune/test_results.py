@@ -140,3 +140,4 @@ def test_near_twin_configurations_are_confirmed_once_and_the_next_distinct_one_i
     assert not res.near_twins(records[0].params, records[3].params, SPACE)   # another patch size
     # without the space, only equal configurations are twins
     assert [r.trial_id for r in res.top_configurations(records, 2)] == ["t0", "t1"]
+    assert res.top_configurations(records, 0, SPACE) == []   # confirm_top_k 0: nothing to confirm
