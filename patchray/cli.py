@@ -67,6 +67,14 @@ JOBS: dict[str, Job] = {
         (Flag("--data", "data", "folder of labeled shards (*-train-*, *-val-*, *-test-*); "
                                 "default: the synthetic data's labeled part"),
          Flag("--init", "init", "random | patchtask:<checkpoint or pretraining run folder> | imagenet"))),
+    "evaluate": Job(
+        "evaluate.py", "Linear probe of frozen trunks (random, PatchTask checkpoints, ImageNet) over label budgets "
+                       "and seeds, without Ray.",
+        "patchray.experiments.linear_eval:LinearEvalConfig", "patchray.experiments.linear_eval:run_linear_eval",
+        (Flag("--inits", "inits", "random | patchtask:<checkpoint or pretraining run folder> | imagenet, one or more",
+              nargs="+"),
+         Flag("--data", "data", "folders of labeled shards (*-train-*, *-val-*, *-test-*); default: the synthetic "
+                                "data's labeled part", nargs="+"))),
     "compare_inits": Job(
         "compare_inits.py", "Fine-tune from random vs PatchTask inits over seeds and label budgets.",
         "patchray.experiments.compare_inits:CompareConfig", "patchray.experiments.compare_inits:run_compare"),
@@ -111,7 +119,23 @@ def parse(name: str, argv: list[str] | None = None):
     return _parse(JOBS[name], argv)[0]
 
 
+def overrides_first(job: Job, argv: list[str]) -> list[str]:
+    """The ``key=value`` words whose key (before its first dot) is one of the job's config keys, moved in front
+    of everything else, their order kept (the last still wins): a flag with several values (``--data a b``)
+    would otherwise take every word up to the next flag, ``--data a b epochs=3`` reading ``epochs=3`` as a
+    folder. A path that merely contains ``=`` stays where it is."""
+    import dataclasses
+
+    keys = {f.name for f in dataclasses.fields(job.config_class())}
+
+    def is_override(word: str) -> bool:
+        return "=" in word and not word.startswith("-") and word.split("=", 1)[0].split(".", 1)[0] in keys
+
+    return [w for w in argv if is_override(w)] + [w for w in argv if not is_override(w)]
+
+
 def _parse(job: Job, argv: list[str] | None):
+    argv = overrides_first(job, list(sys.argv[1:] if argv is None else argv))
     args = parser_for(job).parse_intermixed_args(argv)  # key=value may stand before, between or after flags
     flags = {flag.key: getattr(args, flag.key) for flag in COMMON_FLAGS + job.flags
              if getattr(args, flag.key) is not None}
