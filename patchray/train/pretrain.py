@@ -244,9 +244,9 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
 
 
 def prepare_probe(cfg: PretrainConfig, log=print):
-    """The online probe's labeled crops (``patchray.probe.data``), decoded once here; None when the probe is off
-    or there is nothing to probe on (said in the log either way)."""
-    from patchray.probe.data import probe_folders, read_probe_set
+    """The online probe's labeled crops (``patchray.train.probe_set``), decoded once here; None when the probe is
+    off or there is nothing to probe on (said in the log either way)."""
+    from patchray.train.probe_set import probe_folders, read_probe_set
 
     folders = probe_folders(cfg.probe, cfg.data)
     if not folders:

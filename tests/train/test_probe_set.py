@@ -1,11 +1,11 @@
-"""Where the online probe's labeled crops come from (patchray.probe.data): the labeled sibling, drawn by id."""
+"""Where the online probe's labeled crops come from (patchray.train.probe_set): the labeled sibling, drawn by id."""
 import numpy as np
 import pytest
 from helpers import jpeg_bytes
 
 from patchray.probe import ProbeConfig
-from patchray.probe.data import labeled_sibling, probe_folders, read_probe_set
 from patchray.shards import PARSE27K, AttributeSet, CropRecord, DatasetMeta, ShardWriter
+from patchray.train.probe_set import labeled_sibling, probe_folders, read_probe_set
 
 
 def _write(folder, kind, splits, bad=()):
