@@ -1,11 +1,20 @@
 """Ray Data: stream crops from Parquet shards, decode and resize them on CPU workers.
 
 The stream carries decoded crops; each training worker cuts the epoch's patches
-from them in its batch collate step (see ``PatchCollate``). Why there and not in
-``map_batches``: patches must be a function of (seed, epoch, crop id), and only
-the training worker knows the epoch, while a Ray Data stage is re-run each
-epoch without being told which. Cutting is vectorised, a small fraction of the
-cost of decoding (about a fifth), which stays on the data workers.
+from them in its batch collate step (see ``PatchCollate``): patches must be a
+function of (seed, epoch, crop id), and the training worker knows the epoch.
+Cutting is vectorised, a small fraction of the cost of decoding (about a
+fifth), which stays on the data workers.
+
+With ``cut`` (``CutSpec``) the data tasks cut the patches themselves, so the
+stream carries a crop's K patches (24.6 kB for 8 of 32 px) instead of its
+pixels (60 kB): a Ray Data stage is re-run each epoch without being told which,
+so the task reads the epoch from Ray Data's own execution counter
+(``ray_compat.data_execution_index``), offset to the epoch the stream was
+created for, and stamps it on each row. The training worker checks the stamp
+(``CutPatchCollate``): a stream restarted inside a run (a worker failure) counts
+its epochs from its creation again, and its patches are then those of another
+epoch's draw, said once in the log.
 
 With ``decode=False`` the stream carries the encoded crops instead (a few kB, not
 60 kB) and the training worker decodes them where it trains: nvJPEG on a GPU
@@ -14,6 +23,7 @@ With ``decode=False`` the stream carries the encoded crops instead (a few kB, no
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -58,11 +68,52 @@ def select_batch(batch: pa.Table, exclude_ids: frozenset[str] = frozenset(), inc
     return batch.select([IMAGE, CROP_ID, *label_columns])
 
 
+@dataclass(frozen=True)
+class CutSpec:
+    """What a data task needs to cut an epoch's patches itself: the task, the run's seed, and the epoch of the
+    stream's first execution less Ray Data's execution counter when the stream was created."""
+    task: dict  # PatchTaskConfig.to_dict()
+    seed: int
+    epoch_offset: int
+
+    @classmethod
+    def starting_at(cls, task: PatchTaskConfig, seed: int, first_epoch: int) -> CutSpec:
+        """For a stream created now (in the driver) whose first execution trains epoch ``first_epoch``."""
+        from patchray.ray_compat import data_execution_index
+
+        return cls(task.to_dict(), seed, first_epoch - data_execution_index())
+
+    def epoch(self) -> int:
+        """The epoch the running data task cuts for (call it inside the task)."""
+        from patchray.ray_compat import data_execution_index
+
+        return self.epoch_offset + data_execution_index()
+
+
+def cut_columns(pixels: np.ndarray, crop_ids: list[str], reasons: list[str], cut: CutSpec,
+                epoch: int) -> dict[str, pa.Array]:
+    """The columns of a block of patches: ``patches`` uint8 [K, P, P, 3] (pairwise [K, 2, P, P, 3]) and
+    ``patch_labels`` int64 [K] per row, all zero for a bad row (kept, with its ``skip`` reason, to be counted),
+    and ``epoch``, the epoch they were cut for."""
+    task = PatchTaskConfig.from_dict(cut.task)
+    good = np.array([not r for r in reasons], dtype=bool)
+    k = task.patches_per_crop
+    cut_patches, cut_labels = training_patches(pixels[good], [c for c, g in zip(crop_ids, good) if g], task,
+                                               cut.seed, epoch)
+    patches = np.zeros((len(crop_ids), k, *cut_patches.shape[1:]), np.uint8)
+    labels = np.zeros((len(crop_ids), k), np.int64)
+    patches[good] = cut_patches.reshape(int(good.sum()), k, *cut_patches.shape[1:])
+    labels[good] = cut_labels.reshape(int(good.sum()), k)
+    return {"patches": _tensor_column(patches), "patch_labels": _tensor_column(labels),
+            "epoch": pa.array(np.full(len(crop_ids), epoch, np.int64))}
+
+
 def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozenset[str] = frozenset(),
                  include_ids: frozenset[str] | None = None, label_columns: tuple[str, ...] = (),
-                 fit: str = "aspect") -> pa.Table:
+                 fit: str = "aspect", cut: CutSpec | None = None) -> pa.Table:
     """map_batches stage: encoded images -> ``pixels`` uint8 [H, W, 3], ``crop_id``, ``skip`` reason
-    ("" for a good crop), and with ``label_columns`` a ``labels`` int16 [A] column.
+    ("" for a good crop), and with ``label_columns`` a ``labels`` int16 [A] column. With ``cut``, the epoch's
+    patches instead of the pixels (``cut_columns``).
 
     Rows in ``exclude_ids`` (held out for validation), or not in ``include_ids``
     (a label budget), are dropped before decoding.
@@ -71,8 +122,11 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
     batch = select_batch(batch, exclude_ids, include_ids, label_columns)
     crop_ids = batch.column(CROP_ID).to_pylist()
     pixels, reasons = decode_crops(batch.column(IMAGE).to_pylist(), width, height, fit)
-    columns = {"pixels": _tensor_column(pixels), CROP_ID: pa.array(crop_ids, pa.string()),
-               "skip": pa.array(reasons, pa.string())}
+    columns = {CROP_ID: pa.array(crop_ids, pa.string()), "skip": pa.array(reasons, pa.string())}
+    if cut is None:
+        columns["pixels"] = _tensor_column(pixels)
+    else:
+        columns |= cut_columns(pixels, crop_ids, reasons, cut, cut.epoch())
     if label_columns:
         labels = np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in label_columns], axis=1)
         columns["labels"] = _tensor_column(labels.astype(np.int16).reshape(len(crop_ids), len(label_columns)))
@@ -98,9 +152,10 @@ def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[s
 
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
                  label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None,
-                 decode: bool = True, fit: str = "aspect"):
+                 decode: bool = True, fit: str = "aspect", cut: CutSpec | None = None):
     """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns), or with ``decode=False`` of the
-    encoded crops that training workers decode themselves (see ``select_batch``).
+    encoded crops that training workers decode themselves (see ``select_batch``), or with ``cut`` of each
+    epoch's patches cut by the data tasks (``CutSpec.starting_at``, created right before the stream is).
 
     It streams: one data task reads and decodes one Parquet row group at a time, and the only all-to-all
     step orders the (tiny) list of row groups, never the crops. Each execution (epoch) visits the row groups
@@ -124,7 +179,9 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
               "include_ids": frozenset(include_ids) if include_ids is not None else None,
               "label_columns": tuple(label_columns)}
     if decode:
-        kwargs |= {"width": width, "height": height, "fit": fit}
+        kwargs |= {"width": width, "height": height, "fit": fit, "cut": cut}
+    elif cut is not None:
+        raise ValueError("cutting patches in the data tasks needs them to decode (decode_on=data)")
     placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(read_and_decode, fn_kwargs=kwargs, batch_size=1, batch_format="numpy",
                           **placement)
@@ -153,6 +210,30 @@ class PatchCollate(NumpyBatchCollateFn):
         patches, labels = training_patches(pixels, crop_ids, self.task, self.seed, self.epoch)
         return {"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels), "skipped": skipped,
                 "rows": len(good)}
+
+
+class CutPatchCollate(NumpyBatchCollateFn):
+    """Training-worker collate for a stream of patches cut by the data tasks (``CutSpec``): drop (and count) bad
+    rows, lay the rows' K patches end to end. Returns what ``PatchCollate`` returns, and for the same crops the
+    same patches. A row cut for another epoch than this one (a stream restarted inside the run) is trained on,
+    and said once."""
+
+    def __init__(self, epoch: int, rank: int = 0):
+        self.epoch, self.rank = epoch, rank
+        self.told = False
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        good, skipped = _good_rows(batch)
+        patches, labels = batch["patches"][good], batch["patch_labels"][good]
+        cut_for = set(batch["epoch"][good].tolist())
+        if cut_for - {self.epoch} and not self.told:
+            self.told = True
+            print(f"[pretrain] worker {self.rank}: the stream's patches were cut for epoch(s) "
+                  f"{sorted(e + 1 for e in cut_for)} while training epoch {self.epoch + 1} (the stream restarted "
+                  "inside the run): training goes on, on another epoch's draw of patches", flush=True)
+        return {"patches": torch.from_numpy(patches.reshape(-1, *patches.shape[2:])),
+                "labels": torch.from_numpy(labels.reshape(-1)), "skipped": skipped, "rows": len(good),
+                "cut_for": sorted(cut_for)}
 
 
 class EncodedPatchCollate(NumpyBatchCollateFn):
@@ -193,11 +274,16 @@ def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_step: int, rank: int,
-                  decode_device=None, fit: str = "aspect"):
+                  decode_device=None, fit: str = "aspect", cut_in_data: bool = False):
     """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
-    (``PatchCollate``), or, given ``decode_device``, from encoded ones decoded there (``EncodedPatchCollate``)."""
-    collate = PatchCollate(task, seed, epoch) if decode_device is None \
-        else EncodedPatchCollate(task, seed, epoch, decode_device, fit)
+    (``PatchCollate``), given ``decode_device`` from encoded ones decoded there (``EncodedPatchCollate``), or
+    with ``cut_in_data`` from patches the data tasks cut (``CutPatchCollate``)."""
+    if cut_in_data:
+        collate = CutPatchCollate(epoch, rank)
+    elif decode_device is None:
+        collate = PatchCollate(task, seed, epoch)
+    else:
+        collate = EncodedPatchCollate(task, seed, epoch, decode_device, fit)
     return shard.iter_torch_batches(
         # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
         # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.

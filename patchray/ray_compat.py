@@ -75,6 +75,16 @@ def object_store_used_mib() -> float:
     return float(found.group(1))
 
 
+def data_execution_index() -> int:
+    """How many times this process's Ray Data context has finished executing a dataset (Ray's private
+    ``DataContext._execution_idx``, what ``RandomSeedConfig(reseed_after_execution=True)`` reseeds by). Inside
+    a data task it is the index of the execution the task belongs to; for a training stream, its epoch
+    counted from where the stream was created."""
+    from ray.data import DataContext
+
+    return int(DataContext.get_current()._execution_idx)
+
+
 def trial_statuses(result_grid) -> dict[str, str]:
     """Tune's own status of each trial of a ResultGrid (``"TERMINATED"``, ``"ERROR"``, ``"RUNNING"``,
     ``"PENDING"``...; an interrupted experiment restored from disk leaves some unfinished), by trial id. Ray has

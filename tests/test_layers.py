@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "patchray"
 # Bottom to top. A module may import from its own layer and the layers below it.
 LAYERS = [
     # the pure core: config, patches, nets, shards, metrics, plots, device helpers; no Ray
-    {"config", "accel", "locks", "patches", "models", "shards", "metrics", "report", "probe"},
+    {"config", "accel", "locks", "patches", "models", "shards", "metrics", "report", "probe", "tracking"},
     {"ray_compat", "console", "pipeline"},   # Ray's edge: Data, the adapter over its private state, its logging
     {"train"},                               # Ray Train: the training jobs
     {"tune", "bench", "experiments"},        # jobs built on training

@@ -155,3 +155,48 @@ def test_read_and_decode_can_leave_rows_encoded(tmp_path):
                                   exclude_ids=frozenset({"b"})))
     assert len(blocks) == 1 and blocks[0].column_names == ["image", "crop_id"]
     assert blocks[0].column("crop_id").to_pylist() == list("acde") and blocks[0].column("image")[0].as_py() == good
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_patches_cut_in_the_data_task_are_the_ones_the_worker_would_cut(pairwise, capsys):
+    """cut_on=data: a block of decoded crops becomes rows of K patches; the worker's collate lays them end to end
+    and gets exactly PatchCollate's patches for the same crops and epoch, bad rows counted, not trained."""
+    from patchray.pipeline import CutPatchCollate, CutSpec
+
+    task = PatchTaskConfig(pairwise=pairwise)
+    good = jpeg_bytes(100, 200, (10, 200, 30))
+    noisy = [jpeg_bytes(100, 200, tuple(int(v) for v in np.random.default_rng(i).integers(0, 256, 3)))
+             for i in range(3)]
+    batch = _table([noisy[0], b"junk", noisy[1], good, noisy[2]], ["a", "b", "c", "d", "e"])
+    spec = CutSpec(task.to_dict(), seed=5, epoch_offset=0)
+    rows = decode_batch(batch, 100, 200, cut=spec)
+    assert "pixels" not in rows.column_names
+    patches = _np(rows, "patches")
+    assert patches.shape[:2] == (5, task.patches_per_crop) and not patches[1].any()  # the bad row: zeros, kept
+    assert set(_np(rows, "epoch").tolist()) == {0}  # outside a Ray Data execution the counter stands at 0
+    def text(table, column):
+        return np.array(table.column(column).to_pylist(), dtype=object)
+
+    stream_batch = {"patches": patches, "patch_labels": _np(rows, "patch_labels"), "epoch": _np(rows, "epoch"),
+                    "crop_id": text(rows, "crop_id"), "skip": text(rows, "skip")}
+    from_data = CutPatchCollate(epoch=0)(stream_batch)
+    pixel_rows = decode_batch(batch, 100, 200)
+    from_worker = PatchCollate(task, seed=5, epoch=0)({"pixels": _np(pixel_rows, "pixels"),
+                                                       "crop_id": text(pixel_rows, "crop_id"),
+                                                       "skip": text(pixel_rows, "skip")})
+    assert torch.equal(from_data["patches"], from_worker["patches"])
+    assert torch.equal(from_data["labels"], from_worker["labels"])
+    assert from_data["skipped"] == from_worker["skipped"] and from_data["rows"] == 5
+    assert "cut for epoch" not in capsys.readouterr().out
+    # a stream that restarted counts its epochs again: trained on, and said once
+    CutPatchCollate(epoch=3, rank=1)(stream_batch)
+    assert "worker 1: the stream's patches were cut for epoch(s) [1] while training epoch 4" in capsys.readouterr().out
+    empty = decode_batch(batch, 100, 200, include_ids=frozenset(), cut=spec)
+    assert empty.num_rows == 0 and "patches" in empty.column_names
+
+
+def test_cutting_in_the_data_tasks_needs_them_to_decode():
+    from patchray.train.config import PretrainConfig
+
+    with pytest.raises(ValueError, match="cut_on=data cuts patches in the data tasks, which then must decode"):
+        PretrainConfig(decode_on="trainer", cut_on="data")

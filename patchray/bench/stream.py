@@ -25,20 +25,25 @@ def _stream_loop(loop_config: dict) -> None:
     decode_device = device if loop_config["decode_on"] == "trainer" else None
     epochs = []
     for epoch in range(loop_config["epochs"]):
-        count, start = 0, time.perf_counter()
+        count, start, started_at, cut_for = 0, time.perf_counter(), time.time(), set()
         for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_step"], rank=0,
-                                   decode_device=decode_device):
+                                   decode_device=decode_device, cut_in_data=loop_config["cut_on"] == "data"):
             count += len(batch["labels"])
+            cut_for.update(batch.get("cut_for", ()))
+        # wall-clock stamps too: the CPU clock of the ingest benchmark (patchray.bench.cpu) reads the epoch by them
         epochs.append({"patches": count, "crops": count // task.patches_per_crop,
-                       "seconds": time.perf_counter() - start})
+                       "seconds": time.perf_counter() - start, "started_at": started_at, "ended_at": time.time(),
+                       "cut_for": sorted(cut_for)})
     report_json({"epochs": epochs})
 
 
 def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, crops_per_step: int, seed: int,
-                         storage: Path, name: str, decode_on: str = "data") -> tuple[list[dict], str]:
+                         storage: Path, name: str, decode_on: str = "data", cut_on: str = "worker"
+                         ) -> tuple[list[dict], str]:
     """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; and that plan.
-    ``decode_on`` as in ``PretrainConfig``: the data tasks decode, or the training worker does."""
-    from patchray.pipeline import crop_dataset
+    ``decode_on`` and ``cut_on`` as in ``PretrainConfig``: the data tasks decode (and cut), or the training
+    worker does."""
+    from patchray.pipeline import CutSpec, crop_dataset
     from patchray.train.resources import ResourcesConfig
     from patchray.train.runner import make_trainer, plan_for_cluster
 
@@ -47,8 +52,9 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
     trainer = make_trainer(
         _stream_loop,
         {"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_step": crops_per_step,
-         "decode_on": decode_on},
+         "decode_on": decode_on, "cut_on": cut_on},
         plan, location=(str(storage), name),
         datasets={"train": crop_dataset(shards, task.crop_width, task.crop_height, seed=seed,
-                                        decode=decode_on == "data")})
+                                        decode=decode_on == "data",
+                                        cut=CutSpec.starting_at(task, seed, 0) if cut_on == "data" else None)})
     return fit_json(trainer)["epochs"], plan.describe()

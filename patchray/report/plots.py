@@ -242,3 +242,23 @@ def plot_memory(series: dict[str, list[tuple[float, float]]], path: str | Path, 
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_probe_agreement(result: dict, metric: str, path: str | Path) -> Path:
+    """One point per pretext configuration: its probe score against its fine-tuning objective (best over the
+    fine-tuning settings), labelled, with the rank correlations in the title."""
+    rows = result["pretext"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    xs, ys = [100 * r["probe"] for r in rows], [100 * r["finetune"] for r in rows]
+    ax.scatter(xs, ys, color="C0")
+    for x, y, r in zip(xs, ys, rows):
+        label = ", ".join(str(v) for v in r["params"].values())
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+
+    def number(key: str) -> str:
+        return "n/a" if result.get(key) is None else f"{result[key]:.2f}"
+
+    ax.set(xlabel=f"linear probe val {metric} (points)", ylabel=f"fine-tuning val {metric} (points)",
+           title=f"probe vs fine-tuning: Spearman {number('spearman')}, Kendall {number('kendall')}")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -18,6 +18,7 @@ from patchray.patches.normalize import NormalizeMode
 from patchray.probe import ProbeConfig
 from patchray.shards.decode import CropFit
 from patchray.shards.default_data import SyntheticDataConfig
+from patchray.tracking import Tracking
 from patchray.train.resources import ResourcesConfig
 
 Schedule = Literal["none", "step", "cosine"]
@@ -87,6 +88,7 @@ def task_for(task: PatchTaskConfig, given: InputConfig) -> PatchTaskConfig:
 
 DecodeOn = Literal["data", "trainer"]
 DECODE_ON = typing.get_args(DecodeOn)
+CutOn = Literal["worker", "data"]
 
 
 @dataclass
@@ -112,7 +114,16 @@ class PretrainConfig:
     # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
     decode_on: DecodeOn = "data"
+    # Where an epoch's patches are cut from the decoded crops: "worker" (the training worker's collate; the
+    # stream carries pixels, 60 kB a crop) or "data" (the data tasks; the stream carries the K patches, 24.6 kB
+    # for 8 of 32 px). Needs decode_on=data. The same patches either way; see README, Performance.
+    cut_on: CutOn = "worker"
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
+    # Experiment tracking (patchray.tracking): the resolved config, each epoch's metrics and the summary plots
+    # go to MLflow (tracking_uri: a server or database; null: mlflow.db + mlruns/ in the output folder) or to
+    # TensorBoard event files (OUTPUT/tensorboard). Optional extras: pip install -e ".[mlflow]" / ".[tensorboard]".
+    tracking: Tracking = "none"
+    tracking_uri: str | None = None
     # The folder of a finished pretraining with the same settings but fewer epochs: this run starts from its last
     # checkpoint (weights, optimizer state, epoch) and trains only the remaining epochs. Part of the run's
     # identity: a continued run is not a fresh one (with optim.schedule=cosine it also learns otherwise, its
@@ -142,6 +153,9 @@ class PretrainConfig:
             raise ValueError("input.normalize_mean / normalize_std are fine-tuning's: pretraining with "
                              "input.normalize=dataset computes its own statistics (stats_patches)")
         self.task = task_for(self.task, self.input)
+        if self.cut_on == "data" and self.decode_on != "data":
+            raise ValueError(f"cut_on=data cuts patches in the data tasks, which then must decode: decode_on="
+                             f"{self.decode_on} leaves decoding to the training worker (use cut_on=worker there)")
         if self.patches_per_step % self.task.patches_per_crop:
             raise ValueError(f"patches_per_step {self.patches_per_step} must be a multiple of task.patches_per_crop "
                              f"{self.task.patches_per_crop} (a step takes whole crops)")
@@ -203,6 +217,11 @@ class FinetuneConfig:
     evaluate_test: bool = True
     amp: bool = True
     max_failures: int = 1
+    # Experiment tracking (patchray.tracking): the resolved config, each epoch's metrics and the summary plots
+    # go to MLflow (tracking_uri: a server or database; null: mlflow.db + mlruns/ in the output folder) or to
+    # TensorBoard event files (OUTPUT/tensorboard). Optional extras: pip install -e ".[mlflow]" / ".[tensorboard]".
+    tracking: Tracking = "none"
+    tracking_uri: str | None = None
     # lr 0.002: the loss sums 11 attributes' cross-entropies, and at 0.01 a randomly initialised tiny net
     # diverged on our data (0.002 was the best of 0.002 / 0.005 / 0.01 for random init at 250 labels).
     input: InputConfig = field(default_factory=InputConfig)

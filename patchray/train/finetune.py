@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from patchray import config as configlib
+from patchray import tracking
 from patchray.metrics import metrics_table_markdown, parse27k_table_markdown, to_jsonable
 from patchray.models.init import parse_init
 from patchray.patches import crop_seed
@@ -259,17 +260,25 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
     dataset = crop_dataset(shards["train"], size.crop_width, size.crop_height, include_ids=budget,
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
                            data_resources=cfg.resources.data_resources, fit=size.crop_fit)
-    state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
-                                         "identity": run.identity, "stream_rows": train_rows,
-                                         "class_weights": class_weights,
-                                         "initial_ref": ray.put(run.net.state_dict()),
-                                         "val_ref": ray.put(val[:2]),
-                                         "test_ref": ray.put(test[:2]) if test is not None else None},
-                         plan, location=run.location, max_failures=cfg.max_failures, datasets={"train": dataset},
-                         callbacks=callbacks)
+    tracker = tracking.start(cfg.tracking, cfg.tracking_uri, out, "finetune", cfg.name, configlib.to_dict(cfg), log)
+    try:
+        state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
+                                             "identity": run.identity, "stream_rows": train_rows,
+                                             "class_weights": class_weights,
+                                             "initial_ref": ray.put(run.net.state_dict()),
+                                             "val_ref": ray.put(val[:2]),
+                                             "test_ref": ray.put(test[:2]) if test is not None else None},
+                             plan, location=run.location, max_failures=cfg.max_failures,
+                             datasets={"train": dataset}, callbacks=callbacks, tracking=tracker)
+    except BaseException:
+        tracking.finish(tracker, {}, 0, [out / "config.yaml"], failed=True)
+        raise
     eval_skipped = {"val": val[2]} | ({"test": test[2]} if test is not None else {})
     summary = write_outputs(out, cfg, state, history, train_rows, eval_skipped,
                             plan.describe(), time.time() - t0, run.identity, class_weights)
+    tracking.finish(tracker, {f"{split}_{k}": v for split in ("val", "test") for k, v in (summary[split] or {}).items()}
+                    | {"wall_s": summary["wall_s"]}, summary["epochs"],
+                    [out / "config.yaml", out / "summary.json", *summary["tables"], *summary["plots"]])
     log(format_summary(summary))
     return summary
 

@@ -22,10 +22,12 @@ from patchray.train.checkpoint import RUN_FILE, load_checkpoint
 # by their fingerprints, the resources by the worker count actually planned.
 NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources", "synthetic",
                           "data", "train_data", "val_data", "test_data",
-                          "probe"})  # pretraining's online probe measures on the side: it changes no weight
+                          # the online probe and the trackers measure on the side: they change no weight
+                          "probe", "tracking", "tracking_uri"})
 # Keys added after runs were already made, whose default keeps the old behaviour: at that default they are left
 # out, so that a run made before the key existed still resumes (and is reused by compare_inits).
-LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True}
+LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True,
+                       "cut_on": "worker"}
 
 
 # What may differ between a run and the shorter finished run it continues (``start_from``).

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from patchray import config as configlib
+from patchray import tracking
 from patchray.models.init import NORMALIZATION_FILE
 from patchray.patches import STATS_EPOCH, PixelStatistics, crop_seed, statistics_patches
 from patchray.shards.decode import decode_crops
@@ -175,7 +176,7 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
 def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = None) -> dict:
     import ray
 
-    from patchray.pipeline import crop_dataset
+    from patchray.pipeline import CutSpec, crop_dataset
     from patchray.train.pretrain_loop import pretrain_loop
 
     t0 = time.time()
@@ -216,9 +217,11 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
             f"for validation" + (f", max_crops={cfg.max_crops}" if cfg.max_crops is not None else "")
             + f"): fewer than one batch ({cfg.crops_per_step} crops) for each of {plan.num_workers} worker(s). "
             "Lower holdout_crops or patches_per_step, or add data")
+    first_epoch = resumes_after + 1 if resumes_after is not None else start.epochs if start is not None else 0
+    cut = CutSpec.starting_at(task, cfg.seed, first_epoch) if cfg.cut_on == "data" else None
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
                            seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data",
-                           fit=cfg.input.crop_fit)
+                           fit=cfg.input.crop_fit, cut=cut)
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
     normalization = input_normalization(shards, cfg, val_ids.tolist(), log)
@@ -228,19 +231,34 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     # The state a continued run starts from travels through the object store: workers on other nodes need not
     # see the folder it came from.
     start_ref = ray.put(start.loaded) if start is not None and start.loaded is not None else None
-    state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
-                                         "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
-                                         "normalization_ref": ray.put(normalization), "start_ref": start_ref,
-                                         "start_from": cfg.start_from,
-                                         "probe_ref": ray.put(probe) if probe is not None else None},
-                         plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset})
+    tracker = tracking.start(cfg.tracking, cfg.tracking_uri, out, "pretrain", cfg.name, configlib.to_dict(cfg), log)
+    try:
+        state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
+                                             "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
+                                             "normalization_ref": ray.put(normalization), "start_ref": start_ref,
+                                             "start_from": cfg.start_from,
+                                             "probe_ref": ray.put(probe) if probe is not None else None},
+                             plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset},
+                             tracking=tracker)
+    except BaseException:
+        tracking.finish(tracker, {}, 0, [out / "config.yaml"], failed=True)
+        raise
     startup.first_step(history, None if resumes_after is not None else start.epochs if start is not None else 0)
     summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization,
                             from_epoch=start.epochs if start is not None else None,
                             val_crops=(val_pixels[:CELL_PREDICTION_CROPS], val_ids[:CELL_PREDICTION_CROPS]),
                             startup=startup.phases)
+    tracking.finish(tracker, tracked_numbers(summary), summary["epochs"],
+                    [out / "config.yaml", out / "summary.json", *summary["plots"]])
     log(format_summary(summary))
     return summary
+
+
+def tracked_numbers(summary: dict) -> dict:
+    """A pretraining's headline numbers, for the tracker."""
+    probe = summary.get("probe") or {}
+    return {k: summary[k] for k in ("val_acc", "val_acc_over_chance", "patches_per_s", "data_wait_frac", "wall_s")} \
+        | {f"probe_{k}": probe.get(k) for k in ("mA", "knn_mA", "init_mA", "init_knn_mA")}
 
 
 def prepare_probe(cfg: PretrainConfig, log=print):

@@ -135,7 +135,8 @@ def pretrain_loop(loop_config: dict) -> None:
         lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
         set_lr(step.optimizer, lr)
         batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_step, rank,
-                                decode_device=device if cfg.decode_on == "trainer" else None, fit=cfg.input.crop_fit)
+                                decode_device=device if cfg.decode_on == "trainer" else None, fit=cfg.input.crop_fit,
+                                cut_in_data=cfg.cut_on == "data")
         live = LiveProgress(telemetry, rank, epoch, cfg.epochs)
         totals = reduce_epoch(train_epoch(batches, step, epoch, device, on_step=live), device)
         v_loss, v_correct, v_count, confusion = evaluate(step.net, val_patches, val_labels, cfg, device,

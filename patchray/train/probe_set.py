@@ -86,3 +86,33 @@ def read_probe_set(folders: list[str], cfg, width: int, height: int, crop_fit: s
     skipped = {k: train_skipped.get(k, 0) + val_skipped.get(k, 0) for k in {*train_skipped, *val_skipped}}
     return ProbeSet(train_pixels, train_labels, val_pixels, val_labels, train_shards.attributes, list(folders),
                     skipped)
+
+
+def probe_pretraining(folder: str | Path, cfg, labeled_folders: list[str], seed: int) -> dict:
+    """The online probe's scores (``patchray.probe.probe_scores``) for a finished pretraining's trunk, here on
+    the CPU: its ``checkpoints/trunk.pt`` fed as the run fed it (its crop size and recorded normalisation),
+    embedded ``cfg.pool``-ed, probed on ``cfg``'s crop counts of ``labeled_folders`` drawn with ``seed``. With
+    ``"probe_s"``, the seconds it took. What ``objective: probe`` scores a search trial by."""
+    import time
+
+    import torch
+
+    from patchray import config as configlib
+    from patchray.models import build_trunk
+    from patchray.models.init import parse_init, recorded_normalization
+    from patchray.probe import crop_normalizer, embed, probe_scores
+    from patchray.train.config import PretrainConfig
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    pretrain = configlib.load(PretrainConfig, folder / "config.yaml")
+    trunk = build_trunk(pretrain.model)
+    trunk.load_state_dict(torch.load(folder / "checkpoints" / "trunk.pt", map_location="cpu", weights_only=True))
+    trunk.eval()
+    normalize = crop_normalizer(recorded_normalization(parse_init(f"patchtask:{folder}")))
+    task = pretrain.task
+    probe = read_probe_set(labeled_folders, cfg, task.crop_width, task.crop_height, pretrain.input.crop_fit, seed)
+    train, val = (embed(trunk, pixels, normalize, "cpu", pool=cfg.pool) for pixels in (probe.train_pixels,
+                                                                                        probe.val_pixels))
+    scores = probe_scores(train, probe.train_labels, val, probe.val_labels, probe.attributes, k=cfg.k, l2=cfg.l2)
+    return scores | {"probe_s": time.perf_counter() - started, "probe_crops": probe.describe()}

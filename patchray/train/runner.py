@@ -87,13 +87,16 @@ def make_trainer(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple
 
 
 def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int,
-        datasets: dict, datasets_to_split="all", callbacks=()) -> tuple[dict, list[dict]]:
+        datasets: dict, datasets_to_split="all", callbacks=(), tracking=None) -> tuple[dict, list[dict]]:
     """Run a TorchTrainer (``make_trainer``) to the end; return the last checkpoint's state and metric history.
 
-    ``callbacks``: Ray Train callbacks, e.g. Tune's TuneReportCallback when run inside a trial.
+    ``callbacks``: Ray Train callbacks, e.g. Tune's TuneReportCallback when run inside a trial. ``tracking``: a
+    ``patchray.tracking.TrackerSpec`` that gets each epoch's metrics as the workers report them.
     """
     import ray.train
 
+    if tracking is not None:
+        callbacks = [*callbacks, tracking_callback(tracking)]
     trainer = make_trainer(loop, loop_config, plan, location=location, max_failures=max_failures, datasets=datasets,
                            datasets_to_split=datasets_to_split, callbacks=callbacks)
     try:
@@ -105,6 +108,23 @@ def fit(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str
         raise TrainingError(f"training ended without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as folder:
         return load_checkpoint(folder)
+
+
+def tracking_callback(spec):
+    """A Ray Train callback that logs rank 0's report of each epoch to the tracker run ``spec``. It runs in Ray
+    Train's controller, which Ray places on the driver's node, so a local store in the job's folder is reached."""
+    import ray.train
+
+    from patchray.tracking import EpochLogger
+
+    class TrackingCallback(ray.train.UserCallback):
+        def __init__(self):
+            self.log_epoch = EpochLogger(spec)
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.log_epoch(metrics[0])
+
+    return TrackingCallback()
 
 
 class TrainingError(RuntimeError):

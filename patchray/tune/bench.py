@@ -41,6 +41,12 @@ class TuneBenchConfig:
     reduction_factor: int = 2
     max_concurrent_trials: int = 1
     curves: str | None = None       # an earlier recording (curves.jsonl) to replay instead of recording
+    # objective probe against fine-tuning: probe each recorded pretraining (probe_train_crops + probe_val_crops
+    # labeled crops of the fine-tuning data) and compare its ranking of the pretext configurations with the
+    # recorded fine-tuning's (patchray.tune.probe_agreement). Needs the recording's trial folders (grid/trials).
+    probe: bool = True
+    probe_train_crops: int = 200
+    probe_val_crops: int = 200
     # A discretisation of the default search's space (lr loguniform 0.001..0.01): 12 configurations.
     space: dict[str, Any] = field(default_factory=lambda: {
         "pretrain": {"task.patch_size": {"choice": [24, 32]}, "task.grid": {"choice": ["2x4", "3x6"]}},
@@ -101,6 +107,52 @@ def _typed(params: dict[str, str], cfg: TuneBenchConfig) -> dict:
     return {k: next((c for c in choices.get(k, []) if str(c) == v), v) for k, v in params.items()}
 
 
+def recorded_runs(trials: Path, metric: str) -> tuple[list[dict], dict[tuple, str], float]:
+    """The recording's fine-tuning runs read from their folders: (``probe_agreement`` runs, pretext key ->
+    pretraining folder, seconds the fine-tuning took in all). A run is keyed by its pretraining's patch size and
+    grid and its learning rate: the benchmark's space."""
+    from patchray.train.config import FinetuneConfig, PretrainConfig
+
+    runs, pretrainings, seconds = [], {}, 0.0
+    for folder in sorted(p for p in trials.iterdir() if (p / "summary.json").exists()):
+        fine = configlib.load(FinetuneConfig, folder / "config.yaml")
+        pretrained = fine.init.split(":", 1)[1]
+        task = configlib.load(PretrainConfig, Path(pretrained) / "config.yaml").task
+        key = (("pretrain.task.grid", f"{task.cols}x{task.rows}"), ("pretrain.task.patch_size", task.patch_size))
+        pretrainings[key] = pretrained
+        runs.append({"pretext": key, "setting": (("finetune.optim.lr", fine.optim.lr),),
+                     "value": curve_of(folder, metric)[-1]})
+        seconds += json.loads((folder / "summary.json").read_text())["wall_s"]
+    return runs, pretrainings, seconds
+
+
+def measure_probe_agreement(cfg: TuneBenchConfig, out: Path, log=print) -> dict | None:
+    """``objective: probe`` against the recorded fine-tuning, on the recording's own pretrainings."""
+    from patchray.probe import ProbeConfig
+    from patchray.train.finetune import labeled_folders
+    from patchray.train.probe_set import probe_pretraining
+    from patchray.tune import probe_agreement
+    from patchray.tune.space import build_section
+
+    trials = out / "grid" / "trials"
+    if not trials.is_dir():
+        log(f"[bench_tune] probe agreement: no recorded trial folders in {trials}; skipped")
+        return None
+    runs, pretrainings, finetune_s = recorded_runs(trials, cfg.metric)
+    finetune = build_section("finetune", cfg.finetune, {})
+    folders = labeled_folders(finetune, log)
+    probe_cfg = ProbeConfig(train_crops=cfg.probe_train_crops, val_crops=cfg.probe_val_crops)
+    scores, probe_s = {}, 0.0
+    for key, folder in sorted(pretrainings.items()):
+        found = probe_pretraining(folder, probe_cfg, folders, finetune.val_seed)
+        scores[key] = found[f"probe_{cfg.metric}"]
+        probe_s += found["probe_s"]
+        log(f"[bench_tune] probe of {dict(key)}: {found[f'probe_{cfg.metric}']:.4f} ({found['probe_s']:.0f} s)")
+    result = probe_agreement.agreement(probe_agreement.finetune_objective(runs), scores)
+    return result | {"probe_s": probe_s, "finetune_s": finetune_s, "finetune_runs": len(runs),
+                     "probe_crops": [cfg.probe_train_crops, cfg.probe_val_crops]}
+
+
 def load_curves(path: str | Path) -> replay.Curves:
     lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     return replay.Curves.from_records(lines)
@@ -131,9 +183,20 @@ def run_bench(cfg: TuneBenchConfig, log=print) -> dict:
         f"Seed noise (std over seeds of a configuration's final value, mean over configurations): "
         f"{result['seed_noise_points']:.2f} points; spread of the configurations' true values: "
         f"{result['spread_points']:.2f} points.\n")
+    if cfg.probe:
+        agreement = measure_probe_agreement(cfg, out, log)
+        if agreement is not None:
+            from patchray.report.plots import plot_probe_agreement
+            from patchray.tune import probe_agreement
+
+            result["probe_agreement"] = agreement
+            (out / "bench_tune.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+            text += "\n## objective: probe against fine-tuning\n\n" + probe_agreement.markdown(agreement)
+            plot_probe_agreement(agreement, cfg.metric, out / "probe_agreement.png")
     (out / "bench_tune.md").write_text(text)
     plot_replay(result, out / "bench_tune.png")
     log(text)
     recorded = "" if cfg.curves else f", {CURVES}, grid/"
-    log(f"[bench_tune] outputs in {out}: bench_tune.json, bench_tune.md, bench_tune.png{recorded}")
+    probed = ", probe_agreement.png" if "probe_agreement" in result else ""
+    log(f"[bench_tune] outputs in {out}: bench_tune.json, bench_tune.md, bench_tune.png{probed}{recorded}")
     return result

@@ -71,7 +71,8 @@ LINEAGE = "lineage.json"  # lineage key, epochs, and the entry it continued (cac
 # side (the online probe embeds in eval mode, draws no random number and steps nothing), and which shorter run a
 # run continued (the key is about content; see the module docstring). Of ``resources``, the number of workers
 # and their device do change it: the key takes them as planned (see pretext_key).
-_NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic", "start_from", "probe")
+_NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic", "start_from", "probe",
+                "tracking", "tracking_uri")
 
 # The sources that decide what pretraining learns, relative to the patchray package (a folder: every .py under
 # it). Left out on purpose: tune/, report/, bench/, experiments/, cli, console, locks, Ray plumbing (runner,

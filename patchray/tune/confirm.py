@@ -15,15 +15,22 @@ def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
     from patchray.tune.search_alg import DIVERGED, WORST_SCORE
 
     top = res.top_configurations(records, cfg.confirm_top_k, cfg.search_space())
-    if not top or cfg.confirm_seeds < 2:
+    # With objective probe a trial fine-tuned nothing: every seed of a configuration is a fine-tuning run here.
+    screened = cfg.objective == "probe"
+    first = 0 if screened else 1
+    if not top or cfg.confirm_seeds <= first:
         return []
     metric = f"val_{cfg.metric}"
     base_seed = build_section("finetune", cfg.finetune, {}).seed
     runs = [{"params": r.params, "seed": base_seed + i, "of": r.trial_id}
-            for r in top for i in range(1, cfg.confirm_seeds)]
+            for r in top for i in range(first, cfg.confirm_seeds)]
     path = f"{experiment}-{CONFIRM}"
-    log(f"[tune] confirming the top {len(top)} configuration(s) with {cfg.confirm_seeds - 1} more seed(s) each: "
-        f"{len(runs)} fine-tuning run(s)")
+    if screened:
+        log(f"[tune] fine-tuning the top {len(top)} configuration(s) by the probe with {cfg.confirm_seeds} seed(s) "
+            f"each: {len(runs)} fine-tuning run(s)")
+    else:
+        log(f"[tune] confirming the top {len(top)} configuration(s) with {cfg.confirm_seeds - 1} more seed(s) "
+            f"each: {len(runs)} fine-tuning run(s)")
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
@@ -31,7 +38,8 @@ def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
                            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
                            run_config=tune.RunConfig(name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0],
                                                      verbose=1))
-    by_trial = {r.trial_id: res.Confirmation(r.trial_id, r.params, [r.objective], seeds=[base_seed]) for r in top}
+    by_trial = {r.trial_id: res.Confirmation(r.trial_id, r.params, [] if screened else [r.objective],
+                                             seeds=[] if screened else [base_seed]) for r in top}
     for result in tuner.fit():
         run, metrics = (result.config or {}).get(CONFIRM), result.metrics or {}
         if run is None or run["of"] not in by_trial or result.error is not None:

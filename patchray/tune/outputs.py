@@ -36,7 +36,7 @@ def records_from(result_grid, cfg, trials_dir: Path, rung_log: Path) -> list:
         params = trial_params(result.config or {}, space)
         infeasible = bool(metrics.get(INFEASIBLE))
         ended = states.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
-        status = res.trial_status(epochs_run, cfg.finetune_epochs(params, space), result.error is not None, infeasible,
+        status = res.trial_status(epochs_run, cfg.trial_epochs(params, space), result.error is not None, infeasible,
                                   ended, diverged=bool(metrics.get(DIVERGED)), asha_stopped=trial_id in stopped)
         at_grace = None
         if frame is not None and metric in frame and EPOCHS_DONE in frame and not infeasible:

@@ -93,6 +93,26 @@ def _pretraining(pretrain, out: str, user: str):
                               use_gpu=plan.use_gpu, user=user, train=run_pretrain)
 
 
+def report_probe(folder, pretrain, finetune, metric: str) -> None:
+    """``objective: probe``: the linear probe of the pretrained trunk on the fine-tuning data, as the trial's one
+    report (kNN and the probe's seconds beside it)."""
+    import ray.tune
+
+    from patchray.train.probe_set import probe_pretraining
+    from patchray.tune.search_alg import EPOCHS_DONE, WORST_SCORE
+
+    scores = probe_pretraining(folder, pretrain.probe, finetune.data, finetune.val_seed)
+    value = scores[metric.replace("val_", "probe_")]
+    if value is None:  # undefined on these crops (mAP without a labeled positive): no ranking to learn from
+        print(f"[tune] the probe's {metric} is undefined on {scores['probe_crops']}: scored {WORST_SCORE:g}")
+        value = WORST_SCORE
+    print(f"[tune] probe of {folder}: linear {metric} {value:.4f} ({scores['probe_crops']}; "
+          f"{scores['probe_s']:.0f} s)")
+    # epoch 0: the one report counts as the trial's one "epoch" (TuneConfig.trial_epochs)
+    ray.tune.report({metric: value, EPOCHS_DONE: 1, "epoch": 0, "knn_mA": scores["knn_mA"],
+                     "probe_s": scores["probe_s"]})
+
+
 def run_trial(config: dict, *, tune_cfg: dict, out: str, resources: dict) -> None:
     """One trial (runs inside a Tune trial actor): cached pretraining, then fine-tuning reported to Tune. A
     search trial scores validation only; a confirmation run (``CONFIRM``) uses its own seed and is tested."""
@@ -120,6 +140,9 @@ def run_trial(config: dict, *, tune_cfg: dict, out: str, resources: dict) -> Non
     print(f"[tune] {pretrained.describe()}")
     folder = pretrained.folder
     confirming = CONFIRM in config
+    if cfg.objective == "probe" and not confirming:
+        report_probe(folder, pretrain, build_section("finetune", cfg.finetune, {}), metric)
+        return
     extra = {"seed": config[CONFIRM]["seed"], "evaluate_test": True} if confirming else {"evaluate_test": False}
     finetune = build_section("finetune", cfg.finetune, fine_overrides | resources | extra)
     # Named by trial id (kept across a resume), so a restarted trial continues its own fine-tuning checkpoint.

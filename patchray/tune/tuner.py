@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from patchray import config as configlib
+from patchray import tracking
+from patchray.tracking import Tracking
 from patchray.tune.confirm import confirm_top
 from patchray.tune.outputs import format_summary, records_from, write_outputs
 from patchray.tune.rungs import asha_max_t, asha_rungs
@@ -57,6 +59,11 @@ class TuneConfig:
     # then be a shared filesystem too.
     storage: str | None = None
     metric: Literal["mA", "mAP"] = "mA"  # validation objective after fine-tuning
+    # What scores a trial. "finetune": its fine-tuning's validation metric, epoch by epoch (ASHA stops weak ones).
+    # "probe": no fine-tuning: the linear probe of its pretrained trunk (patchray.probe, the pretrain section's
+    # probe.* sizes) on finetune.data's train and val splits, in seconds; the search then only screens pretext
+    # configurations, and the top confirm_top_k are fine-tuned confirm_seeds times to choose among them.
+    objective: Literal["finetune", "probe"] = "finetune"
     search: Literal["optuna", "grid"] = "optuna"  # TPE (seeded), or every combination of the choices once
     scheduler: Literal["asha", "fifo"] = "asha"  # stop weak fine-tuning runs early, or run every trial out
     num_samples: int = 10           # optuna: trials to sample; grid: ignored (one trial per grid point)
@@ -78,6 +85,11 @@ class TuneConfig:
     # GPUs each concurrent trial takes (None: the cluster's GPUs split evenly over max_concurrent_trials; a
     # fraction below 1 puts several trials on one GPU).
     gpus_per_trial: float | None = None
+    # Each trial's config and per-epoch metrics through Ray Tune's logger callbacks: MLflow (tracking_uri: a
+    # server or database; null: mlflow.db + mlruns/ in the search's folder) or TensorBoard (event files in each
+    # trial's folder under ray/tune). Optional extras: pip install -e ".[mlflow]" / ".[tensorboard]".
+    tracking: Tracking = "none"
+    tracking_uri: str | None = None
     space: dict[str, Any] = field(default_factory=lambda: {
         "pretrain": {"task.patch_size": {"choice": [24, 32]}, "task.grid": {"choice": ["2x4", "3x6"]}},
         "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}},
@@ -113,10 +125,28 @@ class TuneConfig:
         ``space.PRODUCT_LIMIT``), so it runs once, where the experiment starts, not in each trial's build."""
         try:
             self.search_space().check({"pretrain": self.pretrain, "finetune": self.finetune})
-            if self.scheduler == "asha":
+            if self.objective == "probe":
+                self.check_probe_objective()
+            elif self.scheduler == "asha":
                 asha_max_t(self.grace_period, self.min_finetune_epochs())
         except ValueError as e:
             raise configlib.ConfigError(str(e)) from None
+
+    def check_probe_objective(self) -> None:
+        """``objective: probe`` scores pretext configurations only, on folders of labeled shards."""
+        tuned = [p.name for p in self.search_space().params if p.section == "finetune"]
+        if tuned:
+            raise ValueError(f"objective probe fine-tunes no trial, so the fine-tuning settings {tuned} cannot be "
+                             "searched: search them with objective finetune, or leave them out of space.finetune")
+        finetune = build_section("finetune", self.finetune, {})
+        if finetune.train_data or finetune.val_data:
+            raise ValueError("objective probe draws its crops from the folders of finetune.data (*-train-*, "
+                             "*-val-*); finetune.train_data / val_data globs are not read by the probe")
+
+    def trial_epochs(self, params: dict | None = None, space: SearchSpace | None = None) -> int:
+        """The reports a trial makes when it runs to its end: its fine-tuning epochs, or with objective probe
+        the one probe."""
+        return 1 if self.objective == "probe" else self.finetune_epochs(params, space)
 
     def finetune_epochs(self, params: dict | None = None, space: SearchSpace | None = None) -> int:
         """Fine-tuning epochs of a trial with these sampled values (the base config's with none). Pass the
@@ -203,7 +233,10 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
 
     said = []
     scheduler = FIFOScheduler()
-    if cfg.scheduler == "asha":
+    if cfg.objective == "probe":
+        said.append("objective probe: each trial is scored by the linear probe of its pretrained trunk, without "
+                    f"fine-tuning (scheduler {cfg.scheduler} has nothing to stop)")
+    elif cfg.scheduler == "asha":
         max_t = asha_max_t(cfg.grace_period, cfg.min_finetune_epochs())
         scheduler = RecordedASHA(out / RUNG_LOG, grace_period=cfg.grace_period,
                                  reduction_factor=cfg.reduction_factor, max_t=max_t)
@@ -231,11 +264,50 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
                     "that does not fit scores 0 and is listed as infeasible")
     url, storage, name = _study(cfg, out, sampler_space, resuming, log)
     search = PatchraySearch(sampler_space, metric=f"val_{cfg.metric}", sampler=tpe_sampler(cfg.seed, startup),
-                            planned_epochs=PlannedEpochs(resolved.finetune_epochs()), rung_log=out / RUNG_LOG,
+                            planned_epochs=PlannedEpochs(resolved.trial_epochs()), rung_log=out / RUNG_LOG,
                             storage=storage, study_name=name)
     said.append(f"TPE: {startup} random trial(s) of {cfg.num_samples}, then modelled (multivariate, constant "
                 f"liar, seed {cfg.seed}); study {name} in {url}")
     return param_space, search, scheduler, said
+
+
+def tune_callbacks(cfg: TuneConfig, out: Path, experiment: str, log=print) -> list:
+    """Ray Tune's own logger callbacks for ``cfg.tracking``: one MLflow run per trial (its sampled config as
+    params, each epoch's report as metrics) in the experiment ``patchray-tune``, or TensorBoard event files in
+    each trial's folder."""
+    if cfg.tracking == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = tracking.mlflow_uri(out, cfg.tracking_uri)
+        # Created here so that, with the local default store, the artifacts land in OUT/mlruns (Ray's callback
+        # would create the experiment with MLflow's default artifact root, relative to the working directory).
+        tracking.mlflow_experiment(tracking.mlflow_client(uri), tracking.EXPERIMENT_PREFIX + "tune", out,
+                                   cfg.tracking_uri)
+        log(f"[tune] tracking: an MLflow run per trial in experiment {tracking.EXPERIMENT_PREFIX}tune, {uri}")
+        return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=tracking.EXPERIMENT_PREFIX + "tune",
+                                     tags={"patchray.search": cfg.name})]
+    if cfg.tracking == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        log(f"[tune] tracking: TensorBoard events in each trial's folder (tensorboard --logdir {experiment})")
+        return [TBXLoggerCallback()]
+    return []
+
+
+def track_outcome(cfg: TuneConfig, out: Path, summary: dict, trials: int, log=print) -> None:
+    """With MLflow, one more run for the search as a whole: its config, the chosen configuration's scores and
+    the search's tables and plots. (TensorBoard shows the trials' curves; the outputs stay in the folder.)"""
+    if cfg.tracking != "mlflow":
+        return
+    spec = tracking.start("mlflow", cfg.tracking_uri, out, "tune", cfg.name, configlib.to_dict(cfg), log)
+    best = summary.get("best") or {}  # the chosen configuration's mean, std and test scores
+    numbers = {"trials": trials} | {k: v for k, v in best.items() if isinstance(v, (int, float))}
+    tracking.finish(spec, numbers, 0, [out / name for name in TRACKED_OUTPUTS])
+
+
+# The search's outputs kept as artifacts of its MLflow run.
+TRACKED_OUTPUTS = ("config.yaml", "summary.json", "trials.md", "trials.csv", "confirmation.md", "objective.png",
+                   "heatmap.png", "importances.png", "best_pretrain.yaml", "best_finetune.yaml")
 
 
 def run_tune(cfg: TuneConfig, log=print) -> dict:
@@ -281,7 +353,7 @@ def run_tune(cfg: TuneConfig, log=print) -> dict:
                 max_concurrent_trials=cfg.max_concurrent_trials, time_budget_s=cfg.time_budget_s,
                 search_alg=search, scheduler=scheduler),
             run_config=tune.RunConfig(name=experiment.rsplit("/", 1)[1], storage_path=experiment.rsplit("/", 1)[0],
-                                      verbose=1),
+                                      verbose=1, callbacks=tune_callbacks(cfg, out, experiment, log)),
         )
         log(f"[tune] {cfg.search} search, {cfg.scheduler} scheduling, objective {metric}; output -> {out}")
         for line in said:
@@ -291,5 +363,6 @@ def run_tune(cfg: TuneConfig, log=print) -> dict:
     confirmations = confirm_top(cfg, records, trainable, experiment, log)
     summary = write_outputs(out, cfg, records, time.time() - t0, confirmations,
                             extra={"resources_per_trial": resources})
+    track_outcome(cfg, out, summary, len(records), log)
     log(format_summary(summary))
     return summary

@@ -37,26 +37,45 @@ def test_decode_rate_counts_crops_per_second():
     assert 100 < rate < 1e6
 
 
-@pytest.mark.parametrize(("patchray", "met_loader", "met_limit"), [(90.0, False, False), (130.0, True, True)])
+@pytest.mark.parametrize(("patchray", "met_loader", "met_limit"), [(50.0, False, False), (130.0, True, True)])
 def test_verdict_ratios_and_goals(patchray, met_loader, met_limit):
     v = verdict(limit=200.0, dataloader=60.0, patchray=patchray)
     assert v["patchray_vs_dataloader"] == round(patchray / 60, 3)
     assert v["patchray_vs_decode_limit"] == round(patchray / 200, 3)
     assert v["dataloader_vs_decode_limit"] == 0.3
     assert (v["met_vs_dataloader"], v["met_vs_decode_limit"]) == (met_loader, met_limit)
+    assert "met_per_cpu_vs_dataloader" not in v  # no CPU measured, no verdict on it
 
 
-def test_markdown_table_names_every_contender_with_its_share_of_the_limit():
+@pytest.mark.parametrize(("per_cpu", "met"), [(70.0, False), (80.0, True)])
+def test_verdict_on_patches_per_cpu_second(per_cpu, met):
+    v = verdict(limit=200.0, dataloader=60.0, patchray=60.0, dataloader_per_cpu=40.0, patchray_per_cpu=per_cpu)
+    assert v["patchray_per_cpu_vs_dataloader"] == round(per_cpu / 40, 3)
+    assert v["met_per_cpu_vs_dataloader"] is met and v["goal_per_cpu_vs_dataloader"] == 2.0
+
+
+def test_the_best_epoch_skips_the_warm_up_and_costs_are_per_cpu_second():
+    from patchray.bench.ingest import EpochCost, best_epoch
+
+    epochs = [EpochCost(1000, 0.5, 1.0), EpochCost(1000, 1.0, 1.6), EpochCost(1000, 0.8, 2.0)]
+    best = best_epoch(epochs)
+    assert best is epochs[2] and best.patches_per_s == 1250 and best.patches_per_cpu_s == 500
+
+
+def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_its_cost():
     result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000}, "patches_per_crop": 8, "cores": 2,
-              "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "dataloader": 60.0, "patchray": 90.0,
+              "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "decode_limit_per_cpu_s": 96,
+              "dataloader": 60.0, "dataloader_per_cpu_s": 30, "patchray": 90.0,
               "patchray_decode_on": "trainer", "resources": "1 worker",
-              "patchray_by_decode": {"data": {"patches_per_s": 70}, "trainer": {"patches_per_s": 90}}
-              } | verdict(200.0, 60.0, 90.0)
+              "patchray_by_decode": {"data": {"patches_per_s": 70, "patches_per_cpu_s": 50},
+                                     "trainer": {"patches_per_s": 90, "patches_per_cpu_s": 45}}
+              } | verdict(200.0, 60.0, 90.0, 30.0, 45.0)
     text = format_markdown(result)
-    assert "| torch DataLoader | 60 | 0.30 |" in text
-    assert "| patchray (Ray Data -> Ray Train), decoded on data | 70 | 0.35 |" in text
-    assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 0.45 |" in text
-    assert "patchray (decoded on trainer) / DataLoader: 1.50x (goal 2x, not met)" in text
+    assert "| torch DataLoader | 60 | 30 | 0.30 |" in text
+    assert "| patchray (Ray Data -> Ray Train), decoded on data | 70 | 50 | 0.35 |" in text
+    assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 45 | 0.45 |" in text
+    assert ("patchray (decoded on trainer) / DataLoader: 1.50x patches/s (goal 1x, met), 1.50x patches per "
+            "CPU-second (goal 2x, not met)") in text
 
 
 def test_config_refuses_an_unknown_decode_place():

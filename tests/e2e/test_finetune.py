@@ -40,10 +40,17 @@ def _cfg(tmp_path, name, data, **overrides):
     return configlib.build(FinetuneConfig, base | overrides)
 
 
+try:  # the [tensorboard] extra: the tracking checks run where it is installed (CI installs it)
+    from tensorboard.backend.event_processing import event_accumulator as EVENTS
+except ImportError:
+    EVENTS = None
+
+
 def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled_small, pretext_checkpoint,
                                                             tmp_path):
     folder, pretext = pretext_checkpoint
-    summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100))
+    tracked = {"tracking": "tensorboard"} if EVENTS else {}
+    summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100, **tracked))
     out = tmp_path / "ft"
     assert summary["labels"] == 100 and summary["epochs"] == 2
     for split in ("val", "test"):
@@ -62,6 +69,15 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
     key = next(k for k in state if k.startswith("trunk.") and k.endswith("weight"))
     assert not torch.equal(state[key], pretext.state_dict()[key])
     assert torch.allclose(state[key], pretext.state_dict()[key], atol=0.5)
+    if EVENTS:  # each epoch's validation as Ray Train's controller received it, read back by TensorBoard
+        events = EVENTS.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        scalars = events.Scalars("val_mA")  # float32 in the event file
+        assert [e.step for e in scalars] == [h["epoch"] + 1 for h in history]
+        assert [e.value for e in scalars] == pytest.approx([h["val_mA"] for h in history], rel=1e-6)
+        assert [e.value for e in events.Scalars("summary/test_mA")] == pytest.approx([summary["test"]["mA"]])
+        assert "curves" in events.Tags()["images"]
     rows = summary["rows_per_epoch"]
     assert rows["in_stream"] == 100 and rows["trained"] + rows["skipped"] + rows["dropped"] == 100
     # the same command again resumes after its last epoch: no epoch trained twice, the history kept byte for byte

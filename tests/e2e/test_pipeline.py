@@ -34,3 +34,29 @@ def test_crop_stream_decodes_every_row_and_reorders_files_each_epoch(ray_cluster
     pixels = ds.limit(4).take_all()[0]["pixels"]
     assert pixels.shape == (200, 100, 3) and pixels.dtype == np.uint8 and pixels.std() > 10
     shutil.rmtree(folder)
+
+
+def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_small, tmp_path):
+    """cut_on=data: each execution of the stream cuts the next epoch's patches, counted from the epoch it was
+    created for (a resumed run's), both when iterated here and through Ray Train's split into a worker."""
+    from patchray.bench.stream import stream_to_one_worker
+    from patchray.patches import PatchTaskConfig, training_patches
+    from patchray.pipeline import CutSpec
+
+    shards = open_shards(str(synthetic_small / "unlabeled"))
+    task = PatchTaskConfig()
+    ds = crop_dataset(shards, 100, 200, seed=1, cut=CutSpec.starting_at(task, 1, first_epoch=2))
+    crops = crop_dataset(shards, 100, 200, seed=1).limit(6).take_all()
+    pixels = np.stack([c["pixels"] for c in crops])
+    ids = [c["crop_id"] for c in crops]
+    for epoch in (2, 3, 4):  # three executions: three epochs, and each crop's patches are that epoch's draw
+        rows = {r["crop_id"]: r for r in ds.take_all()}
+        assert {int(r["epoch"]) for r in rows.values()} == {epoch}
+        expected, labels = training_patches(pixels, ids, task, 1, epoch)
+        k = task.patches_per_crop
+        for i, crop in enumerate(ids):
+            assert np.array_equal(rows[crop]["patches"], expected[i * k:(i + 1) * k])
+            assert np.array_equal(rows[crop]["patch_labels"], labels[i * k:(i + 1) * k])
+    epochs, _ = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cut", cut_on="data")
+    assert [e["cut_for"] for e in epochs] == [[0], [1], [2]]
+    assert all(e["crops"] > shards.num_rows - 16 for e in epochs)

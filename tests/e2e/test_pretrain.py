@@ -24,9 +24,29 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+try:  # the [mlflow] extra: the tracking checks run where it is installed (CI installs it)
+    import mlflow as MLFLOW
+except ImportError:
+    MLFLOW = None
+
+
+def _mlflow_run(out) -> dict:
+    return json.loads((out / "tracking.json").read_text())
+
+
+def _mlflow_status(run: dict) -> tuple:
+    """(status, the config's epochs param, some of the artifacts) of a job's MLflow run."""
+    client = MLFLOW.tracking.MlflowClient(run["uri"])
+    found = client.get_run(run["run_id"])
+    names = {a.path for a in client.list_artifacts(run["run_id"])}
+    return found.info.status, found.data.params["epochs"], names & {"config.yaml", "summary.json", "curves.png",
+                                                                   "filters.png"}
+
+
 def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small, probe_labeled, tmp_path, capsys):
     probe = {"data": [str(probe_labeled)], "train_crops": 48, "val_crops": 32}
-    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS)
+    tracked = {"tracking": "mlflow"} if MLFLOW else {}
+    cfg = small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS, **tracked)
     summary = run_pretrain(cfg)
     out = tmp_path / "run"
     # learned something real: well above the 1/18 chance of pt18
@@ -67,6 +87,13 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     assert any(k.startswith("head.") for k in pretext) and any(k.startswith("trunk.") for k in pretext)
     assert all(torch.equal(pretext[f"trunk.{k}"], v) for k, v in trunk_state.items())
 
+    if MLFLOW:  # each epoch as Ray Train's controller received it, the config, the plots, read back by MLflow
+        run = _mlflow_run(out)
+        history = MLFLOW.tracking.MlflowClient(run["uri"]).get_metric_history(run["run_id"], "val_acc")
+        assert [(h.step, h.value) for h in history] == [(m["epoch"] + 1, m["val_acc"]) for m in metrics]
+        assert _mlflow_status(run) == ("FINISHED", "2", {"config.yaml", "summary.json", "curves.png",
+                                                        "filters.png"})
+
     # every row of every epoch accounted for: trained, skipped or dropped by the even split
     for m in metrics:
         assert m["rows_trained"] + m["rows_skipped"] + m["rows_dropped"] == m["rows_in_stream"] > 0
@@ -75,8 +102,12 @@ def test_pretrain_learns_writes_outputs_and_resumes(ray_cluster, synthetic_small
     # the same command again resumes after its last epoch: nothing trained twice, the history kept byte for byte
     config_before, metrics_before = (out / "config.yaml").read_text(), (out / "metrics.jsonl").read_text()
     capsys.readouterr()
-    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS))
+    again = run_pretrain(small_config(tmp_path, "run", [synthetic_small / "unlabeled"], probe=probe, **LEARNS,
+                                      **tracked))
     assert "[pretrain] resuming after epoch 2 from" in capsys.readouterr().out
+    if MLFLOW:  # the same MLflow run, closed again; no epoch logged twice
+        assert _mlflow_run(out) == run and _mlflow_status(run)[0] == "FINISHED"
+        assert len(MLFLOW.tracking.MlflowClient(run["uri"]).get_metric_history(run["run_id"], "val_acc")) == 2
     assert (out / "metrics.jsonl").read_text() == metrics_before  # a re-trained epoch would have new timings
     assert again["patches_seen"] == summary["patches_seen"] and again["epochs"] == 2
 

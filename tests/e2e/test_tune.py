@@ -15,6 +15,11 @@ from patchray.tune.tuner import TuneConfig, run_tune
 
 pytestmark = pytest.mark.slow
 
+try:  # the [mlflow] extra: the tracking checks run where it is installed (CI installs it)
+    import mlflow as MLFLOW
+except ImportError:
+    MLFLOW = None
+
 
 def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, synthetic_small, tmp_path):
     from patchray.shards.generate import generate_synthetic
@@ -30,6 +35,8 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
                      "resources": {"num_workers": 1}},
         "finetune": {"epochs": 2, "labels": 60, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 40,
                      "resources": {"num_workers": 1}}}
+    if MLFLOW:
+        settings["tracking"] = "mlflow"
     lines = []
     summary = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     out = tmp_path / "t"
@@ -68,6 +75,22 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     study = optuna.load_study(study_name="patchray-t", storage=f"sqlite:///{out / 'optuna.db'}")
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted("PRUNED" if r["trial"] in stopped else "COMPLETE" for r in rows)
+
+    if MLFLOW:  # Ray Tune's MLflow callback: a run per trial with its epochs; and one run for the search
+        client = MLFLOW.tracking.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("patchray-tune")
+        runs = client.search_runs([experiment.experiment_id])
+        search = json.loads((out / "tracking.json").read_text())["run_id"]
+        trial_runs = {r.info.run_name: r for r in runs if r.info.run_id != search}
+        assert len(trial_runs) == 3
+        for r in rows:
+            (run,) = [run for name, run in trial_runs.items() if r["trial"] in name]
+            epochs = client.get_metric_history(run.info.run_id, "val_mA")
+            assert len(epochs) == int(r["epochs"]) and epochs[-1].value == pytest.approx(float(r["val_mA"]))
+            assert float(run.data.params["finetune.optim.lr"]) == pytest.approx(float(r["finetune.optim.lr"]))
+        searched = client.get_run(search)
+        assert searched.data.metrics["summary/val_mA"] == pytest.approx(chosen["val_mA"])
+        assert {"trials.md", "objective.png", "summary.json"} <= {a.path for a in client.list_artifacts(search)}
 
     # one pretext configuration: trained by one trial, taken from the cache by the other two and the confirmation
     entries = [p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]  # shared by experiments
@@ -133,3 +156,35 @@ def test_grid_search_runs_every_point_and_scores_a_diverged_fine_tuning_the_wors
     assert summary["status"]["diverged"] == 2 and summary["status"]["error"] == 0
     assert summary["best"]["params"]["finetune.optim.lr"] == 0.002 and summary["best"]["seeds"] == 1
     assert len([p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]) == 2
+
+    # objective probe on the same pretext grid: no trial fine-tunes, each is scored by the linear probe of its
+    # (cached) pretrained trunk on the fine-tuning data, and the better one by the probe is then fine-tuned
+    from patchray.probe import ProbeConfig
+    from patchray.train.probe_set import probe_pretraining
+
+    lines.clear()
+    probe_cfg = {"train_crops": 60, "val_crops": 40}
+    screened = run_tune(configlib.build(TuneConfig, {
+        "out": str(tmp_path), "name": "p", "search": "grid", "objective": "probe", "time_budget_s": None,
+        "confirm_top_k": 1, "confirm_seeds": 1,
+        "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4", "3x6"]}}},
+        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150,
+                     "resources": {"num_workers": 1}, "probe": probe_cfg},
+        "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30,
+                     "max_failures": 0, "resources": {"num_workers": 1}}}),
+        log=lines.append)
+    assert any("objective probe" in line for line in lines), lines
+    probed = list(csv.DictReader(open(tmp_path / "p" / "trials.csv")))
+    assert len(probed) == 2 and {(r["status"], r["epochs"]) for r in probed} == {("completed", "1")}
+    assert not (tmp_path / "p" / "trials").exists() or not any((tmp_path / "p" / "trials").iterdir())
+    assert len([p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]) == 2  # the grid's, reused
+    for r in probed:  # each trial's score is the probe of its pretraining, recomputed here
+        rows_of_grid = int(r["pretrain.task.grid"].split("x")[1])
+        folder = next(p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()
+                      and configlib.load(PretrainConfig, p / "config.yaml").task.rows == rows_of_grid)
+        again = probe_pretraining(folder, ProbeConfig(**probe_cfg), [str(tmp_path / "lab" / "labeled")], 0)
+        assert float(r["val_mA"]) == pytest.approx(again["probe_mA"], abs=1e-4)
+    best_probe = max(probed, key=lambda r: float(r["val_mA"]))
+    chosen = screened["best"]
+    assert chosen["trial"] == best_probe["trial"] and chosen["seeds"] == 1 and chosen["test_runs"] == 1
+    assert chosen["val_mA"] != pytest.approx(float(best_probe["val_mA"]))  # the fine-tuning's score, not the probe's

@@ -66,3 +66,16 @@ def test_init_curves_fit_low_scores_and_runs_without_curves(figures, tmp_path):
     assert list(first.lines[1].get_xdata()) == [1]  # the undefined point is left out
     assert not second.lines  # no validation score at 200 labels: an empty panel that says so
     assert any("no validation score" in t.get_text() for t in second.texts)
+
+
+def test_probe_agreement_plot_is_written(tmp_path):
+    from patchray.report.plots import plot_probe_agreement
+
+    result = {"pretext": [{"params": {"patch": 24}, "finetune": 0.55, "probe": 0.51},
+                          {"params": {"patch": 32}, "finetune": 0.57, "probe": 0.53}], "spearman": None,
+              "kendall": 1.0}
+    path = plot_probe_agreement(result, "mA", tmp_path / "agreement.png")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.size == (550, 420)

@@ -29,3 +29,16 @@ def test_grid_search_lists_only_the_pretext_combinations_that_fit(tmp_path):
         == [(32, "2x4"), (32, "3x6"), (48, "2x4")]
     assert any(line.startswith("1 of 4 pretext combinations do not fit the crop") and "left out" in line
                for line in said)
+
+
+def test_the_probe_objective_refuses_what_it_cannot_score_at_the_start():
+    space = {"pretrain": {"task.patch_size": {"choice": [24, 32]}}}
+    ok = configlib.build(TuneConfig, {"objective": "probe", "space": space})
+    ok.check()  # pretext values only, fine-tuning data as folders: fine, and ASHA's rungs are not judged
+    with pytest.raises(configlib.ConfigError, match=r"objective probe fine-tunes no trial.*finetune.optim.lr"):
+        configlib.build(TuneConfig, {"objective": "probe"}).check()  # the default space searches the lr
+    with pytest.raises(configlib.ConfigError, match="finetune.train_data / val_data globs are not read"):
+        configlib.build(TuneConfig, {"objective": "probe", "space": space,
+                                     "finetune": {"train_data": ["a/*-train-*.parquet"]}}).check()
+    with pytest.raises(configlib.ConfigError, match="objective"):
+        configlib.build(TuneConfig, {"objective": "knn"})
