@@ -15,9 +15,26 @@ import time
 
 import psutil
 
+# What a process of the tree is, from its title (Ray workers retitle themselves with the task or actor they
+# run, e.g. "ray::MapBatches(read_and_decode)"): the first pattern found in the title names it.
+ROLES = (("read_and_decode", "data tasks"), ("MapBatches", "data tasks"), ("RayTrainWorker", "training worker"),
+         ("SplitCoordinator", "split coordinator"), ("TrainController", "train controller"),
+         ("raylet", "raylet"), ("gcs_server", "GCS"), ("dashboard", "dashboard and agents"),
+         ("agent", "dashboard and agents"), ("monitor", "dashboard and agents"),
+         ("ray::IDLE", "idle Ray workers"), ("ray::", "other Ray workers"))
 
-def tree_cpu_seconds(root: psutil.Process) -> dict[tuple[int, float], float]:
-    """(pid, creation time) -> user + system CPU seconds so far, for ``root`` and all its descendants."""
+
+def role_of(title: str, is_root: bool) -> str:
+    if is_root:
+        return "driver"
+    for pattern, role in ROLES:
+        if pattern in title:
+            return role
+    return "other processes (DataLoader workers)"
+
+
+def tree_cpu_seconds(root: psutil.Process) -> dict[tuple[int, float], tuple[float, str]]:
+    """(pid, creation time) -> (user + system CPU seconds so far, role) for ``root`` and all its descendants."""
     found = {}
     try:
         processes = [root, *root.children(recursive=True)]
@@ -27,7 +44,9 @@ def tree_cpu_seconds(root: psutil.Process) -> dict[tuple[int, float], float]:
         try:
             with process.oneshot():
                 times = process.cpu_times()
-                found[(process.pid, process.create_time())] = times.user + times.system
+                title = " ".join(process.cmdline()[:2])
+                found[(process.pid, process.create_time())] = (times.user + times.system,
+                                                               role_of(title, process.pid == root.pid))
         except psutil.Error:  # ended while we looked
             continue
     return found
@@ -40,9 +59,11 @@ class CpuClock:
     def __init__(self, every_s: float = 0.2):
         self.every_s = every_s
         self.samples: list[tuple[float, float]] = []
+        self.by_role: list[dict[str, float]] = []  # beside each sample: the running total of each role
         self._root = psutil.Process()
         self._last: dict[tuple[int, float], float] = {}
         self._total = 0.0
+        self._roles: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="cpu-clock")
 
@@ -60,10 +81,14 @@ class CpuClock:
         now = tree_cpu_seconds(self._root)
         if not first:
             # A process seen before adds what it spent since; a new one all it has spent (it started after the
-            # last sample); an ended one adds nothing more.
-            self._total += sum(max(0.0, spent - self._last.get(key, 0.0)) for key, spent in now.items())
-        self._last = now
+            # last sample); an ended one adds nothing more. The interval goes to the role it has now.
+            for key, (spent, role) in now.items():
+                added = max(0.0, spent - self._last.get(key, 0.0))
+                self._total += added
+                self._roles[role] = self._roles.get(role, 0.0) + added
+        self._last = {key: spent for key, (spent, _) in now.items()}
         self.samples.append((time.time(), self._total))
+        self.by_role.append(dict(self._roles))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -82,3 +107,11 @@ class CpuClock:
 
     def seconds_between(self, start: float, end: float) -> float:
         return self.seconds_at(end) - self.seconds_at(start)
+
+    def roles_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds by role (``ROLES``) between the samples nearest ``start`` and ``end``."""
+        times = [t for t, _ in self.samples]
+        first = self.by_role[min(bisect.bisect_left(times, start), len(times) - 1)]
+        last = self.by_role[min(bisect.bisect_left(times, end), len(times) - 1)]
+        return {role: round(spent - first.get(role, 0.0), 2) for role, spent in sorted(last.items())
+                if spent - first.get(role, 0.0) > 0.005}

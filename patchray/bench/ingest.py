@@ -123,10 +123,12 @@ def _user_collate(items):
 
 @dataclass
 class EpochCost:
-    """One epoch of a contender: patches delivered, wall seconds, and CPU seconds of every process involved."""
+    """One epoch of a contender: patches delivered, wall seconds, and CPU seconds of every process involved
+    (``roles``: by what the process was doing, ``patchray.bench.cpu.ROLES``)."""
     patches: int
     seconds: float
     cpu_seconds: float
+    roles: dict[str, float] = field(default_factory=dict)
 
     @property
     def patches_per_s(self) -> float:
@@ -153,7 +155,8 @@ def dataloader_epochs(images: list[bytes], cfg: IngestBenchConfig, cores: int, c
         for patches, _labels in loader:
             count += len(patches)
         ended = time.time()
-        epochs.append(EpochCost(count, ended - started, clock.seconds_between(started, ended)))
+        epochs.append(EpochCost(count, ended - started, clock.seconds_between(started, ended),
+                                clock.roles_between(started, ended)))
     del loader  # its worker processes end here, before Ray's start
     return epochs
 
@@ -176,8 +179,8 @@ def ray_pipeline_epochs(files: list[str], cfg: IngestBenchConfig, storage: Path,
     epochs, plan = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_step, cfg.seed,
                                         storage, f"ingest-{contender.replace('+', '-')}", decode_on=decode_on,
                                         cut_on=cut_on)
-    return [EpochCost(e["patches"], e["seconds"], clock.seconds_between(e["started_at"], e["ended_at"]))
-            for e in epochs], plan
+    return [EpochCost(e["patches"], e["seconds"], clock.seconds_between(e["started_at"], e["ended_at"]),
+                      clock.roles_between(e["started_at"], e["ended_at"])) for e in epochs], plan
 
 
 def verdict(limit: float, dataloader: float, patchray: float, dataloader_per_cpu: float | None = None,
@@ -226,6 +229,7 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
             best = best_epoch(pipeline)
             by_decode[decode_on] = {"patches_per_s": round(best.patches_per_s),
                                     "patches_per_cpu_s": round(best.patches_per_cpu_s),
+                                    "cpu_s_by_role": best.roles, "seconds": round(best.seconds, 2),
                                     "by_epoch": [round(e.patches_per_s) for e in pipeline],
                                     "per_cpu_s_by_epoch": [round(e.patches_per_cpu_s) for e in pipeline]}
             log(f"[bench_ingest] patchray, {DECODE_NOTES[decode_on]} (Ray Data -> Ray Train worker; {plan}): "
@@ -239,6 +243,7 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
         # one thread decoding flat out: the decode limit's cost, K patches per decoded crop
         "decode_limit_per_cpu_s": round(per_core * k),
         "dataloader": round(best_loader.patches_per_s), "dataloader_per_cpu_s": round(best_loader.patches_per_cpu_s),
+        "dataloader_cpu_s_by_role": best_loader.roles, "dataloader_seconds": round(best_loader.seconds, 2),
         "dataloader_by_epoch": [round(e.patches_per_s) for e in loader],
         "dataloader_per_cpu_s_by_epoch": [round(e.patches_per_cpu_s) for e in loader],
         "patchray": best_pipeline["patches_per_s"], "patchray_per_cpu_s": best_pipeline["patches_per_cpu_s"],
@@ -247,11 +252,15 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
                 best_pipeline["patches_per_cpu_s"])
     (out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "ingest.md").write_text(format_markdown(result))
-    plot_throughput({"decode limit": limit, "DataLoader": best_loader}
-                    | {f"patchray, decoded on {d}": r["patches_per_s"] for d, r in by_decode.items()},
+    plot_throughput({"decode limit": limit, "DataLoader": best_loader.patches_per_s}
+                    | {f"patchray, {CONTENDER_NAMES[d]}": r["patches_per_s"] for d, r in by_decode.items()},
                     out / "ingest.png", f"Ingest, K={k} patches per crop, {describe_machine(result['machine'])}")
+    plot_throughput({"decode limit (one core decoding)": per_core * k, "DataLoader": best_loader.patches_per_cpu_s}
+                    | {f"patchray, {CONTENDER_NAMES[d]}": r["patches_per_cpu_s"] for d, r in by_decode.items()},
+                    out / "ingest_cpu.png", f"Ingest cost, K={k}, {describe_machine(result['machine'])}",
+                    unit="patches per CPU-second (every process involved)")
     log(format_markdown(result))
-    log(f"[bench_ingest] outputs in {out}: ingest.json, ingest.md, ingest.png, config.yaml")
+    log(f"[bench_ingest] outputs in {out}: ingest.json, ingest.md, ingest.png, ingest_cpu.png, config.yaml")
     return result
 
 
@@ -291,4 +300,18 @@ def format_markdown(r: dict) -> str:
         "CPU seconds: every process of the benchmark's tree (DataLoader workers; Ray's GCS, raylet, data tasks and "
         "training worker), in the same epoch as patches/s (the fastest after the first).",
         "",
+        *role_lines(r),
     ])
+
+
+def role_lines(r: dict) -> list[str]:
+    """Where each contender's CPU went in its measured epoch, as CPUs busy on average."""
+    runs = [("torch DataLoader", r.get("dataloader_cpu_s_by_role"), r.get("dataloader_seconds"))] + [
+        (CONTENDER_NAMES[d], run.get("cpu_s_by_role"), run.get("seconds"))
+        for d, run in r["patchray_by_decode"].items()]
+    lines = []
+    for name, roles, seconds in runs:
+        if roles and seconds:
+            lines.append(f"- {name}: " + ", ".join(f"{role} {spent / seconds:.2f}" for role, spent in
+                                                    sorted(roles.items(), key=lambda item: -item[1])) + " CPUs")
+    return (["CPUs busy, by process, in the measured epoch:", "", *lines, ""]) if lines else []

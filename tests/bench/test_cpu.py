@@ -48,3 +48,20 @@ def test_a_long_lived_child_is_counted_only_for_what_it_spends_inside_the_window
     finally:
         child.communicate("")
     assert child.returncode == 0
+
+
+def test_cpu_goes_to_the_role_of_the_process_that_spent_it():
+    from patchray.bench.cpu import role_of
+
+    assert role_of("ray::MapBatches(read_and_decode)", False) == "data tasks"
+    assert role_of("ray::RayTrainWorker.run_train_fn", False) == "training worker"
+    assert role_of("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --x", False) == "raylet"
+    assert role_of("python -c from multiprocessing.spawn import spawn_main", False).startswith("other processes")
+    assert role_of("anything", True) == "driver"
+    with CpuClock(every_s=0.05) as clock:
+        started = time.time()
+        subprocess.run([sys.executable, "-c", BURN, "0.3"], capture_output=True, check=True)
+        time.sleep(0.1)
+        ended = time.time()
+    roles = clock.roles_between(started, ended)
+    assert roles.get("other processes (DataLoader workers)", 0) >= 0.2

@@ -76,6 +76,10 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
     assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 45 | 0.45 |" in text
     assert ("patchray (decoded on trainer) / DataLoader: 1.50x patches/s (goal 1x, met), 1.50x patches per "
             "CPU-second (goal 2x, not met)") in text
+    assert "CPUs busy" not in text  # no breakdown measured, none shown
+    result |= {"dataloader_cpu_s_by_role": {"driver": 0.5, "other processes (DataLoader workers)": 3.0},
+               "dataloader_seconds": 2.0}
+    assert "- torch DataLoader: other processes (DataLoader workers) 1.50, driver 0.25 CPUs" in format_markdown(result)
 
 
 def test_config_refuses_an_unknown_decode_place():
