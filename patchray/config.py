@@ -250,3 +250,15 @@ def dump_yaml(config, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     return path
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as plain data, flat: ``{"optim.lr": 0.01, ...}`` (tuples as lists; an empty section
+    stays one key)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return flat

@@ -36,15 +36,11 @@ class TrackingError(RuntimeError):
     """The chosen tracker cannot be used (not installed, store unreachable); said before training starts."""
 
 
-def config_params(config: dict, prefix: str = "") -> dict[str, str]:
+def config_params(config: dict) -> dict[str, str]:
     """A resolved config as flat ``section.key`` -> text: MLflow params, and TensorBoard's config table."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat |= config_params(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = value if isinstance(value, str) else json.dumps(value)
-    return flat
+    from patchray.config import flatten
+
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in flatten(config).items()}
 
 
 def epoch_metrics(row: dict) -> dict[str, float]:

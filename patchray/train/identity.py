@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from patchray.config import flatten
 from patchray.train.checkpoint import RUN_FILE, load_checkpoint
 
 # Top-level config keys that say where or how a run executes, not what it learns. The data keys are replaced
@@ -46,14 +47,6 @@ class CannotContinueError(RunMismatchError):
     """The run named by ``start_from`` cannot be continued by this one: other settings, or not fewer epochs."""
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return flat
 
 
 def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, Any]:
