@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,21 @@ def mlflow_experiment(client, name: str, out: Path, tracking_uri: str | None) ->
     return client.create_experiment(name, artifact_location=location)
 
 
+# MLflow and its database migrations (alembic) log at INFO when a store is first made; a job's output is
+# patchray's own unless --verbose (PATCHRAY_VERBOSE=1, read here as patchray.console reads it).
+QUIET_LOGGERS = ("mlflow", "alembic")
+
+
 def mlflow_client(uri: str):
+    import logging
+
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise TrackingError("tracking: mlflow needs MLflow: pip install -e \".[mlflow]\"") from None
+    if os.environ.get("PATCHRAY_VERBOSE", "").strip().lower() not in ("1", "true", "yes"):
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
