@@ -13,6 +13,7 @@ def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
     from ray import tune
 
     from patchray.tune.search_alg import DIVERGED, WORST_SCORE
+    from patchray.tune.tuner import tune_verbosity
 
     top = res.top_configurations(records, cfg.confirm_top_k, cfg.search_space())
     # With objective probe a trial fine-tuned nothing: every seed of a configuration is a fine-tuning run here.
@@ -37,7 +38,7 @@ def confirm_top(cfg, records: list, trainable, experiment: str, log) -> list:
         tuner = tune.Tuner(trainable, param_space={CONFIRM: tune.grid_search(runs)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
                            run_config=tune.RunConfig(name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0],
-                                                     verbose=1))
+                                                     verbose=tune_verbosity()))
     by_trial = {r.trial_id: res.Confirmation(r.trial_id, r.params, [] if screened else [r.objective],
                                              seeds=[] if screened else [base_seed]) for r in top}
     for result in tuner.fit():

@@ -271,6 +271,14 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
     return param_space, search, scheduler, said
 
 
+def tune_verbosity() -> int:
+    """Ray Tune's own progress tables (trial status, each trial's config) only with --verbose: by default a
+    search prints patchray's lines (the trials' epochs, the summary)."""
+    from patchray.console import verbose_from_env
+
+    return 1 if verbose_from_env() else 0
+
+
 def tune_callbacks(cfg: TuneConfig, out: Path, experiment: str, log=print) -> list:
     """Ray Tune's own logger callbacks for ``cfg.tracking``: one MLflow run per trial (its sampled config as
     params, each epoch's report as metrics) in the experiment ``patchray-tune``, or TensorBoard event files in
@@ -353,7 +361,7 @@ def run_tune(cfg: TuneConfig, log=print) -> dict:
                 max_concurrent_trials=cfg.max_concurrent_trials, time_budget_s=cfg.time_budget_s,
                 search_alg=search, scheduler=scheduler),
             run_config=tune.RunConfig(name=experiment.rsplit("/", 1)[1], storage_path=experiment.rsplit("/", 1)[0],
-                                      verbose=1, callbacks=tune_callbacks(cfg, out, experiment, log)),
+                                      verbose=tune_verbosity(), callbacks=tune_callbacks(cfg, out, experiment, log)),
         )
         log(f"[tune] {cfg.search} search, {cfg.scheduler} scheduling, objective {metric}; output -> {out}")
         for line in said:
