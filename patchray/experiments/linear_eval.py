@@ -39,7 +39,7 @@ from patchray.models.init import (
     InitSpec,
     imagenet_cache_path,
     parse_init,
-    recorded_normalization,
+    settle_normalization,
 )
 from patchray.probe.features import POOLS, Normalize, Pool, crop_normalizer
 from patchray.probe.linear import DEFAULT_L2
@@ -175,35 +175,17 @@ def features_file(out: Path, label: str) -> Path:
 
 
 def resolved_input(cfg: LinearEvalConfig, spec: InitSpec) -> dict:
-    """The normalisation fine-tuning from ``spec`` feeds the trunk, as patchray.train.finetune_loop settles it
-    (``resolve_normalization``, ``normalise``; they sit beside Ray Train's worker loop, which this job does not
-    load): ImageNet's mean/std for imagenet; for a PatchTask checkpoint its pretraining's recorded normalisation
+    """The normalisation fine-tuning from ``spec`` feeds the trunk (``settle_normalization``, the rule fine-tuning
+    uses): ImageNet's mean/std for imagenet; for a PatchTask checkpoint its pretraining's recorded normalisation
     with per-pixel statistics pooled per channel; ``input.normalize`` or ``patch`` otherwise. A set
     ``input.normalize`` that differs from the pretraining's is refused, naming both.
     ``{"normalize", "normalize_mean", "normalize_std"}`` (the two lists for ``dataset`` only)."""
-    given = cfg.input
     if spec.kind == "imagenet":
         return {"normalize": "dataset", "normalize_mean": list(IMAGENET_MEAN), "normalize_std": list(IMAGENET_STD)}
-    record = recorded_normalization(spec) if spec.kind == "patchtask" else None
-    if record is None:  # random, or a hand-made checkpoint without a record
-        if given.normalize == "dataset" and given.normalize_mean is None:
-            raise InitError(f"input.normalize=dataset, but init {spec} records no pretraining statistics")
-        return {"normalize": given.normalize or "patch", "normalize_mean": given.normalize_mean,
-                "normalize_std": given.normalize_std}
-    if given.normalize is not None and given.normalize != record["mode"]:
-        raise InitError(f"input.normalize={given.normalize!r}, but init {spec} was pretrained with "
-                        f"input.normalize={record['mode']!r}: the trunk must see input normalised as in pretraining. "
-                        "Leave input.normalize unset (it follows the pretraining)")
-    if record["mode"] != "dataset":
-        return {"normalize": record["mode"], "normalize_mean": None, "normalize_std": None}
-    from patchray.patches import channel_stats
-
-    mean, std = channel_stats(record["mean"], record["std"])
-    if given.normalize_mean is not None and not np.allclose([given.normalize_mean, given.normalize_std],
-                                                            [mean, std], rtol=1e-6, atol=1e-9):
-        raise InitError(f"input.normalize_mean/normalize_std {given.normalize_mean} / {given.normalize_std} differ "
-                        f"from init {spec}'s pretraining statistics {mean} / {std}; leave them unset")
-    return {"normalize": "dataset", "normalize_mean": mean, "normalize_std": std}
+    given = cfg.input
+    normalize, mean, std = settle_normalization(spec, given.normalize, given.normalize_mean, given.normalize_std,
+                                                who="evaluate")
+    return {"normalize": normalize, "normalize_mean": mean, "normalize_std": std}
 
 
 def normalizer(resolved: dict) -> Normalize:
@@ -529,25 +511,16 @@ def score_table(table: list[dict], key: str) -> str | None:
 
 def plot_low_shot(table: list[dict], path: Path) -> Path:
     """Test mA against labeled training crops (log x), a line per init, error bars = std over seeds."""
-    from patchray.report.plots import _save, plt
+    from patchray.report.compare_plots import low_shot_axes
+    from patchray.report.plots import _save
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for init in dict.fromkeys(row["init"] for row in table):
-        rows = sorted((r for r in table if r["init"] == init and (r["test"].get("mA") or {}).get("mean") is not None),
-                      key=lambda r: r["train_crops"])
-        if rows:
-            ax.errorbar([r["train_crops"] for r in rows], [r["test"]["mA"]["mean"] for r in rows],
-                        yerr=[r["test"]["mA"]["std"] for r in rows], fmt="o-", capsize=3, label=init)
-    ax.set_xscale("log")
+    series = {init: [(r["train_crops"], r["test"]["mA"]["mean"], r["test"]["mA"]["std"]) for r in table
+                     if r["init"] == init and (r["test"].get("mA") or {}).get("mean") is not None]
+              for init in dict.fromkeys(row["init"] for row in table)}
     ticks = {row["train_crops"]: budget_label(row) for row in table if row["train_crops"] and row["budget"] is None}
     ticks = {row["train_crops"]: str(row["budget"]) for row in table if row["budget"] is not None} | ticks
-    ax.set_xticks(sorted(ticks), [ticks[t] for t in sorted(ticks)])
-    ax.minorticks_off()
-    ax.set(xlabel="labeled training crops", ylabel="test mA", title="Linear probe of the frozen trunk, by init")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    return _save(fig, path)
+    return _save(low_shot_axes(series, ticks, "labeled training crops", "test mA",
+                               "Linear probe of the frozen trunk, by init"), path)
 
 
 def report_markdown(cfg: LinearEvalConfig, result: dict) -> str:

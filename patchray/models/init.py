@@ -184,3 +184,37 @@ def recorded_normalization(spec: InitSpec) -> dict | None:
         raise InitError(f"init {spec}: its pretraining normalised with input.normalize=dataset, but its statistics "
                         f"({file}) are missing; fine-tuning cannot feed the trunk what it was trained on")
     return {"mode": mode} if mode in NORMALIZE_MODES else None
+
+
+def settle_normalization(spec: InitSpec, normalize: str | None, mean: list | None, std: list | None,
+                         who: str = "fine-tuning") -> tuple[str | None, list | None, list | None]:
+    """(normalize, mean, std) of whole crops fed to the trunk of init ``spec``, as fine-tuning settles them; ``who``
+    names the asker in refusals. A PatchTask init follows its pretraining's recorded normalisation carried over
+    to whole crops (``patch`` per crop and channel; ``dataset``: the per-pixel statistics pooled per channel,
+    ``channel_stats``; ``none``); a set value that differs is refused, naming both. A random init, or a
+    PatchTask checkpoint without any record (hand-made), takes the given value or ``patch``. An imagenet init is
+    returned as given: its callers feed ImageNet's mean/std."""
+    if spec.kind == "imagenet":
+        return normalize, mean, std
+    record = recorded_normalization(spec) if spec.kind == "patchtask" else None
+    if record is None:
+        if spec.kind == "patchtask" and normalize == "dataset" and mean is None:
+            raise InitError(f"input.normalize=dataset, but init {spec} records no pretraining statistics")
+        return normalize or "patch", mean, std
+    pretrained = record["mode"]
+    if normalize is not None and normalize != pretrained:
+        raise InitError(f"{who} input.normalize={normalize!r}, but init {spec} was pretrained with "
+                        f"input.normalize={pretrained!r}: the trunk must see input normalised as in pretraining. "
+                        f"Leave input.normalize unset (it follows the pretraining), or pretrain with "
+                        f"input.normalize={normalize}")
+    if pretrained != "dataset":
+        return pretrained, None, None
+    import numpy as np
+
+    from patchray.patches import channel_stats
+
+    pooled_mean, pooled_std = channel_stats(record["mean"], record["std"])
+    if mean is not None and not np.allclose([mean, std], [pooled_mean, pooled_std], rtol=1e-6, atol=1e-9):
+        raise InitError(f"input.normalize_mean/normalize_std {mean} / {std} differ from init {spec}'s pretraining "
+                        f"statistics {pooled_mean} / {pooled_std}; leave them unset")
+    return "dataset", pooled_mean, pooled_std

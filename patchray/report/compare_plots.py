@@ -25,26 +25,34 @@ def _score(row: dict, key: str) -> tuple[float, float] | None:
     return None if cell.get("mean") is None else (cell["mean"], cell["std"] or 0.0)
 
 
-def low_shot_figure(table: list[dict], key: str = "mA"):
-    """Test ``key`` against the label budget (log x), one line per init with error bars = std over seeds; a
-    budget where an init has no score is left out of its line."""
+def low_shot_axes(series: dict[str, list[tuple[float, float, float]]], ticks: dict[float, str], xlabel: str,
+                  ylabel: str, title: str):
+    """The low-shot figure both evaluations draw: per init, (labeled crops, mean, std over seeds) points as a
+    line with error bars, on a log x axis whose ticks are the budgets (``ticks``: x -> label)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for init in dict.fromkeys(row["init"] for row in table):
-        points = sorted((row["budget"], *_score(row, key)) for row in table
-                        if row["init"] == init and _score(row, key) is not None)
+    for init, points in series.items():
         if points:
-            budgets, means, stds = zip(*points)
-            ax.errorbar(budgets, means, yerr=stds, fmt="o-", capsize=3, label=init)
+            xs, means, stds = zip(*sorted(points))
+            ax.errorbar(xs, means, yerr=stds, fmt="o-", capsize=3, label=init)
     ax.set_xscale("log")
-    budgets = sorted({row["budget"] for row in table})
-    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xticks(sorted(ticks), [ticks[t] for t in sorted(ticks)])
     ax.minorticks_off()  # the budgets are the ticks; log minor ticks between them say nothing here
-    ax.set(xlabel="labeled training crops (log scale)", ylabel=f"test {key}",
-           title=f"Low-shot curve: fine-tuned test {key} by init")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if ax.containers:
         ax.legend()
     return fig
+
+
+def low_shot_figure(table: list[dict], key: str = "mA"):
+    """Test ``key`` against the label budget (log x), one line per init with error bars = std over seeds; a
+    budget where an init has no score is left out of its line."""
+    series = {init: [(row["budget"], *_score(row, key)) for row in table
+                     if row["init"] == init and _score(row, key) is not None]
+              for init in dict.fromkeys(row["init"] for row in table)}
+    budgets = sorted({row["budget"] for row in table})
+    return low_shot_axes(series, {b: str(b) for b in budgets}, "labeled training crops (log scale)", f"test {key}",
+                         f"Low-shot curve: fine-tuned test {key} by init")
 
 
 def plot_low_shot(table: list[dict], path: str | Path, key: str = "mA") -> Path:

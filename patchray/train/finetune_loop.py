@@ -15,12 +15,11 @@ from patchray.models import AttributeNet, attribute_loss, build_trunk
 from patchray.models.init import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    InitError,
     initialise_trunk,
     parse_init,
-    recorded_normalization,
+    settle_normalization,
 )
-from patchray.patches import channel_stats, normalize_images
+from patchray.patches import normalize_images
 from patchray.pipeline import AttributeCollate, local_shuffle_seed
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
@@ -43,40 +42,13 @@ def build_attribute_net(cfg: FinetuneConfig, attributes: AttributeSet, initialis
 
 
 def resolve_normalization(cfg: FinetuneConfig) -> None:
-    """Set ``cfg.input.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what a
-    PatchTask init's pretraining used (``recorded_normalization``), carried over to whole crops: ``patch``
-    standardises each crop per channel as pretraining did each patch, ``dataset`` takes the pretraining's
-    per-pixel mean/std pooled per channel (``channel_stats``), ``none`` is none. A normalisation the config sets
-    that differs from the pretraining's is refused, naming both. A random init, or a PatchTask checkpoint without
-    any record (hand-made), takes ``input.normalize`` or ``patch``; an imagenet init ImageNet's mean/std (see
-    :func:`normalise`).
-    """
+    """Set ``cfg.input.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what the init
+    asks (``patchray.models.init.settle_normalization``): a PatchTask init's pretraining normalisation carried
+    over to whole crops, ``input.normalize`` or ``patch`` for random, unchanged for imagenet (see
+    :func:`normalise`)."""
     given = cfg.input
-    init = parse_init(cfg.init)
-    if init.kind == "random":
-        given.normalize = given.normalize or "patch"
-    if init.kind != "patchtask":
-        return
-    record = recorded_normalization(init)
-    if record is None:
-        if given.normalize == "dataset" and given.normalize_mean is None:
-            raise InitError(f"input.normalize=dataset, but init {init} records no pretraining statistics")
-        given.normalize = given.normalize or "patch"
-        return
-    pretrained = record["mode"]
-    if given.normalize is not None and given.normalize != pretrained:
-        raise InitError(f"fine-tuning input.normalize={given.normalize!r}, but init {init} was pretrained with "
-                        f"input.normalize={pretrained!r}: the trunk must see input normalised as in pretraining. "
-                        f"Leave input.normalize unset (it follows the pretraining), or pretrain with "
-                        f"input.normalize={given.normalize}")
-    given.normalize = pretrained
-    if pretrained == "dataset":
-        mean, std = channel_stats(record["mean"], record["std"])
-        if given.normalize_mean is not None and not np.allclose([given.normalize_mean, given.normalize_std],
-                                                                [mean, std], rtol=1e-6, atol=1e-9):
-            raise InitError(f"input.normalize_mean/normalize_std {given.normalize_mean} / {given.normalize_std} "
-                            f"differ from init {init}'s pretraining statistics {mean} / {std}; leave them unset")
-        given.normalize_mean, given.normalize_std = mean, std
+    given.normalize, given.normalize_mean, given.normalize_std = settle_normalization(
+        parse_init(cfg.init), given.normalize, given.normalize_mean, given.normalize_std)
 
 
 def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
