@@ -18,6 +18,7 @@ from patchray import config as configlib
 from patchray.accel import as_input, autocast
 from patchray.patches import validation_patches
 from patchray.pipeline import patch_batches
+from patchray.probe import crop_normalizer
 from patchray.train.config import PretrainConfig
 from patchray.train.epoch import EpochTotals, InputNormalization, pretext_step, train_epoch
 from patchray.train.optim import lr_at_epoch, set_lr
@@ -50,14 +51,14 @@ def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, 
     return loss_sum, correct, len(labels), confusion
 
 
-def probe_trunk(net, probe, cfg: PretrainConfig, normalization: dict, device, rank: int, world: int) -> dict | None:
+def probe_trunk(net, probe, cfg: PretrainConfig, normalize, device, rank: int, world: int) -> dict | None:
     """The online probe (``patchray.probe``) of ``net``'s trunk as it is now: each worker embeds every world-th
-    probe crop, rank 0 puts the features back in order, fits both probes and returns their scores with the
-    seconds the probe took (None on the other ranks). Every rank must call it: the features are gathered."""
-    from patchray.probe import crop_normalizer, embed, probe_scores
+    probe crop (``normalize``: the run's ``crop_normalizer``, built once), rank 0 puts the features back in order,
+    fits both probes and returns their scores with the seconds the probe took (None on the other ranks). Every
+    rank must call it: the features are gathered."""
+    from patchray.probe import embed, probe_scores
 
     started = time.perf_counter()
-    normalize = crop_normalizer(normalization)
     parts = (probe.train_pixels, probe.val_pixels)
     mine = [embed(net.trunk, pixels[rank::world], normalize, device, pool=cfg.probe.pool) for pixels in parts]
     features = gather_rows(mine, [len(pixels) for pixels in parts], rank, world)
@@ -126,7 +127,8 @@ def pretrain_loop(loop_config: dict) -> None:
     probe = ray.get(loop_config["probe_ref"]) if loop_config.get("probe_ref") is not None else None
     # The untrained trunk's probe: the baseline the pretraining's own probes are read against (a fresh run only;
     # a resumed or continued one has it in its history).
-    at_init = probe_trunk(step.net, probe, cfg, normalization, device, rank, world) \
+    probe_normalize = crop_normalizer(normalization) if probe is not None else None  # crops as the run's patches
+    at_init = probe_trunk(step.net, probe, cfg, probe_normalize, device, rank, world) \
         if probe is not None and start_epoch == 0 else None
 
     shard = ray.train.get_dataset_shard("train")
@@ -144,7 +146,7 @@ def pretrain_loop(loop_config: dict) -> None:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(confusion)
         v_loss, v_correct, v_count = sum_across_workers([v_loss, v_correct, v_count], device)
-        probed = probe_trunk(step.net, probe, cfg, normalization, device, rank, world) \
+        probed = probe_trunk(step.net, probe, cfg, probe_normalize, device, rank, world) \
             if probe is not None and probes_after(epoch, cfg) else None
         patches_seen += int(totals.count)
         metrics = {"epoch": epoch, "lr": lr} | totals.metrics("patches", world, loop_config["stream_rows"]) | {
