@@ -187,19 +187,59 @@ def open_run(kind: Tracking, out: Path, job: str, run_name: str, tracking_uri: s
         TensorboardRun(spec)  # the import and the folder, checked now
         return spec
     uri = mlflow_uri(out, tracking_uri)
-    client = mlflow_client(uri)
+    check_reachable(uri)
+    try:
+        client = mlflow_client(uri)
+    except TrackingError:
+        raise
+    except Exception as e:  # a store MLflow cannot open (a database path under a file, a bad URL)
+        raise _refused(uri, e) from None
     record = out / RUN_RECORD
     if record.exists():
         earlier = json.loads(record.read_text())
         if earlier.get("uri") == uri and _mlflow_run_exists(client, earlier.get("run_id")):
             client.update_run(earlier["run_id"], status="RUNNING")
             return TrackerSpec("mlflow", uri, earlier["run_id"])
-    experiment = mlflow_experiment(client, EXPERIMENT_PREFIX + job, out, tracking_uri)
-    run = client.create_run(experiment, run_name=run_name, tags={"patchray.job": job, "patchray.output": str(out)})
+    try:
+        experiment = mlflow_experiment(client, EXPERIMENT_PREFIX + job, out, tracking_uri)
+        run = client.create_run(experiment, run_name=run_name,
+                                tags={"patchray.job": job, "patchray.output": str(out)})
+    except Exception as e:  # the store refuses (a database that cannot be opened, a server that errs): say which
+        raise _refused(uri, e) from None
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"uri": uri, "run_id": run.info.run_id, "experiment": EXPERIMENT_PREFIX + job})
                       + "\n")
     return TrackerSpec("mlflow", uri, run.info.run_id)
+
+
+# How long the start of a job waits for a tracking server before it says so (MLflow's own client retries an
+# unreachable server for minutes).
+SERVER_TIMEOUT_S = 10.0
+
+
+def check_reachable(uri: str, timeout_s: float = SERVER_TIMEOUT_S) -> None:
+    """An http(s) tracking URI must answer MLflow's ``/health`` before training starts; other stores (a local
+    SQLite file, a database URL) are checked by their first use."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as e:  # it answers: a server (perhaps behind a proxy without /health)
+        if e.code != 404:
+            raise TrackingError(f"tracking_uri {uri}: the server answered /health with HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"tracking_uri {uri}: no MLflow tracking server answers ({reason}); start it, fix "
+                            "tracking_uri, or leave it unset for a local store in the job's folder") from None
+
+
+def _refused(uri: str, error: Exception) -> TrackingError:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return TrackingError(f"tracking: MLflow store {uri} refused a new run: {type(error).__name__}: {first}")
 
 
 def _mlflow_run_exists(client, run_id: str | None) -> bool:

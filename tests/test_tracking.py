@@ -109,3 +109,46 @@ def test_missing_tracker_package_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     with pytest.raises(tracking.TrackingError, match=r'pip install -e "\.\[mlflow\]"'):
         tracking.start("mlflow", None, tmp_path, "pretrain", "run", {}, log=print)
+
+
+def test_an_unreachable_tracking_server_is_named_at_once_and_a_live_one_passes():
+    import http.server
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(tracking.TrackingError, match=rf"tracking_uri http://127.0.0.1:{port}: no MLflow tracking "
+                                                     r"server answers"):
+        tracking.start("mlflow", f"http://127.0.0.1:{port}", "unused", "pretrain", "run", {}, log=print)
+    assert time.perf_counter() - started < 5  # not MLflow's minutes of retries
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            self.send_response(200 if self.path == "/health" else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tracking.check_reachable(f"http://127.0.0.1:{server.server_port}")  # answers: no error
+        Health.do_GET = lambda self: (self.send_response(503), self.end_headers())
+        with pytest.raises(tracking.TrackingError, match="answered /health with HTTP 503"):
+            tracking.check_reachable(f"http://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+    tracking.check_reachable("sqlite:///nowhere/mlflow.db")  # local stores are checked by their first use
+
+
+def test_a_store_that_cannot_be_opened_is_refused_naming_it(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    uri = f"sqlite:///{blocked}/mlflow.db"  # a database under a file: cannot be created
+    with pytest.raises(tracking.TrackingError, match=rf"MLflow store {uri} refused a new run"):
+        tracking.start("mlflow", uri, tmp_path / "run", "pretrain", "run", {}, log=print)

@@ -287,6 +287,7 @@ def tune_callbacks(cfg: TuneConfig, out: Path, experiment: str, log=print) -> li
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
         uri = tracking.mlflow_uri(out, cfg.tracking_uri)
+        tracking.check_reachable(uri)
         # Created here so that, with the local default store, the artifacts land in OUT/mlruns (Ray's callback
         # would create the experiment with MLflow's default artifact root, relative to the working directory).
         tracking.mlflow_experiment(tracking.mlflow_client(uri), tracking.EXPERIMENT_PREFIX + "tune", out,
