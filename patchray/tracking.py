@@ -17,6 +17,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,6 +83,21 @@ class TrackerSpec:
 def mlflow_uri(out: Path, tracking_uri: str | None) -> str:
     """``tracking_uri``, or a SQLite store in ``out``: MLflow 3 refuses its old file store (``./mlruns``)."""
     return tracking_uri or f"sqlite:///{(Path(out) / MLFLOW_DB).resolve()}"
+
+
+def mlflow_store(out: Path, tracking_uri: str | None, job: str) -> tuple[str, object, str]:
+    """(URI, client, experiment id) of the MLflow store a job of kind ``job`` logs to, its experiment
+    ``patchray-<job>`` made if missing. An unreachable server or a store MLflow cannot open is refused here,
+    naming the URI, before anything trains."""
+    uri = mlflow_uri(out, tracking_uri)
+    check_reachable(uri)
+    try:
+        client = mlflow_client(uri)
+        return uri, client, mlflow_experiment(client, EXPERIMENT_PREFIX + job, out, tracking_uri)
+    except TrackingError:
+        raise
+    except Exception as e:  # a database path under a file, a bad URL, a server that errs
+        raise _refused(uri, e) from None
 
 
 def mlflow_experiment(client, name: str, out: Path, tracking_uri: str | None) -> str:
@@ -186,14 +203,7 @@ def open_run(kind: Tracking, out: Path, job: str, run_name: str, tracking_uri: s
         spec = TrackerSpec("tensorboard", str((out / TENSORBOARD_DIR).resolve()))
         TensorboardRun(spec)  # the import and the folder, checked now
         return spec
-    uri = mlflow_uri(out, tracking_uri)
-    check_reachable(uri)
-    try:
-        client = mlflow_client(uri)
-    except TrackingError:
-        raise
-    except Exception as e:  # a store MLflow cannot open (a database path under a file, a bad URL)
-        raise _refused(uri, e) from None
+    uri, client, experiment = mlflow_store(out, tracking_uri, job)
     record = out / RUN_RECORD
     if record.exists():
         earlier = json.loads(record.read_text())
@@ -201,10 +211,9 @@ def open_run(kind: Tracking, out: Path, job: str, run_name: str, tracking_uri: s
             client.update_run(earlier["run_id"], status="RUNNING")
             return TrackerSpec("mlflow", uri, earlier["run_id"])
     try:
-        experiment = mlflow_experiment(client, EXPERIMENT_PREFIX + job, out, tracking_uri)
         run = client.create_run(experiment, run_name=run_name,
                                 tags={"patchray.job": job, "patchray.output": str(out)})
-    except Exception as e:  # the store refuses (a database that cannot be opened, a server that errs): say which
+    except Exception as e:  # the store refuses (a server that errs): say which
         raise _refused(uri, e) from None
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"uri": uri, "run_id": run.info.run_id, "experiment": EXPERIMENT_PREFIX + job})
@@ -295,6 +304,17 @@ class EpochLogger:
 
     def __getstate__(self):  # travels to the controller unopened
         return {"spec": self.spec, "log": None, "_run": None, "failed": False}
+
+
+@contextmanager
+def failed_if_raised(spec: TrackerSpec | None, files: list) -> Iterator[None]:
+    """Around a job's training: if it raises (a failure, an interrupt), the tracker run ends FAILED with
+    ``files`` (the config) attached, and the error goes on."""
+    try:
+        yield
+    except BaseException:
+        finish(spec, {}, 0, files, failed=True)
+        raise
 
 
 def finish(spec: TrackerSpec | None, numbers: dict, step: int, files: list[str], failed: bool = False) -> None:

@@ -152,3 +152,17 @@ def test_a_store_that_cannot_be_opened_is_refused_naming_it(tmp_path):
     uri = f"sqlite:///{blocked}/mlflow.db"  # a database under a file: cannot be created
     with pytest.raises(tracking.TrackingError, match=rf"MLflow store {uri} refused a new run"):
         tracking.start("mlflow", uri, tmp_path / "run", "pretrain", "run", {}, log=print)
+
+
+def test_a_job_that_raises_while_training_ends_its_run_failed_with_its_config_and_the_error_goes_on(tmp_path):
+    out = tmp_path / "run"
+    spec = tracking.start("mlflow", None, out, "pretrain", "run", {"seed": 1}, log=print)
+    (out / "config.yaml").write_text("seed: 1\n")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.failed_if_raised(spec, [out / "config.yaml"]):
+            raise KeyboardInterrupt
+    client = mlflow.tracking.MlflowClient(spec.target)
+    assert client.get_run(spec.run_id).info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(spec.run_id)] == ["config.yaml"]
+    with tracking.failed_if_raised(None, []):  # tracking off: nothing to end
+        pass

@@ -224,15 +224,15 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
 
         init_ray()
         by_decode = {}
-        for decode_on in contenders(cfg):
-            pipeline, plan = ray_pipeline_epochs(files, cfg, out / "ray", decode_on, clock)
+        for contender in contenders(cfg):
+            pipeline, plan = ray_pipeline_epochs(files, cfg, out / "ray", contender, clock)
             best = best_epoch(pipeline)
-            by_decode[decode_on] = {"patches_per_s": round(best.patches_per_s),
+            by_decode[contender] = {"patches_per_s": round(best.patches_per_s),
                                     "patches_per_cpu_s": round(best.patches_per_cpu_s),
                                     "cpu_s_by_role": best.roles, "seconds": round(best.seconds, 2),
                                     "by_epoch": [round(e.patches_per_s) for e in pipeline],
                                     "per_cpu_s_by_epoch": [round(e.patches_per_cpu_s) for e in pipeline]}
-            log(f"[bench_ingest] patchray, {DECODE_NOTES[decode_on]} (Ray Data -> Ray Train worker; {plan}): "
+            log(f"[bench_ingest] patchray, {DECODE_NOTES[contender]} (Ray Data -> Ray Train worker; {plan}): "
                 f"{by_epoch_text(pipeline)}")
     best_decode = max(by_decode, key=lambda d: by_decode[d]["patches_per_s"])
 

@@ -261,7 +261,7 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
                            data_resources=cfg.resources.data_resources, fit=size.crop_fit)
     tracker = tracking.start(cfg.tracking, cfg.tracking_uri, out, "finetune", cfg.name, configlib.to_dict(cfg), log)
-    try:
+    with tracking.failed_if_raised(tracker, [out / "config.yaml"]):
         state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),
                                              "identity": run.identity, "stream_rows": train_rows,
                                              "class_weights": class_weights,
@@ -270,9 +270,6 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
                                              "test_ref": ray.put(test[:2]) if test is not None else None},
                              plan, location=run.location, max_failures=cfg.max_failures,
                              datasets={"train": dataset}, callbacks=callbacks, tracking=tracker)
-    except BaseException:
-        tracking.finish(tracker, {}, 0, [out / "config.yaml"], failed=True)
-        raise
     eval_skipped = {"val": val[2]} | ({"test": test[2]} if test is not None else {})
     summary = write_outputs(out, cfg, state, history, train_rows, eval_skipped,
                             plan.describe(), time.time() - t0, run.identity, class_weights)

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from patchray.config import flatten
+from patchray.tracking import TRACKING_KEYS
 from patchray.train.checkpoint import RUN_FILE, load_checkpoint
 
 # Top-level config keys that say where or how a run executes, not what it learns. The data keys are replaced
@@ -24,7 +25,7 @@ from patchray.train.checkpoint import RUN_FILE, load_checkpoint
 NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources", "synthetic",
                           "data", "train_data", "val_data", "test_data",
                           # the online probe and the trackers measure on the side: they change no weight
-                          "probe", "tracking", "tracking_uri"})
+                          "probe", *TRACKING_KEYS})
 # Keys added after runs were already made, whose default keeps the old behaviour: at that default they are left
 # out, so that a run made before the key existed still resumes (and is reused by compare_inits).
 LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True,
@@ -45,8 +46,6 @@ class RunMismatchError(ValueError):
 
 class CannotContinueError(RunMismatchError):
     """The run named by ``start_from`` cannot be continued by this one: other settings, or not fewer epochs."""
-
-
 
 
 def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, Any]:

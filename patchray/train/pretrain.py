@@ -217,6 +217,7 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
             f"for validation" + (f", max_crops={cfg.max_crops}" if cfg.max_crops is not None else "")
             + f"): fewer than one batch ({cfg.crops_per_step} crops) for each of {plan.num_workers} worker(s). "
             "Lower holdout_crops or patches_per_step, or add data")
+    # The first epoch this run trains: after its own checkpoint's, or the continued run's last, or 0.
     first_epoch = resumes_after + 1 if resumes_after is not None else start.epochs if start is not None else 0
     cut = CutSpec.starting_at(task, cfg.seed, first_epoch) if cfg.cut_on == "data" else None
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, exclude_ids=set(val_ids.tolist()),
@@ -232,7 +233,7 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     # see the folder it came from.
     start_ref = ray.put(start.loaded) if start is not None and start.loaded is not None else None
     tracker = tracking.start(cfg.tracking, cfg.tracking_uri, out, "pretrain", cfg.name, configlib.to_dict(cfg), log)
-    try:
+    with tracking.failed_if_raised(tracker, [out / "config.yaml"]):
         state, history = fit(pretrain_loop, {"config": configlib.to_dict(cfg), "identity": run.identity,
                                              "stream_rows": stream_rows, "val_ref": ray.put((val_pixels, val_ids)),
                                              "normalization_ref": ray.put(normalization), "start_ref": start_ref,
@@ -240,10 +241,7 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
                                              "probe_ref": ray.put(probe) if probe is not None else None},
                              plan, location=location, max_failures=cfg.max_failures, datasets={"train": dataset},
                              tracking=tracker)
-    except BaseException:
-        tracking.finish(tracker, {}, 0, [out / "config.yaml"], failed=True)
-        raise
-    startup.first_step(history, None if resumes_after is not None else start.epochs if start is not None else 0)
+    startup.first_step(history, None if resumes_after is not None else first_epoch)
     summary = write_outputs(out, cfg, state, history, plan, time.time() - t0, run.identity, normalization,
                             from_epoch=start.epochs if start is not None else None,
                             val_crops=(val_pixels[:CELL_PREDICTION_CROPS], val_ids[:CELL_PREDICTION_CROPS]),

@@ -59,6 +59,7 @@ from pathlib import Path
 import patchray
 from patchray import config as configlib
 from patchray.locks import LOCK_LOG_EVERY_S, STALE_AFTER_S, LockTimeout, check_lock_mode, hold, read_json
+from patchray.tracking import TRACKING_KEYS
 from patchray.train.checkpoint import RUN_FILE, final_state
 from patchray.train.config import PretrainConfig
 from patchray.train.identity import SCHEDULES_SHAPED_BY_TOTAL, CannotContinueError
@@ -72,7 +73,7 @@ LINEAGE = "lineage.json"  # lineage key, epochs, and the entry it continued (cac
 # run continued (the key is about content; see the module docstring). Of ``resources``, the number of workers
 # and their device do change it: the key takes them as planned (see pretext_key).
 _NOT_CONTENT = ("name", "out", "storage", "resources", "max_failures", "data", "synthetic", "start_from", "probe",
-                "tracking", "tracking_uri")
+                *TRACKING_KEYS)
 
 # The sources that decide what pretraining learns, relative to the patchray package (a folder: every .py under
 # it). Left out on purpose: tune/, report/, bench/, experiments/, cli, console, locks, Ray plumbing (runner,

@@ -286,12 +286,9 @@ def tune_callbacks(cfg: TuneConfig, out: Path, experiment: str, log=print) -> li
     if cfg.tracking == "mlflow":
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        uri = tracking.mlflow_uri(out, cfg.tracking_uri)
-        tracking.check_reachable(uri)
-        # Created here so that, with the local default store, the artifacts land in OUT/mlruns (Ray's callback
-        # would create the experiment with MLflow's default artifact root, relative to the working directory).
-        tracking.mlflow_experiment(tracking.mlflow_client(uri), tracking.EXPERIMENT_PREFIX + "tune", out,
-                                   cfg.tracking_uri)
+        # The experiment is made here so that, with the local default store, the artifacts land in OUT/mlruns
+        # (Ray's callback would make it with MLflow's default artifact root, relative to the working directory).
+        uri, _, _ = tracking.mlflow_store(out, cfg.tracking_uri, "tune")
         log(f"[tune] tracking: an MLflow run per trial in experiment {tracking.EXPERIMENT_PREFIX}tune, {uri}")
         return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=tracking.EXPERIMENT_PREFIX + "tune",
                                      tags={"patchray.search": cfg.name})]
