@@ -172,9 +172,10 @@ def test_a_second_job_on_a_busy_cluster_is_refused_instead_of_starving_ray_data(
             time.sleep(1)
 
 
-@pytest.mark.parametrize("decode_on", ["data", "trainer"])
-def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on):
-    """Wherever crops are decoded (Ray Data's tasks, or the training worker), each bad row is counted once."""
+@pytest.mark.parametrize(("decode_on", "cut_on"), [("data", "worker"), ("trainer", "worker"), ("data", "data")])
+def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on, cut_on):
+    """Wherever crops are decoded (Ray Data's tasks, or the training worker) and patches cut, each bad row is
+    counted once."""
     source = sorted((synthetic_small / "unlabeled").glob("*.parquet"))[0]
     rows = pq.read_table(source).slice(0, 300).to_pylist()
     good = rows[0]["image"]
@@ -188,7 +189,8 @@ def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_
                 image = b"definitely not an image"
             writer.add(CropRecord(image=image, crop_id=row["crop_id"]))
     # validation takes the first 100 good rows; the bad rows among them stay in the training stream
-    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, holdout_crops=100, decode_on=decode_on))
+    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, holdout_crops=100, decode_on=decode_on,
+                                        cut_on=cut_on))
     # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch
     assert summary["skipped_rows"] == {"truncated_image": 6, "unreadable_image": 6}
     assert summary["rows_per_epoch"] == {"in_stream": 200, "trained": 188, "skipped": 12, "dropped": 0}

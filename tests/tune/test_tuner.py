@@ -42,3 +42,12 @@ def test_the_probe_objective_refuses_what_it_cannot_score_at_the_start():
                                      "finetune": {"train_data": ["a/*-train-*.parquet"]}}).check()
     with pytest.raises(configlib.ConfigError, match="objective"):
         configlib.build(TuneConfig, {"objective": "knn"})
+
+
+def test_tunes_own_status_tables_show_only_with_verbose(monkeypatch):
+    from patchray.tune.tuner import tune_verbosity
+
+    monkeypatch.delenv("PATCHRAY_VERBOSE", raising=False)
+    assert tune_verbosity() == 0
+    monkeypatch.setenv("PATCHRAY_VERBOSE", "1")
+    assert tune_verbosity() == 1
