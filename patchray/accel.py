@@ -41,8 +41,11 @@ def check_compile(backend: str) -> None:
 
 
 def channels_last_for(setting: bool | None, device: torch.device) -> bool:
-    """The configured choice, or by default: on for CUDA devices only."""
-    return device.type == "cuda" if setting is None else bool(setting)
+    """The configured choice, or by default on, on every device: channels-last pays on GPUs (tensor cores) and
+    on CPUs too, where oneDNN's convolutions run faster in it (docs/performance.md, "Channels-last on the CPU":
+    1.2 to 1.5x a training step and 1.5 to 1.9x evaluation for tiny_d25). ``device`` stays in the signature for
+    a device where it would not pay."""
+    return True if setting is None else bool(setting)
 
 
 def to_memory_format(net: nn.Module, channels_last: bool) -> nn.Module:

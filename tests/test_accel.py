@@ -12,9 +12,10 @@ def _net(pairwise=False):
     return PretextNet(build_trunk("tiny"), 18, patch_size=32, pairwise=pairwise).eval()
 
 
-def test_channels_last_defaults_to_gpus_only():
-    assert channels_last_for(None, torch.device("cuda")) and not channels_last_for(None, torch.device("cpu"))
+def test_channels_last_defaults_to_on_for_every_device_and_obeys_the_setting():
+    assert channels_last_for(None, torch.device("cuda")) and channels_last_for(None, torch.device("cpu"))
     assert channels_last_for(True, torch.device("cpu")) and not channels_last_for(False, torch.device("cuda"))
+    assert not channels_last_for(False, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("pairwise", [False, True])

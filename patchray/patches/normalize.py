@@ -50,6 +50,7 @@ def normalize_patches(
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
     eps: float = PATCH_VARIANCE_EPS,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """float32 channels-first network input from channels-last patches.
 
@@ -61,6 +62,8 @@ def normalize_patches(
     "none": x/255.
     Patches with a 4th plane (a zero-filled channel drop, see ``sample_patches``) have the
     channel it names set to 0 after normalising, as the reference scripts drop a channel.
+    ``channels_last``: a [B, 3, P, P] result in the channels-last memory format (a net in that format takes it
+    without a copy; the uint8 input's layout already is, so it costs none here either); pairs stay contiguous.
     """
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"unknown normalize mode {mode!r}; expected one of {NORMALIZE_MODES}")
@@ -74,11 +77,11 @@ def normalize_patches(
     if patches.ndim == 5 and patches.shape[1] != 2:
         raise ValueError(f"pairwise patches must be [B, 2, P, P, 3], got {tuple(patches.shape)}")
     if patches.shape[-1] == 3:
-        return _standardise(patches, mode, mean, std, eps)
+        return _in_layout(_standardise(patches, mode, mean, std, eps), channels_last)
     dropped = patches[..., 0, 0, DROP_PLANE].long()  # [B] or [B, 2]: channel + 1, 0 for none
     pixels = _standardise(patches[..., :DROP_PLANE], mode, mean, std, eps)
     channels = torch.arange(1, 4, device=pixels.device)
-    return pixels.masked_fill((dropped[..., None] == channels)[..., None, None], 0.0)
+    return _in_layout(pixels.masked_fill((dropped[..., None] == channels)[..., None, None], 0.0), channels_last)
 
 
 def normalize_images(
@@ -87,14 +90,24 @@ def normalize_images(
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
     eps: float = PATCH_VARIANCE_EPS,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Whole crops [B, H, W, 3] -> float32 [B, 3, H, W], with the same modes as ``normalize_patches``
-    ("patch" standardises each crop), so that a fine-tuned trunk sees the statistics it was pretrained on."""
+    ("patch" standardises each crop), so that a fine-tuned trunk sees the statistics it was pretrained on;
+    ``channels_last`` as there."""
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"unknown normalize mode {mode!r}; expected one of {NORMALIZE_MODES}")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
-    return _standardise(images, mode, mean, std, eps)
+    return _in_layout(_standardise(images, mode, mean, std, eps), channels_last)
+
+
+def _in_layout(pixels: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    # _standardise's arithmetic keeps the channels-last layout of movedim's view of the [..., H, W, 3] input:
+    # the plain layout costs a copy here, channels-last none.
+    if channels_last and pixels.ndim == 4:
+        return pixels.contiguous(memory_format=torch.channels_last)
+    return pixels.contiguous()
 
 
 def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float) -> torch.Tensor:
@@ -110,7 +123,7 @@ def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float) -> tor
         if not bool(torch.all(std_tensor > 0)):
             raise ValueError(f"std must be positive, got min {std_tensor.min().item()}")
         pixels = (pixels - mean_tensor) / std_tensor
-    return pixels.contiguous()
+    return pixels
 
 
 class PixelStatistics:

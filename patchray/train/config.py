@@ -109,7 +109,7 @@ class PretrainConfig:
     max_crops: int | None = None  # use at most this many training crops (None: all)
     holdout_crops: int = 256     # crops held out of training for the fixed validation patch set
     amp: bool = True             # bf16 autocast, on GPU only
-    channels_last: bool | None = None  # channels-last memory format (None: on GPUs only)
+    channels_last: bool | None = None  # channels-last memory format (None: on; faster on GPUs and CPUs alike)
     compile: CompileBackend = ""  # torch.compile backend ("inductor"; "" for none)
     # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
@@ -215,7 +215,8 @@ class FinetuneConfig:
     # on their attributes); a hyperparameter search turns it off for its trials, so that test numbers exist
     # only for the configuration it chooses. Summary "test" is then null and no test_metrics.* are written.
     evaluate_test: bool = True
-    amp: bool = True
+    amp: bool = True                  # bf16 autocast, on GPU only
+    channels_last: bool | None = None  # channels-last memory format (None: on; faster on GPUs and CPUs alike)
     max_failures: int = 1
     # Experiment tracking (patchray.tracking): the resolved config, each epoch's metrics and the summary plots
     # go to MLflow (tracking_uri: a server or database; null: mlflow.db + mlruns/ in the output folder) or to

@@ -73,13 +73,13 @@ class InputNormalization:
     """uint8 patches -> network input as the run normalises them (``normalize_patches``), with the driver's
     ``{"mode", "mean", "std"}`` record (``patchray.train.pretrain.input_normalization``) held on ``device``."""
 
-    def __init__(self, record: dict, device):
-        self.mode = record["mode"]
+    def __init__(self, record: dict, device, channels_last: bool = False):
+        self.mode, self.channels_last = record["mode"], channels_last
         self.stats = {k: torch.as_tensor(record[k], dtype=torch.float32).to(device) for k in ("mean", "std")
                       if self.mode == "dataset"}
 
     def __call__(self, patches: torch.Tensor) -> torch.Tensor:
-        return normalize_patches(patches, self.mode, **self.stats)
+        return normalize_patches(patches, self.mode, **self.stats, channels_last=self.channels_last)
 
 
 class PretextStep:
@@ -120,7 +120,8 @@ def pretext_step(model: str, task, optim, *, seed: int, device: torch.device, am
     stepped, base = accelerate(net, device, channels_last=channels_last, compile=compile, prepare=prepare)
     optimizer = build_optimizer(net.parameters(), optim, output_weights=[net.classifier.weight])
     train = TrainStep(stepped, optimizer, F.cross_entropy, device=device, amp=amp, lr=optim.lr, what="pretraining")
-    return PretextStep(train, base, normalize or InputNormalization({"mode": task.normalize}, device), channels_last)
+    return PretextStep(train, base, normalize or InputNormalization({"mode": task.normalize}, device, channels_last),
+                       channels_last)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import ray.train.torch
 import torch
 
 from patchray import config as configlib
-from patchray.accel import autocast
+from patchray.accel import as_input, autocast, channels_last_for
 from patchray.metrics import attribute_metrics, to_jsonable
 from patchray.models import AttributeNet, attribute_loss, build_trunk
 from patchray.models.init import (
@@ -54,27 +54,30 @@ def resolve_normalization(cfg: FinetuneConfig) -> None:
 def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
     """uint8 crops [B, H, W, 3] -> network input: ImageNet's mean/std for an imagenet init, else
     ``cfg.input.normalize`` (settled by :func:`resolve_normalization` for a PatchTask init; ``patch`` by
-    default)."""
+    default); in the net's memory format (``cfg.channels_last``)."""
     given = cfg.input
     init = parse_init(cfg.init).kind
+    layout = {"channels_last": channels_last_for(cfg.channels_last, images.device)}
     if init == "imagenet":
-        return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD, **layout)
     if init == "patchtask" and given.normalize is None:
         raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
                          "(resolve_normalization, when the driver prepares the run)")
     if given.normalize == "dataset":
-        return normalize_images(images, "dataset", mean=given.normalize_mean, std=given.normalize_std)
-    return normalize_images(images, given.normalize or "patch")
+        return normalize_images(images, "dataset", mean=given.normalize_mean, std=given.normalize_std, **layout)
+    return normalize_images(images, given.normalize or "patch", **layout)
 
 
 def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.ndarray]:
     """Softmax probabilities per attribute for uint8 crops [N, H, W, 3]."""
     net.eval()
     outputs = None
+    channels_last = channels_last_for(cfg.channels_last, device)
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(pixels), EVAL_BATCH):
             # a copy: the pixels come read-only from Ray's object store, and torch warns on such an array
-            x = normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg)
+            x = as_input(normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg),
+                         channels_last)
             probs = [torch.softmax(logits.float(), 1).cpu().numpy() for logits in net(x)]
             outputs = probs if outputs is None else [np.concatenate([a, b]) for a, b in zip(outputs, probs)]
     net.train()
@@ -122,11 +125,12 @@ class AttributeStep:
 
     def __init__(self, train: TrainStep, cfg: FinetuneConfig, attributes: AttributeSet):
         self.train, self.cfg = train, cfg
+        self.channels_last = channels_last_for(cfg.channels_last, train.device)
         self.empty = ((1, cfg.input.crop_height, cfg.input.crop_width, 3), (1, len(attributes)))
 
     def __call__(self, batch: dict, *, epoch: int = 0, step: int = 1) -> StepResult:
         images, labels, weight = padded(batch["images"], batch["labels"], *self.empty)
-        x = normalise(images.to(self.train.device, non_blocking=True), self.cfg)
+        x = as_input(normalise(images.to(self.train.device, non_blocking=True), self.cfg), self.channels_last)
         loss, _ = self.train(x, labels.to(self.train.device, non_blocking=True), weight, epoch=epoch, step=step)
         return StepResult(loss, len(labels), weight)
 
@@ -139,7 +143,8 @@ def finetune_loop(loop_config: dict) -> None:
     # The driver built and initialised the net once (it holds the checkpoint files); every rank starts from it.
     net, _ = build_attribute_net(cfg, attributes, initialise=False)
     net.load_state_dict(ray.get(loop_config["initial_ref"]))
-    model, base = accelerate(net, device, prepare=ray.train.torch.prepare_model)
+    model, base = accelerate(net, device, channels_last=channels_last_for(cfg.channels_last, device),
+                             prepare=ray.train.torch.prepare_model)
     trunk_params = [p for p in net.trunk.parameters() if p.requires_grad]
     head_params = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk_params, "lr_mult": cfg.trunk_lr_mult}, {"params": head_params, "lr_mult": 1.0}]

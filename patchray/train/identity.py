@@ -28,8 +28,10 @@ NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources",
                           "probe", *TRACKING_KEYS})
 # Keys added after runs were already made, whose default keeps the old behaviour: at that default they are left
 # out, so that a run made before the key existed still resumes (and is reused by compare_inits).
+# channels_last was an identity key of pretraining before fine-tuning had it: an identity stored with it at its
+# default compares equal to one without it (:func:`differences`).
 LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True,
-                       "cut_on": "worker"}
+                       "cut_on": "worker", "channels_last": None}
 
 
 # What may differ between a run and the shorter finished run it continues (``start_from``).
@@ -53,11 +55,12 @@ def run_identity(config: dict, data: dict[str, str], workers: int) -> dict[str, 
     identity = {k: v for k, v in flatten(config).items() if k.split(".", 1)[0] not in NOT_IDENTITY}
     identity |= {f"data.{name}": fingerprint for name, fingerprint in data.items()}
     identity["workers"] = workers
-    for key, default in LEFT_OUT_AT_DEFAULT.items():
-        if key in identity and identity[key] == default:
-            identity.pop(key)
     # Through JSON and back, so that a stored identity compares equal to a fresh one (tuples, float repr).
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    return json.loads(json.dumps(_defaults_left_out(identity), sort_keys=True, default=str))
+
+
+def _defaults_left_out(identity: dict) -> dict:
+    return {k: v for k, v in identity.items() if k not in LEFT_OUT_AT_DEFAULT or v != LEFT_OUT_AT_DEFAULT[k]}
 
 
 _ABSENT = "<absent>"
@@ -65,7 +68,8 @@ _ABSENT = "<absent>"
 
 def differences(stored: dict | None, current: dict) -> list[str]:
     """``key: stored -> current`` for every key whose value differs (a key only one side has included)."""
-    stored = stored or {}
+    # A stored identity may hold a key at a default that is left out today (written before the key was).
+    stored, current = _defaults_left_out(stored or {}), _defaults_left_out(current)
     lines = []
     for key in sorted(set(stored) | set(current)):
         old, new = stored.get(key, _ABSENT), current.get(key, _ABSENT)

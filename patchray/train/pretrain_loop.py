@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from patchray import config as configlib
-from patchray.accel import as_input, autocast
+from patchray.accel import as_input, autocast, channels_last_for
 from patchray.patches import validation_patches
 from patchray.pipeline import patch_batches
 from patchray.probe import crop_normalizer
@@ -33,7 +33,7 @@ METRICS_EVERY_S = 2.0  # live gauges for the dashboard (patchray.train.telemetry
 def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, device, num_classes: int,
              channels_last: bool = False, normalize: InputNormalization | None = None):
     """Loss sum, correct count, count and confusion matrix on this worker's validation slice."""
-    normalize = normalize or InputNormalization({"mode": cfg.task.normalize}, device)
+    normalize = normalize or InputNormalization({"mode": cfg.task.normalize}, device, channels_last)
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     loss_sum = correct = 0.0
@@ -112,7 +112,8 @@ def pretrain_loop(loop_config: dict) -> None:
     cfg = configlib.build(PretrainConfig, loop_config["config"])
     rank, world, device = start_worker(loop_config)
     normalization = ray.get(loop_config["normalization_ref"])
-    normalize = InputNormalization(normalization, device)
+    # Normalised straight into the net's memory format (no NCHW copy for channels-last to undo).
+    normalize = InputNormalization(normalization, device, channels_last_for(cfg.channels_last, device))
     step = pretext_step(cfg.model, cfg.task, cfg.optim, seed=cfg.seed, device=device, amp=cfg.amp,
                         channels_last=cfg.channels_last, compile=cfg.compile, normalize=normalize,
                         prepare=ray.train.torch.prepare_model)

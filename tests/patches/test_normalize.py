@@ -6,6 +6,7 @@ import torch
 
 from patchray.patches import PixelStatistics, channel_stats, dataset_channel_stats, normalize_images, normalize_patches
 from patchray.patches.normalize import DATASET_STD_FLOOR
+from patchray.patches.sampling import DROP_PLANE
 
 
 def random_patches(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -19,6 +20,23 @@ def test_shapes_become_channels_first_float32(mode):
     assert single.shape == (4, 3, 32, 32) and single.dtype == torch.float32 and single.is_contiguous()
     pairs = normalize_patches(random_patches(4, 2, 32, 32, 3), mode)
     assert pairs.shape == (4, 2, 3, 32, 32) and pairs.dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["patch", "none", "dataset"])
+def test_channels_last_output_holds_the_same_values_in_the_nets_layout(mode):
+    stats = {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]} if mode == "dataset" else {}
+    for make, normalize in ((lambda: random_patches(4, 32, 32, 4), normalize_patches),   # with a channel drop
+                            (lambda: random_patches(3, 40, 20, 3), normalize_images)):
+        inputs = make()
+        if inputs.shape[-1] == 4:
+            inputs[..., DROP_PLANE] = torch.tensor([0, 1, 2, 3]).view(4, 1, 1)
+        plain = normalize(inputs, mode, **stats)
+        fast = normalize(inputs, mode, **stats, channels_last=True)
+        assert plain.is_contiguous() and fast.is_contiguous(memory_format=torch.channels_last)
+        assert not fast.is_contiguous()
+        torch.testing.assert_close(fast, plain)
+    pairs = random_patches(2, 2, 16, 16, 3)   # pairs are 5-D: no channels-last format, left contiguous
+    assert normalize_patches(pairs, "patch", channels_last=True).is_contiguous()
 
 
 def test_none_scales_to_unit_range_and_keeps_channel_identity():

@@ -36,6 +36,16 @@ def test_identity_keeps_what_changes_the_result_and_drops_where_it_runs():
     assert differences(base, _identity(workers=4)) == ["workers: 2 -> 4"]
 
 
+def test_a_stored_identity_holding_a_key_at_a_default_now_left_out_is_the_same_run():
+    # Pretraining identities written before channels_last was left out at its default hold it as null: they must
+    # still resume, and a run that sets it is another run.
+    current = _identity()
+    assert "channels_last" not in current
+    check_same_run(current | {"channels_last": None}, current, "before")
+    assert differences(current | {"channels_last": None}, _identity(["channels_last=false"])) == [
+        "channels_last: '<absent>' -> False"]
+
+
 def test_a_mismatch_is_refused_naming_every_differing_key():
     stored = _identity()
     current = _identity(["optim.lr=0.05", "epochs=5"], data="fp-new", workers=4)
