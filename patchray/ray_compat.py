@@ -157,6 +157,12 @@ def optuna_search_replace_trial(search, trial_id: str, ot_trial, told: bool) -> 
         search._completed_trials.discard(trial_id)
 
 
+def optuna_search_forget_trial(search, trial_id: str) -> None:
+    """Let Ray's OptunaSearch ask Optuna anew for this Tune trial: its ``suggest`` reuses the optuna Trial it holds
+    for the id (``_ot_trials``)."""
+    search._ot_trials.pop(trial_id, None)
+
+
 def optuna_search_space(search):
     """The space Ray's OptunaSearch asks Optuna with: a define-by-run callable or a dict of distributions."""
     return search._space

@@ -199,21 +199,25 @@ def plot_heatmap(rows: list, cols: list, matrix: list[list[float]], metric: str,
 
 
 def plot_replay(result: dict, path: str | Path) -> Path:
-    """The replayed searches: median and 90th-percentile regret, and the share of the grid's epochs spent."""
+    """The replayed searches: mean (what the goal compares), median and 90th-percentile regret, and the share of
+    the grid's epochs spent."""
     names = list(result["strategies"])
     stats = [result["strategies"][n] for n in names]
-    fig, (ax_regret, ax_epochs) = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = [n.replace(" (", "\n(") for n in names]   # "random+asha\n(no repeats)": labels that fit
+    fig, (ax_regret, ax_epochs) = plt.subplots(1, 2, figsize=(12, 4.2))
     x = np.arange(len(names))
-    ax_regret.bar(x - 0.2, [s["median_regret"] for s in stats], 0.4, label="median")
-    ax_regret.bar(x + 0.2, [s["p90_regret"] for s in stats], 0.4, label="90th percentile")
+    for offset, key, label in ((-0.27, "mean_regret", "mean"), (0.0, "median_regret", "median"),
+                               (0.27, "p90_regret", "90th percentile")):
+        ax_regret.bar(x + offset, [s[key] for s in stats], 0.27, label=label)
     ax_regret.axhline(result["goal"]["median_regret_max"], color="black", linestyle="--", linewidth=1,
                       label="goal (median)")
-    ax_regret.set(xticks=x, xticklabels=names, ylabel="regret (points)",
-                  title=f"regret over {result['repeats']} replays")
+    ax_regret.set(xticks=x, ylabel="regret (points)", title=f"regret over {result['repeats']} replays")
+    ax_regret.set_xticklabels(labels, fontsize=8)
     ax_regret.legend(fontsize=8)
     ax_epochs.bar(x, [100 * s["mean_epochs"] / result["grid_epochs"] for s in stats], color="tab:grey")
     ax_epochs.axhline(100 * result["goal"]["epoch_share_max"], color="black", linestyle="--", linewidth=1)
-    ax_epochs.set(xticks=x, xticklabels=names, ylabel="% of the grid's epochs", title="epochs spent (mean)")
+    ax_epochs.set(xticks=x, ylabel="% of the grid's epochs", title="epochs spent (mean)")
+    ax_epochs.set_xticklabels(labels, fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

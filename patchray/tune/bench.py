@@ -173,8 +173,8 @@ def run_bench(cfg: TuneBenchConfig, log=print) -> dict:
             "seed(s)")
         path = record(cfg, out, log)
     curves = load_curves(path)
-    log(f"[bench_tune] 2/2: replaying grid, random+ASHA, TPE+ASHA and TPE {cfg.repeats} times each over "
-        f"{curves.n_configs} configurations x {curves.epochs} epochs")
+    log(f"[bench_tune] 2/2: replaying grid, random+ASHA (with and without repeats), TPE+ASHA and TPE "
+        f"{cfg.repeats} times each over {curves.n_configs} configurations x {curves.epochs} epochs")
     result = replay.compare(curves, budget_share=cfg.budget_share, repeats=cfg.repeats, seed=cfg.seed,
                             grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
     result["curves"] = str(path)

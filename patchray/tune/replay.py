@@ -29,6 +29,12 @@ How a replay runs:
   when completed. A combination that is not among the recorded configurations (an incomplete grid) is
   told the lowest value recorded anywhere, costs no epochs and no trial, and TPE is asked again; after
   MAX_OFF_GRID_IN_A_ROW such proposals in a row a recorded configuration drawn at random is enqueued.
+  As in the tuner (``patchray.tune.search_alg.PatchraySearch``), a configuration already completed is not
+  run again: TPE is told the value that run observed and asked again (``MAX_KNOWN_IN_A_ROW`` times in a row
+  at most; after that many, repeats run for the rest of the replay).
+- ``random+asha`` draws with repeats, as Ray Tune's random search does; ``random+asha (no repeats)`` skips
+  the configurations already completed in the same way, to tell what not repeating gains from what TPE's
+  model gains.
 """
 from __future__ import annotations
 
@@ -44,9 +50,10 @@ from typing import Any
 import numpy as np
 
 from patchray.tune.rungs import asha_max_t, asha_rungs
-from patchray.tune.sampler import startup_trials, tpe_sampler
+from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW, startup_trials, tpe_sampler
 
-STRATEGIES = ("grid", "random+asha", "tpe+asha", "tpe")
+RANDOM_NO_REPEATS = "random+asha (no repeats)"
+STRATEGIES = ("grid", "random+asha", RANDOM_NO_REPEATS, "tpe+asha", "tpe")
 GOAL_STRATEGY = "tpe+asha"
 BASELINE_STRATEGY = "random+asha"   # the goal's strategy must beat this one on mean regret
 GOAL_MEDIAN_REGRET = 1.0            # points: tpe+asha's median regret at most this...
@@ -257,6 +264,7 @@ class Outcome:
     completed: int             # trials that ran all epochs
     chosen: Params | None      # None when no trial completed
     off_grid: int = 0          # TPE proposals of unrecorded combinations
+    known: int = 0             # proposals of configurations already completed, told their value, not run
 
 
 class _Replay:
@@ -267,6 +275,7 @@ class _Replay:
         self.runs: list[TrialRun] = []
         self.spent = 0
         self.off_grid = 0
+        self.known = 0
 
     def budget_left(self) -> bool:
         return self.budget is None or self.spent < self.budget
@@ -291,7 +300,12 @@ class _Replay:
         return Outcome(
             strategy=strategy, repeat=repeat, regret=100 * float(truth.max() - chosen_value), epochs=self.spent,
             trials=len(self.runs), completed=sum(run.completed for run in self.runs),
-            chosen=None if chosen is None else dict(self.curves.configs[chosen.config]), off_grid=self.off_grid)
+            chosen=None if chosen is None else dict(self.curves.configs[chosen.config]), off_grid=self.off_grid,
+            known=self.known)
+
+    def completed_value(self, config: int) -> float | None:
+        """The final value the first completed run of ``config`` observed (None: none completed)."""
+        return next((run.last_value for run in self.runs if run.config == config and run.completed), None)
 
 
 def _grid(one: _Replay) -> None:
@@ -304,6 +318,20 @@ def _random(one: _Replay) -> None:
         one.run_trial(int(one.rng.integers(one.curves.n_configs)))
 
 
+def _random_no_repeats(one: _Replay) -> None:
+    known_in_a_row = 0
+    exhausted = False
+    while one.budget_left():
+        config = int(one.rng.integers(one.curves.n_configs))
+        if not exhausted and one.completed_value(config) is not None:
+            known_in_a_row += 1
+            one.known += 1
+            exhausted = known_in_a_row >= MAX_KNOWN_IN_A_ROW
+            continue
+        known_in_a_row = 0
+        one.run_trial(config)
+
+
 def _tpe(one: _Replay, sampler_seed: int, n_startup_trials: int) -> None:
     import optuna
 
@@ -311,7 +339,8 @@ def _tpe(one: _Replay, sampler_seed: int, n_startup_trials: int) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(direction="maximize", sampler=tpe_sampler(sampler_seed, n_startup_trials))
     choices = one.curves.choices
-    off_grid_in_a_row = 0
+    off_grid_in_a_row = known_in_a_row = 0
+    exhausted = False
     while one.budget_left():
         if off_grid_in_a_row >= MAX_OFF_GRID_IN_A_ROW:
             forced = one.curves.configs[int(one.rng.integers(one.curves.n_configs))]
@@ -327,6 +356,15 @@ def _tpe(one: _Replay, sampler_seed: int, n_startup_trials: int) -> None:
             off_grid_in_a_row += 1
             continue
         off_grid_in_a_row = 0
+        known = None if exhausted else one.completed_value(config)
+        if known is not None:
+            # Completed already: told what that run observed, not run again (the tuner's rule).
+            study.tell(trial, known)
+            one.known += 1
+            known_in_a_row += 1
+            exhausted = known_in_a_row >= MAX_KNOWN_IN_A_ROW
+            continue
+        known_in_a_row = 0
         observed = one.run_trial(config)
         for epoch, value in enumerate(observed, start=1):
             trial.report(float(value), epoch)
@@ -355,7 +393,7 @@ def replay(curves: Curves, strategy: str, *, budget_epochs: int | None, repeats:
     if strategy != "grid" and (budget_epochs is None or budget_epochs < 1):
         raise ValueError(f"strategy {strategy!r} needs budget_epochs >= 1, got {budget_epochs}")
     budget = None if strategy == "grid" else budget_epochs
-    uses_asha = strategy.endswith("+asha")
+    uses_asha = "+asha" in strategy
     if uses_asha:
         Asha.for_epochs(curves.epochs, grace_period, reduction_factor)   # fail here, not in the first repeat
     search = _search(strategy, curves, budget_epochs, n_startup_trials)
@@ -377,6 +415,8 @@ def _search(strategy: str, curves: Curves, budget_epochs: int | None,
         return lambda one, _seed: _grid(one)
     if strategy == "random+asha":
         return lambda one, _seed: _random(one)
+    if strategy == RANDOM_NO_REPEATS:
+        return lambda one, _seed: _random_no_repeats(one)
     expected_trials = max(1, budget_epochs // curves.epochs)
     n_startup = startup_trials(expected_trials, n_startup_trials)
     return lambda one, sampler_seed: _tpe(one, sampler_seed, n_startup)
@@ -410,6 +450,7 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "mean_epochs": float(epochs.mean()),
         "max_epochs": int(epochs.max()),
         "mean_trials": float(np.mean([o.trials for o in outcomes])),
+        "mean_known": float(np.mean([o.known for o in outcomes])),   # completed configurations proposed again
     }
 
 

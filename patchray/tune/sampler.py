@@ -10,6 +10,12 @@ until it reports).
 """
 from __future__ import annotations
 
+# A configuration already trained to the end is not trained again (a search's trials share one seed, so it would
+# only repeat the same run): TPE is told its recorded value and asked again, at most this many times in a row.
+# When that many proposals in a row were all repeats, TPE has run out of new configurations (a small discrete
+# space can be exhausted): from then on the search trains what it proposes, repeats included.
+MAX_KNOWN_IN_A_ROW = 20
+
 # The smallest random start: with fewer observations TPE's two densities are guesses.
 MIN_STARTUP_TRIALS = 3
 # Optuna's own default, kept as the ceiling: larger searches gain nothing from a longer random start.

@@ -13,6 +13,11 @@ decisions written down, and every trial's end told to Optuna as what it was.
   diverged fine-tuning the worst score (TPE learns to avoid it); one cut by the time budget or by an error FAIL
   (not judged: TPE ignores it, and a partial score is not passed off as final). A trial retried after an error
   (``resume_errored``) gets a new Optuna trial with the same values instead of having its results dropped.
+- **A configuration is trained to the end once.** A search's trials share one fine-tuning seed, so training a
+  completed configuration again would repeat the same run: when TPE proposes one (likely in a discrete space),
+  it is told that run's value and asked again. After ``MAX_KNOWN_IN_A_ROW`` repeats in a row TPE has nothing
+  new to propose, and the search trains what it proposes from then on. The told trials carry the user
+  attribute ``known_from`` (the Optuna trial they repeat).
 """
 from __future__ import annotations
 
@@ -27,12 +32,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from patchray.ray_compat import (
     asha_rungs_of,
+    optuna_search_forget_trial,
     optuna_search_replace_trial,
     optuna_search_space,
     optuna_search_told,
     optuna_study_of,
     optuna_trial_of,
 )
+from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW
 
 EPOCHS_DONE = "epochs_done"  # the time attribute of ASHA and of Optuna's intermediate values
 DIVERGED = "diverged"        # set in the one report of a trial whose fine-tuning diverged
@@ -148,6 +155,43 @@ class PatchraySearch(OptunaSearch):
                          study_name=study_name)
         self.planned_epochs = planned_epochs
         self.rung_log = str(rung_log)
+        self.known_told = 0   # proposals of completed configurations, told their value instead of trained
+        self.exhausted = False
+
+    def suggest(self, trial_id: str):
+        for attempt in range(MAX_KNOWN_IN_A_ROW + 1):
+            config = super().suggest(trial_id)
+            trial = optuna_trial_of(self, trial_id)
+            if attempt == MAX_KNOWN_IN_A_ROW:
+                self.exhausted = True
+                logger.info("TPE proposed %d completed configurations in a row: repeats are trained from now on",
+                            MAX_KNOWN_IN_A_ROW)
+            if self.exhausted or trial is None or config is None:
+                return config
+            repeated = self._completed_with(trial.params)
+            if repeated is None:
+                return config
+            trial.set_user_attr("known_from", repeated.number)
+            optuna_study_of(self).tell(trial, repeated.value)
+            optuna_search_forget_trial(self, trial_id)
+            self.known_told += 1
+            logger.info("trial %s: TPE proposed %s again, already trained to the end (Optuna trial %d, %s %.4f): "
+                        "told that value, asking again", trial_id, trial.params, repeated.number, self.metric,
+                        repeated.value)
+        return config
+
+    def _completed_with(self, params: dict):
+        """The first Optuna trial of this search trained to the end with exactly these values: not one told from
+        another, nor one copied from an earlier search (a warm start may have other base settings, and its trials
+        have no run here)."""
+        from optuna.trial import TrialState
+
+        from patchray.tune.study import WARM_START_ATTR
+
+        for done in optuna_study_of(self).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if done.params == params and not {"known_from", WARM_START_ATTR} & set(done.user_attrs):
+                return done
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict):
         if optuna_search_told(self, trial_id):

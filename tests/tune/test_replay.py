@@ -213,3 +213,18 @@ def test_replay_refuses_what_it_cannot_run():
         replay(curves, "tpe", budget_epochs=None)
     with pytest.raises(ValueError, match="grace_period"):
         replay(curves, "random+asha", budget_epochs=10, grace_period=EPOCHS)
+
+
+def test_a_completed_configuration_is_not_run_again_by_tpe_or_random_without_repeats():
+    # Eight configurations whose curves agree until the last epoch (ASHA stops none) and end apart, no noise. A
+    # budget of exactly the grid's epochs runs every configuration once when none is repeated: regret 0 always.
+    table = {(p,): [[0.5, 0.5, 0.5, 0.5 + 0.01 * p]] for p in range(8)}
+    curves = curves_of(table, ("p",))
+    grid_epochs = 8 * EPOCHS
+    for strategy in ("tpe", "random+asha (no repeats)", "tpe+asha"):
+        outcomes = replay(curves, strategy, budget_epochs=grid_epochs, repeats=10, seed=3)
+        assert all(o.trials == 8 and o.completed == 8 and o.regret == 0 for o in outcomes), strategy
+        assert sum(o.known for o in outcomes) > 0, strategy   # repeats were proposed, told, and not run
+    # Ray's random search draws with repeats: at the same budget it misses configurations, the best among them.
+    with_repeats = replay(curves, "random+asha", budget_epochs=grid_epochs, repeats=10, seed=3)
+    assert all(o.known == 0 for o in with_repeats) and any(o.regret > 0 for o in with_repeats)

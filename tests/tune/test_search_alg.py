@@ -123,3 +123,54 @@ def test_the_narrowed_space_never_proposes_a_combination_that_does_not_fit_and_r
             study.tell(trial, 0.5 + 0.1 * (values["pretrain.task.grid"] == "3x6"))
             assert set(trial.params) <= set(sampler_space.distributions())
         assert seen == set(sampler_space.feasible)
+
+
+DISCRETE = SearchSpace.from_dict({"pretrain": {"task.patch_size": {"choice": [32, 48]},
+                                               "task.grid": {"choice": ["2x4", "3x6"]}},
+                                  "finetune": {"optim.lr": {"choice": [0.001, 0.004]}}})
+
+
+def _key(config):
+    return tuple(sorted(config.items()))
+
+
+def test_a_configuration_trained_to_the_end_is_not_trained_again_but_told_its_value(tmp_path):
+    # 3 feasible pretext pairs x 2 rates: 6 configurations. A search of 6 trials that completes each one it gets
+    # trains 6 different ones; TPE's repeats are told the first run's value and never reach Tune.
+    search = PatchraySearch(FeasibleSpaceSampler.build(DISCRETE, {}), metric=M, sampler=tpe_sampler(0, 2),
+                            planned_epochs=PlannedEpochs(1), rung_log=tmp_path / "asha_rungs.jsonl")
+    trained = []
+    for n in range(6):
+        config = search.suggest(f"t{n}")
+        assert _key(config) not in trained, f"trial {n} repeats a completed configuration: {config}"
+        trained.append(_key(config))
+        value = 0.5 + 0.1 * (config["finetune.optim.lr"] == 0.004) + 0.01 * n
+        search.on_trial_complete(f"t{n}", {M: value, EPOCHS_DONE: 1, "config": config})
+    assert len(set(trained)) == 6
+    study = optuna_study_of(search)
+    told = [t for t in study.get_trials(deepcopy=False) if "known_from" in t.user_attrs]
+    assert search.known_told == len(told) > 0   # with 6 of 6 configurations left to run, TPE does repeat itself
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for t in told:
+        source = by_number[t.user_attrs["known_from"]]
+        assert t.state == TrialState.COMPLETE and t.params == source.params and t.value == source.value
+        assert "known_from" not in source.user_attrs
+    # Every configuration done: the next proposal is a repeat, told up to the bound, then trained after all.
+    config = search.suggest("t6")
+    assert _key(config) in trained
+
+
+def test_only_a_completed_configuration_is_told_instead_of_trained_again(tmp_path):
+    search = PatchraySearch(FeasibleSpaceSampler.build(DISCRETE, {}), metric=M, sampler=tpe_sampler(0, 2),
+                            planned_epochs=PlannedEpochs(3), rung_log=tmp_path / "asha_rungs.jsonl")
+    study = optuna_study_of(search)
+    cut = search.suggest("cut")
+    search.on_trial_complete("cut", {M: 0.5, EPOCHS_DONE: 1, "config": cut})   # cut by the time budget: FAIL
+    study.enqueue_trial(study.trials[0].params)
+    assert search.suggest("cut again") == cut and search.known_told == 0          # not judged: trained again
+    search.on_trial_complete("cut again", {M: 0.6, EPOCHS_DONE: 3, "config": cut})
+    study.enqueue_trial(study.trials[0].params)
+    other = search.suggest("after")        # the enqueued repeat is told 0.6, and TPE's next proposal trained
+    assert other != cut and search.known_told == 1
+    told = study.trials[2]
+    assert told.value == 0.6 and told.user_attrs["known_from"] == 1
