@@ -273,10 +273,16 @@ def _search_parts(cfg: TuneConfig, space: SearchSpace, resolved: TuneConfig, out
 
 def tune_verbosity() -> int:
     """Ray Tune's own progress tables (trial status, each trial's config) only with --verbose: by default a
-    search prints patchray's lines (the trials' epochs, the summary)."""
+    search prints patchray's lines (the trials' epochs, the summary). Without it Tune also runs its legacy
+    reporter, the one that verbosity 0 silences: the newer one prints its experiment box, the results folder and
+    a TensorBoard hint at any verbosity (RAY_AIR_NEW_OUTPUT, read when a search starts; a value the user set is
+    kept)."""
     from patchray.console import verbose_from_env
 
-    return 1 if verbose_from_env() else 0
+    if verbose_from_env():
+        return 1
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    return 0
 
 
 def tune_callbacks(cfg: TuneConfig, out: Path, experiment: str, log=print) -> list:

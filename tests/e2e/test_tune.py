@@ -21,7 +21,7 @@ except ImportError:
     MLFLOW = None
 
 
-def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, synthetic_small, tmp_path):
+def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, synthetic_small, tmp_path, capfd):
     from patchray.shards.generate import generate_synthetic
 
     generate_synthetic(tmp_path / "lab", num_crops=0, labeled=240, seed=9, workers=2, progress=False)
@@ -40,6 +40,8 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     lines = []
     summary = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     out = tmp_path / "t"
+    printed = capfd.readouterr().out   # Tune's experiment box and hints are Ray internals: only with --verbose
+    assert "Configuration for experiment" not in printed and "View detailed results here" not in printed
 
     assert summary["trials"] == 3 and summary["status"]["error"] == 0
     assert summary["status"]["completed"] >= 1  # the first trial at each ASHA rung always goes on

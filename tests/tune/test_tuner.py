@@ -1,4 +1,6 @@
 """The checks a search config gets before anything starts."""
+import os
+
 import pytest
 
 from patchray import config as configlib
@@ -48,6 +50,10 @@ def test_tunes_own_status_tables_show_only_with_verbose(monkeypatch):
     from patchray.tune.tuner import tune_verbosity
 
     monkeypatch.delenv("PATCHRAY_VERBOSE", raising=False)
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     assert tune_verbosity() == 0
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"   # the reporter that verbosity 0 silences
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")    # a user's choice stands
+    assert tune_verbosity() == 0 and os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
     monkeypatch.setenv("PATCHRAY_VERBOSE", "1")
     assert tune_verbosity() == 1
