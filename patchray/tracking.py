@@ -60,7 +60,8 @@ def epoch_metrics(row: dict) -> dict[str, float]:
     return out
 
 
-_NOT_CURVES = frozenset({"epoch", "first_step_at", "workers", "val_confusion", "val", "test"})
+_NOT_CURVES = frozenset({"epoch", "first_step_at", "worker_started_at", "worker_ready_at", "workers",
+                         "val_confusion", "val", "test"})
 
 
 def _is_number(value) -> bool:

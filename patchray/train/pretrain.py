@@ -383,9 +383,11 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
 
 
 class StartupClock:
-    """Where the time before the first training step goes: the driver's phases as laps, then the workers' part
-    (Ray Train's start, the data stream's first block, the untrained trunk's probe) up to the first step, which
-    rank 0 stamps (``first_step_at`` in the first epoch's metrics). Seconds, in ``summary.json`` ``startup_s``."""
+    """Where the time before the first training step goes: the driver's phases as laps, then the workers' part up
+    to the first step, as rank 0 stamps it in the first epoch's metrics (wall-clock times): Ray Train starting the
+    workers (to ``worker_started_at``: its controller, the worker processes, the process group), the worker's
+    setup (to ``worker_ready_at``: the net, validation patches, the untrained trunk's probe) and the data stream's
+    first batch (to ``first_step_at``). Seconds, in ``summary.json`` ``startup_s``."""
 
     def __init__(self, started: float):
         self.started = self.last = started
@@ -399,10 +401,19 @@ class StartupClock:
     def first_step(self, history: list[dict], first_epoch: int | None) -> None:
         """``first_epoch``: the first epoch this process trained (None: it resumed a checkpoint, whose first
         step another process took)."""
-        stamped = [h["first_step_at"] for h in history if h["epoch"] == first_epoch and h.get("first_step_at")]
-        if stamped:
-            self.phases["workers to the first step"] = round(stamped[0] - self.last, 1)
-            self.phases["total"] = round(stamped[0] - self.started, 1)
+        stamped = next((h for h in history if h["epoch"] == first_epoch and h.get("first_step_at")), None)
+        if stamped is None:
+            return
+        worker_phases = (("Ray Train starting the workers", "worker_started_at"),
+                         ("their setup and the untrained probe", "worker_ready_at"),
+                         ("the first batch", "first_step_at"))
+        if all(stamped.get(key) for _, key in worker_phases):
+            for phase, key in worker_phases:
+                self.phases[phase] = round(stamped[key] - self.last, 1)
+                self.last = stamped[key]
+        else:   # a history from before the workers stamped their phases
+            self.phases["workers to the first step"] = round(stamped["first_step_at"] - self.last, 1)
+        self.phases["total"] = round(stamped["first_step_at"] - self.started, 1)
 
 
 def startup_lines(phases: dict | None) -> list[str]:

@@ -111,6 +111,7 @@ class LiveProgress:
 def pretrain_loop(loop_config: dict) -> None:
     cfg = configlib.build(PretrainConfig, loop_config["config"])
     rank, world, device = start_worker(loop_config)
+    started_at = time.time()   # wall clock, as first_step_at: the driver splits its startup phases with them
     normalization = ray.get(loop_config["normalization_ref"])
     # Normalised straight into the net's memory format (no NCHW copy for channels-last to undo).
     normalize = InputNormalization(normalization, device, channels_last_for(cfg.channels_last, device))
@@ -132,6 +133,7 @@ def pretrain_loop(loop_config: dict) -> None:
     at_init = probe_trunk(step.net, probe, cfg, probe_normalize, device, rank, world) \
         if probe is not None and start_epoch == 0 else None
 
+    ready_at = time.time()   # net, its checkpoint, validation patches and the untrained trunk's probe are ready
     shard = ray.train.get_dataset_shard("train")
     patches_seen = history[-1]["patches_seen"] if history else 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -158,7 +160,8 @@ def pretrain_loop(loop_config: dict) -> None:
         if at_init is not None and epoch == start_epoch:
             metrics |= {f"init_{key}": value for key, value in at_init.items()}
         if epoch == start_epoch and live.first_step_at is not None:
-            metrics["first_step_at"] = live.first_step_at
+            metrics |= {"worker_started_at": started_at, "worker_ready_at": ready_at,
+                        "first_step_at": live.first_step_at}
         history.append(metrics | {"skipped": dict(totals.skipped),
                                   "val_confusion": confusion.cpu().numpy().astype(int).tolist()
                                   if not cfg.task.pairwise else None})

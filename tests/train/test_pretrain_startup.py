@@ -15,6 +15,20 @@ def test_the_phases_add_up_to_the_first_step_of_this_process():
         "  time to the first step: 22 s (shards and Ray 6 s, validation crops 2 s, workers to the first step 14 s)"]
 
 
+def test_the_workers_part_splits_into_their_start_their_setup_and_the_first_batch():
+    clock = StartupClock(100.0)
+    clock.lap("shards and Ray")
+    clock.last = 105.0
+    clock.phases = {"shards and Ray": 5.0}
+    history = [{"epoch": 0, "worker_started_at": 117.0, "worker_ready_at": 121.25, "first_step_at": 130.0}]
+    clock.first_step(history, first_epoch=0)
+    assert clock.phases == {"shards and Ray": 5.0, "Ray Train starting the workers": 12.0,
+                            "their setup and the untrained probe": 4.2, "the first batch": 8.8, "total": 30.0}
+    assert startup_lines(clock.phases) == [
+        "  time to the first step: 30 s (shards and Ray 5 s, Ray Train starting the workers 12 s, their setup and "
+        "the untrained probe 4 s, the first batch 9 s)"]
+
+
 def test_a_resumed_run_reports_no_first_step_it_did_not_take():
     clock = StartupClock(100.0)
     clock.first_step([{"epoch": 0, "first_step_at": 50.0}], first_epoch=None)
