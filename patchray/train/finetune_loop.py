@@ -9,7 +9,7 @@ import ray.train.torch
 import torch
 
 from patchray import config as configlib
-from patchray.accel import as_input, autocast, channels_last_for
+from patchray.accel import autocast, channels_last_for
 from patchray.metrics import attribute_metrics, to_jsonable
 from patchray.models import AttributeNet, attribute_loss, build_trunk
 from patchray.models.init import (
@@ -72,12 +72,10 @@ def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.nda
     """Softmax probabilities per attribute for uint8 crops [N, H, W, 3]."""
     net.eval()
     outputs = None
-    channels_last = channels_last_for(cfg.channels_last, device)
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(pixels), EVAL_BATCH):
             # a copy: the pixels come read-only from Ray's object store, and torch warns on such an array
-            x = as_input(normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg),
-                         channels_last)
+            x = normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg)
             probs = [torch.softmax(logits.float(), 1).cpu().numpy() for logits in net(x)]
             outputs = probs if outputs is None else [np.concatenate([a, b]) for a, b in zip(outputs, probs)]
     net.train()
@@ -125,12 +123,11 @@ class AttributeStep:
 
     def __init__(self, train: TrainStep, cfg: FinetuneConfig, attributes: AttributeSet):
         self.train, self.cfg = train, cfg
-        self.channels_last = channels_last_for(cfg.channels_last, train.device)
         self.empty = ((1, cfg.input.crop_height, cfg.input.crop_width, 3), (1, len(attributes)))
 
     def __call__(self, batch: dict, *, epoch: int = 0, step: int = 1) -> StepResult:
         images, labels, weight = padded(batch["images"], batch["labels"], *self.empty)
-        x = as_input(normalise(images.to(self.train.device, non_blocking=True), self.cfg), self.channels_last)
+        x = normalise(images.to(self.train.device, non_blocking=True), self.cfg)   # in the net's memory format
         loss, _ = self.train(x, labels.to(self.train.device, non_blocking=True), weight, epoch=epoch, step=step)
         return StepResult(loss, len(labels), weight)
 
