@@ -31,7 +31,7 @@ How a replay runs:
   MAX_OFF_GRID_IN_A_ROW such proposals in a row a recorded configuration drawn at random is enqueued.
   As in the tuner (``patchray.tune.search_alg.PatchraySearch``), a configuration already completed is not
   run again: TPE is told the value that run observed and asked again (``MAX_KNOWN_IN_A_ROW`` times in a row
-  at most; after that many, repeats run for the rest of the replay).
+  at most; after that many, repeats run for the rest of the replay: ``sampler.RepeatRule``).
 - ``random+asha`` draws with repeats, as Ray Tune's random search does; ``random+asha (no repeats)`` skips
   the configurations already completed in the same way, to tell what not repeating gains from what TPE's
   model gains.
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from patchray.tune.rungs import asha_max_t, asha_rungs
-from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW, startup_trials, tpe_sampler
+from patchray.tune.sampler import RepeatRule, startup_trials, tpe_sampler
 
 RANDOM_NO_REPEATS = "random+asha (no repeats)"
 STRATEGIES = ("grid", "random+asha", RANDOM_NO_REPEATS, "tpe+asha", "tpe")
@@ -319,16 +319,12 @@ def _random(one: _Replay) -> None:
 
 
 def _random_no_repeats(one: _Replay) -> None:
-    known_in_a_row = 0
-    exhausted = False
+    repeats = RepeatRule()
     while one.budget_left():
         config = int(one.rng.integers(one.curves.n_configs))
-        if not exhausted and one.completed_value(config) is not None:
-            known_in_a_row += 1
+        if repeats.tells(one.completed_value(config) is not None):
             one.known += 1
-            exhausted = known_in_a_row >= MAX_KNOWN_IN_A_ROW
             continue
-        known_in_a_row = 0
         one.run_trial(config)
 
 
@@ -339,8 +335,8 @@ def _tpe(one: _Replay, sampler_seed: int, n_startup_trials: int) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(direction="maximize", sampler=tpe_sampler(sampler_seed, n_startup_trials))
     choices = one.curves.choices
-    off_grid_in_a_row = known_in_a_row = 0
-    exhausted = False
+    off_grid_in_a_row = 0
+    repeats = RepeatRule()
     while one.budget_left():
         if off_grid_in_a_row >= MAX_OFF_GRID_IN_A_ROW:
             forced = one.curves.configs[int(one.rng.integers(one.curves.n_configs))]
@@ -356,15 +352,12 @@ def _tpe(one: _Replay, sampler_seed: int, n_startup_trials: int) -> None:
             off_grid_in_a_row += 1
             continue
         off_grid_in_a_row = 0
-        known = None if exhausted else one.completed_value(config)
-        if known is not None:
+        known = one.completed_value(config)
+        if repeats.tells(known is not None):
             # Completed already: told what that run observed, not run again (the tuner's rule).
             study.tell(trial, known)
             one.known += 1
-            known_in_a_row += 1
-            exhausted = known_in_a_row >= MAX_KNOWN_IN_A_ROW
             continue
-        known_in_a_row = 0
         observed = one.run_trial(config)
         for epoch, value in enumerate(observed, start=1):
             trial.report(float(value), epoch)

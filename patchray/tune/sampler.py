@@ -16,6 +16,27 @@ from __future__ import annotations
 # space can be exhausted): from then on the search trains what it proposes, repeats included.
 MAX_KNOWN_IN_A_ROW = 20
 
+
+class RepeatRule:
+    """The no-repeat rule as the tuner and the replay both apply it, one proposal at a time: ``tells(completed)``
+    says whether a proposal is told its recorded value instead of trained (it repeats a completed configuration
+    and TPE has not yet proposed ``MAX_KNOWN_IN_A_ROW`` such repeats in a row; from that point on, ``exhausted``,
+    everything is trained). ``told`` counts the proposals told."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+        self.told = 0
+        self.exhausted = False
+
+    def tells(self, completed: bool) -> bool:
+        if self.exhausted or not completed:
+            self.in_a_row = 0
+            return False
+        self.told += 1
+        self.in_a_row += 1
+        self.exhausted = self.in_a_row >= MAX_KNOWN_IN_A_ROW
+        return True
+
 # The smallest random start: with fewer observations TPE's two densities are guesses.
 MIN_STARTUP_TRIALS = 3
 # Optuna's own default, kept as the ceiling: larger searches gain nothing from a longer random start.

@@ -39,7 +39,7 @@ from patchray.ray_compat import (
     optuna_study_of,
     optuna_trial_of,
 )
-from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW
+from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW, RepeatRule
 
 EPOCHS_DONE = "epochs_done"  # the time attribute of ASHA and of Optuna's intermediate values
 DIVERGED = "diverged"        # set in the one report of a trial whose fine-tuning diverged
@@ -155,30 +155,30 @@ class PatchraySearch(OptunaSearch):
                          study_name=study_name)
         self.planned_epochs = planned_epochs
         self.rung_log = str(rung_log)
-        self.known_told = 0   # proposals of completed configurations, told their value instead of trained
-        self.exhausted = False
+        self.repeats = RepeatRule()
+
+    @property
+    def known_told(self) -> int:
+        """Proposals of completed configurations, told their value instead of trained."""
+        return self.repeats.told
 
     def suggest(self, trial_id: str):
-        for attempt in range(MAX_KNOWN_IN_A_ROW + 1):
+        while True:
             config = super().suggest(trial_id)
             trial = optuna_trial_of(self, trial_id)
-            if attempt == MAX_KNOWN_IN_A_ROW:
-                self.exhausted = True
-                logger.info("TPE proposed %d completed configurations in a row: repeats are trained from now on",
-                            MAX_KNOWN_IN_A_ROW)
-            if self.exhausted or trial is None or config is None:
-                return config
-            repeated = self._completed_with(trial.params)
-            if repeated is None:
+            asks = trial is not None and config is not None and not self.repeats.exhausted
+            repeated = self._completed_with(trial.params) if asks else None
+            if not self.repeats.tells(repeated is not None):
                 return config
             trial.set_user_attr("known_from", repeated.number)
             optuna_study_of(self).tell(trial, repeated.value)
             optuna_search_forget_trial(self, trial_id)
-            self.known_told += 1
             logger.info("trial %s: TPE proposed %s again, already trained to the end (Optuna trial %d, %s %.4f): "
                         "told that value, asking again", trial_id, trial.params, repeated.number, self.metric,
                         repeated.value)
-        return config
+            if self.repeats.exhausted:
+                logger.info("TPE proposed %d completed configurations in a row: repeats are trained from now on",
+                            MAX_KNOWN_IN_A_ROW)
 
     def _completed_with(self, params: dict):
         """The first Optuna trial of this search trained to the end with exactly these values: not one told from

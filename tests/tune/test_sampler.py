@@ -49,3 +49,15 @@ def test_concurrent_trials_are_not_all_given_the_same_suggestion():
     running = [study.ask() for _ in range(4)]
     values = [t.suggest_categorical("x", list(SCORES)) for t in running]
     assert len(set(values)) >= 2, values
+
+
+def test_the_repeat_rule_tells_repeats_until_that_many_in_a_row_then_trains_everything():
+    from patchray.tune.sampler import MAX_KNOWN_IN_A_ROW, RepeatRule
+
+    rule = RepeatRule()
+    assert not rule.tells(False) and rule.tells(True) and not rule.tells(False)   # a new one resets the count
+    for _ in range(MAX_KNOWN_IN_A_ROW - 1):
+        assert rule.tells(True) and not rule.exhausted
+    assert rule.tells(True) and rule.exhausted       # the bound reached: told, and nothing new is left
+    assert not rule.tells(True) and not rule.tells(False)
+    assert rule.told == MAX_KNOWN_IN_A_ROW + 1
