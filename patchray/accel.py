@@ -14,8 +14,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-CompileBackend = Literal["", "inductor", "aot_eager", "eager", "cudagraphs"]  # "": no compilation
+# "": no compilation; "reduce-overhead": inductor replaying CUDA graphs of the step's kernels (one launch for many:
+# for nets bound by kernel launches; the batches must keep one shape, which pretraining's do)
+CompileBackend = Literal["", "inductor", "reduce-overhead", "aot_eager", "eager", "cudagraphs"]
 COMPILE_BACKENDS = typing.get_args(CompileBackend)
+# DDP's all-reduce of gradients in float32 ("none") or halved (``patchray.train.epoch.compress_gradients``)
+GradCompression = Literal["none", "fp16", "bf16"]
+GRAD_COMPRESSIONS = typing.get_args(GradCompression)
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = typing.get_args(Device)
 
@@ -56,6 +61,8 @@ def maybe_compile(model: nn.Module, backend: str) -> nn.Module:
     """``torch.compile(model)`` with ``backend``; the model itself when backend is ''. Keep a reference to the
     uncompiled module for state_dicts: the compiled wrapper prefixes every key."""
     check_compile(backend)
+    if backend == "reduce-overhead":
+        return torch.compile(model, mode="reduce-overhead")
     return torch.compile(model, backend=backend) if backend else model
 
 

@@ -187,6 +187,22 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
                           **placement)
 
 
+def on_device(batch: dict, device) -> dict:
+    """``batch``'s tensors on ``device``. On a GPU they are pinned and copied here, in Ray's collate thread, on
+    the thread's own stream (``produce_for_default_stream``), so the copy overlaps the step and the step's own
+    ``.to(device)`` finds them there. Ray would not do it for us: a batch that holds a ``Counter`` (the bad rows)
+    is not a tensor batch to Ray, which then neither pins nor moves it, and the step's ``non_blocking`` copy
+    from pageable memory blocks. Elsewhere (CPU, None): ``batch`` as it is."""
+    if device is None or torch.device(device).type != "cuda":
+        return batch
+
+    def copy() -> dict:
+        return {key: value.pin_memory().to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                for key, value in batch.items()}
+
+    return produce_for_default_stream(torch.device(device), copy)
+
+
 def _good_rows(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, Counter]:
     reasons = batch["skip"]
     return np.array([not r for r in reasons], dtype=bool), Counter(r for r in reasons if r)
@@ -197,29 +213,30 @@ class PatchCollate(NumpyBatchCollateFn):
 
     Returns ``{"patches": uint8 [B*K, P, P, 3] (pairwise [B*K, 2, P, P, 3]),
     "labels": int64 [B*K]}`` plus ``skipped``: a Counter of bad rows in this batch, and ``rows``: the rows it
-    received, good and bad (``patchray.train.rows`` accounts for every row of an epoch).
+    received, good and bad (``patchray.train.rows`` accounts for every row of an epoch). ``device``: the
+    training device, where the tensors are copied (``on_device``).
     """
 
-    def __init__(self, task: PatchTaskConfig, seed: int, epoch: int):
-        self.task, self.seed, self.epoch = task, seed, epoch
+    def __init__(self, task: PatchTaskConfig, seed: int, epoch: int, device=None):
+        self.task, self.seed, self.epoch, self.device = task, seed, epoch, device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         good, skipped = _good_rows(batch)
         pixels = batch["pixels"][good]
         crop_ids = [str(c) for c in batch[CROP_ID][good]]
         patches, labels = training_patches(pixels, crop_ids, self.task, self.seed, self.epoch)
-        return {"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels), "skipped": skipped,
-                "rows": len(good)}
+        return on_device({"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels),
+                          "skipped": skipped, "rows": len(good)}, self.device)
 
 
 class CutPatchCollate(NumpyBatchCollateFn):
     """Training-worker collate for a stream of patches cut by the data tasks (``CutSpec``): drop (and count) bad
     rows, lay the rows' K patches end to end. Returns what ``PatchCollate`` returns, and for the same crops the
     same patches. A row cut for another epoch than this one (a stream restarted inside the run) is trained on,
-    and said once."""
+    and said once. ``device`` as ``PatchCollate``'s."""
 
-    def __init__(self, epoch: int, rank: int = 0):
-        self.epoch, self.rank = epoch, rank
+    def __init__(self, epoch: int, rank: int = 0, device=None):
+        self.epoch, self.rank, self.device = epoch, rank, device
         self.told = False
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
@@ -231,9 +248,9 @@ class CutPatchCollate(NumpyBatchCollateFn):
             print(f"[pretrain] worker {self.rank}: the stream's patches were cut for epoch(s) "
                   f"{sorted(e + 1 for e in cut_for)} while training epoch {self.epoch + 1} (the stream restarted "
                   "inside the run): training goes on, on another epoch's draw of patches", flush=True)
-        return {"patches": torch.from_numpy(patches.reshape(-1, *patches.shape[2:])),
-                "labels": torch.from_numpy(labels.reshape(-1)), "skipped": skipped, "rows": len(good),
-                "cut_for": sorted(cut_for)}
+        return on_device({"patches": torch.from_numpy(patches.reshape(-1, *patches.shape[2:])),
+                          "labels": torch.from_numpy(labels.reshape(-1)), "skipped": skipped, "rows": len(good),
+                          "cut_for": sorted(cut_for)}, self.device)
 
 
 class EncodedPatchCollate(NumpyBatchCollateFn):
@@ -274,14 +291,15 @@ def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_step: int, rank: int,
-                  decode_device=None, fit: str = "aspect", cut_in_data: bool = False):
+                  decode_device=None, fit: str = "aspect", cut_in_data: bool = False, device=None):
     """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
     (``PatchCollate``), given ``decode_device`` from encoded ones decoded there (``EncodedPatchCollate``), or
-    with ``cut_in_data`` from patches the data tasks cut (``CutPatchCollate``)."""
+    with ``cut_in_data`` from patches the data tasks cut (``CutPatchCollate``); copied to ``device`` (the
+    training device) in the collate thread."""
     if cut_in_data:
-        collate = CutPatchCollate(epoch, rank)
+        collate = CutPatchCollate(epoch, rank, device)
     elif decode_device is None:
-        collate = PatchCollate(task, seed, epoch)
+        collate = PatchCollate(task, seed, epoch, device)
     else:
         collate = EncodedPatchCollate(task, seed, epoch, decode_device, fit)
     return shard.iter_torch_batches(
@@ -299,11 +317,12 @@ class AttributeCollate(NumpyBatchCollateFn):
 
     Whether a crop is mirrored is a function of (seed, epoch, crop id); mirrored
     labels come from the dataset's own swap table (``AttributeSet.mirror``).
-    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter, "rows": received}``.
+    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter, "rows": received}``,
+    its tensors on ``device`` (``on_device``).
     """
 
-    def __init__(self, attributes: AttributeSet, seed: int, epoch: int, mirror: bool = True):
-        self.attributes, self.seed, self.epoch, self.mirror = attributes, seed, epoch, mirror
+    def __init__(self, attributes: AttributeSet, seed: int, epoch: int, mirror: bool = True, device=None):
+        self.attributes, self.seed, self.epoch, self.mirror, self.device = attributes, seed, epoch, mirror, device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         good, skipped = _good_rows(batch)
@@ -315,5 +334,5 @@ class AttributeCollate(NumpyBatchCollateFn):
             images = images.copy()
             images[flip] = images[flip, :, ::-1]
             labels[flip] = self.attributes.mirror(labels[flip])
-        return {"images": torch.from_numpy(np.ascontiguousarray(images)), "labels": torch.from_numpy(labels),
-                "skipped": skipped, "rows": len(good)}
+        return on_device({"images": torch.from_numpy(np.ascontiguousarray(images)), "labels": torch.from_numpy(labels),
+                          "skipped": skipped, "rows": len(good)}, self.device)

@@ -85,6 +85,32 @@ def test_collate_cuts_epoch_patches_and_counts_bad_rows_only():
     assert not np.array_equal(other_epoch["patches"].numpy(), expected)
 
 
+@pytest.mark.parametrize("device", [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_collates_hand_the_step_its_batch_on_the_training_device(device):
+    """On a GPU the collate thread pins and copies the batch (Ray would not: a batch with a Counter is no tensor
+    batch to it), so the step finds it there; on the CPU the batch is left as it was made. Same values, same
+    counts, wherever they land."""
+    from patchray.pipeline import on_device
+
+    task = PatchTaskConfig()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 200, 100, 3), dtype=np.uint8)
+    batch = {"pixels": pixels, "crop_id": np.array(["a", "b", "c"], dtype=object),
+             "skip": np.array(["", "truncated_image", ""], dtype=object),
+             "labels": np.ones((3, len(PARSE27K.names)), dtype=np.int16)}
+    reference = PatchCollate(task, seed=5, epoch=2)(batch)
+    for out in (PatchCollate(task, seed=5, epoch=2, device=device)(batch),
+                AttributeCollate(PARSE27K, 0, 0, mirror=False, device=device)(batch)):
+        tensors = [value for value in out.values() if isinstance(value, torch.Tensor)]
+        assert len(tensors) == 2 and all(t.device.type == (device or "cpu") for t in tensors)
+        assert out["skipped"] == {"truncated_image": 1} and out["rows"] == 3
+    moved = PatchCollate(task, seed=5, epoch=2, device=device)(batch)
+    assert torch.equal(moved["patches"].cpu(), reference["patches"])
+    assert torch.equal(moved["labels"].cpu(), reference["labels"])
+    plain = {"x": torch.arange(4), "note": "kept"}
+    assert on_device(plain, "cpu") is plain and on_device(plain, None) is plain
+
+
 def test_attribute_collate_mirrors_pixels_and_labels_together():
     names = PARSE27K.names
     n = 64

@@ -14,6 +14,7 @@ bare GPU machine as well as inside a cluster node.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import deque
@@ -30,9 +31,13 @@ from patchray.shards.device_decode import decode_crops_on
 from patchray.train.config import OptimConfig
 from patchray.train.epoch import PretextStep, pretext_step, synchronize
 
-# Each step of the ladder adds one setting to the one before.
 COLLATE_THREADS = 4  # batches prepared ahead of the step, as Ray's format/collate pool (prefetch_batches=4)
-VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
+# Each step of the ladder adds one setting to the one before; after it, what each of pretraining's defaults gains,
+# each taken away alone from bf16 + channels-last ("-fused": torch's per-list SGD; "+sync_each_step": the loss
+# read on the host after every step), and CUDA graphs ("+graphs": compile=reduce-overhead).
+VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile", "bf16+channels_last-fused",
+            "bf16+channels_last+sync_each_step", "bf16+channels_last+graphs")
+LADDER = VARIANTS[:4]
 
 
 @dataclass
@@ -43,7 +48,7 @@ class GpuBenchConfig(BenchConfig):
     decode_batch: int = 256        # crops per nvJPEG call (as a data block)
     models: list[str] = field(default_factory=lambda: ["tiny", "resnet18"])
     patches_per_step: list[int] = field(default_factory=lambda: [128, 1024])  # each tried in turn
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))   # LADDER for the four of 2026-11-25
     compile: CompileBackend = "inductor"  # the backend of the "+compile" variant
     warmup_steps: int = 5
     steps: int = 30                # timed steps per variant
@@ -119,9 +124,11 @@ def decode_and_cut(images: list[bytes], crop_ids: list[str], cfg: GpuBenchConfig
 def _step(model: str, variant: str, cfg: GpuBenchConfig, device: torch.device) -> PretextStep:
     """Pretraining's own step (``patchray.train.epoch``) for one net under one variant: normalise, forward, loss,
     backward, SGD."""
-    return pretext_step(model, cfg.task, cfg.optim, seed=cfg.seed, device=device, amp=variant != "fp32",
-                        channels_last="channels_last" in variant,
-                        compile=cfg.compile if variant.endswith("compile") else "")
+    compile = cfg.compile if variant.endswith("+compile") else "reduce-overhead" if variant.endswith("+graphs") else ""
+    optim = dataclasses.replace(cfg.optim, fused=cfg.optim.fused and not variant.endswith("-fused"))
+    return pretext_step(model, cfg.task, optim, seed=cfg.seed, device=device, amp=variant != "fp32",
+                        channels_last="channels_last" in variant, compile=compile,
+                        check_every=1 if variant.endswith("+sync_each_step") else None)
 
 
 def _batch(patches: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -138,8 +145,8 @@ def train_steps(crops: torch.Tensor, crop_ids: list[str], cfg: GpuBenchConfig, d
             batches = [_batch(*task_patches_on(crops[i:i + n], crop_ids[i:i + n], cfg.task, cfg.seed, 0))
                        for i in range(0, min(len(crop_ids), 8 * n) - n + 1, n)]
             for variant in cfg.variants:
-                if device.type == "cpu" and variant != "fp32" and not variant.endswith("compile"):
-                    continue  # bf16 autocast and channels-last are GPU settings; on the CPU they are no-ops
+                if device.type == "cpu" and variant not in ("fp32", LADDER[-1]):
+                    continue  # bf16 autocast is a GPU setting (a no-op on the CPU), and so are the ablations
                 step = _step(model, variant, cfg, device)
                 started = time.perf_counter()
                 for i in range(cfg.warmup_steps + 1):
@@ -153,7 +160,7 @@ def train_steps(crops: torch.Tensor, crop_ids: list[str], cfg: GpuBenchConfig, d
                 seconds = time.perf_counter() - start
                 rows.append({"model": model, "patches_per_step": per_step, "variant": variant,
                              "patches_per_s": round(per_step * cfg.steps / seconds), "warmup_s": round(warm_s, 1),
-                             "loss": round(final, 3)})
+                             "loss": round(float(final), 3)})
                 log(f"[bench_gpu] {model}, batch {per_step}, {variant}: {rows[-1]['patches_per_s']:,} patches/s "
                     f"(warm-up {warm_s:.1f} s)")
     return rows

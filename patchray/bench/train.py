@@ -85,14 +85,14 @@ def train_epochs(cfg: dict, crops: np.ndarray, crop_ids: list[str], device: torc
     bench = configlib.build(TrainBenchConfig, cfg)
     tune_for(device)
     step = pretext_step(bench.model, bench.task, bench.optim, seed=bench.seed, device=device, amp=bench.amp,
-                        channels_last=bench.channels_last, compile=bench.compile)
+                        channels_last=bench.channels_last, compile=bench.compile, rows=bench.patches_per_step)
     per_step = bench.patches_per_step // bench.task.patches_per_crop
     history = []
     for epoch in range(bench.epochs):
         batches = _patch_batches(crops, crop_ids, bench.task, bench.seed, epoch, per_step, device)
         totals = train_epoch(batches, step, epoch, device)
         history.append({"patches": int(totals.count), "seconds": totals.elapsed, "wait_s": totals.wait_s,
-                        "loss": totals.last_loss})
+                        "loss": float(totals.last_loss)})
         checkpoint(step.net.state_dict())
     return history
 

@@ -51,6 +51,7 @@ def normalize_patches(
     std: Sequence[float] | torch.Tensor | None = None,
     eps: float = PATCH_VARIANCE_EPS,
     channels_last: bool = False,
+    std_checked: bool = False,
 ) -> torch.Tensor:
     """float32 channels-first network input from channels-last patches.
 
@@ -64,6 +65,8 @@ def normalize_patches(
     channel it names set to 0 after normalising, as the reference scripts drop a channel.
     ``channels_last``: a [B, 3, P, P] result in the channels-last memory format (a net in that format takes it
     without a copy; the uint8 input's layout already is, so it costs none here either); pairs stay contiguous.
+    ``std_checked``: ``std`` is known to be positive (``checked_stats``), so the check, which reads a GPU tensor
+    on the host and waits for the device, is skipped.
     """
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"unknown normalize mode {mode!r}; expected one of {NORMALIZE_MODES}")
@@ -77,9 +80,9 @@ def normalize_patches(
     if patches.ndim == 5 and patches.shape[1] != 2:
         raise ValueError(f"pairwise patches must be [B, 2, P, P, 3], got {tuple(patches.shape)}")
     if patches.shape[-1] == 3:
-        return _in_layout(_standardise(patches, mode, mean, std, eps), channels_last)
+        return _in_layout(_standardise(patches, mode, mean, std, eps, std_checked), channels_last)
     dropped = patches[..., 0, 0, DROP_PLANE].long()  # [B] or [B, 2]: channel + 1, 0 for none
-    pixels = _standardise(patches[..., :DROP_PLANE], mode, mean, std, eps)
+    pixels = _standardise(patches[..., :DROP_PLANE], mode, mean, std, eps, std_checked)
     channels = torch.arange(1, 4, device=pixels.device)
     return _in_layout(pixels.masked_fill((dropped[..., None] == channels)[..., None, None], 0.0), channels_last)
 
@@ -91,15 +94,16 @@ def normalize_images(
     std: Sequence[float] | torch.Tensor | None = None,
     eps: float = PATCH_VARIANCE_EPS,
     channels_last: bool = False,
+    std_checked: bool = False,
 ) -> torch.Tensor:
     """Whole crops [B, H, W, 3] -> float32 [B, 3, H, W], with the same modes as ``normalize_patches``
     ("patch" standardises each crop), so that a fine-tuned trunk sees the statistics it was pretrained on;
-    ``channels_last`` as there."""
+    ``channels_last`` and ``std_checked`` as there."""
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"unknown normalize mode {mode!r}; expected one of {NORMALIZE_MODES}")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
-    return _in_layout(_standardise(images, mode, mean, std, eps), channels_last)
+    return _in_layout(_standardise(images, mode, mean, std, eps, std_checked), channels_last)
 
 
 def _in_layout(pixels: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -110,7 +114,7 @@ def _in_layout(pixels: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return pixels.contiguous()
 
 
-def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float) -> torch.Tensor:
+def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float, std_checked: bool = False) -> torch.Tensor:
     pixels = patches.movedim(-1, -3).to(torch.float32) / 255.0
     if mode == "patch":
         variance, mean_value = torch.var_mean(pixels, dim=(-2, -1), keepdim=True, correction=0)
@@ -120,10 +124,26 @@ def _standardise(patches: torch.Tensor, mode: str, mean, std, eps: float) -> tor
             raise ValueError("normalize mode 'dataset' needs mean and std (per pixel or per channel)")
         mean_tensor = _stats_tensor(mean, "mean", pixels)
         std_tensor = _stats_tensor(std, "std", pixels)
-        if not bool(torch.all(std_tensor > 0)):
-            raise ValueError(f"std must be positive, got min {std_tensor.min().item()}")
+        if not std_checked:
+            check_std(std_tensor)
         pixels = (pixels - mean_tensor) / std_tensor
     return pixels
+
+
+def check_std(std: torch.Tensor) -> None:
+    if not bool(torch.all(std > 0)):
+        raise ValueError(f"std must be positive, got min {std.min().item()}")
+
+
+def checked_stats(mean, std, device) -> dict[str, torch.Tensor]:
+    """``{"mean", "std"}`` as float32 tensors on ``device``, the std checked positive: what a training loop
+    builds once and passes with ``std_checked=True`` every step (no host-to-device copy, no host read)."""
+    if mean is None or std is None:
+        raise ValueError("normalize mode 'dataset' needs mean and std (per pixel or per channel)")
+    stats = {name: torch.as_tensor(values, dtype=torch.float32).to(device)
+             for name, values in (("mean", mean), ("std", std))}
+    check_std(stats["std"])
+    return stats
 
 
 class PixelStatistics:

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from patchray.accel import CompileBackend
+from patchray.accel import CompileBackend, GradCompression
 from patchray.patches import PatchTaskConfig
 from patchray.patches.normalize import NormalizeMode
 from patchray.probe import ProbeConfig
@@ -22,6 +22,7 @@ from patchray.tracking import Tracking
 from patchray.train.resources import ResourcesConfig
 
 Schedule = Literal["none", "step", "cosine"]
+LrScaling = Literal["none", "linear", "sqrt"]
 
 
 @dataclass
@@ -37,10 +38,22 @@ class OptimConfig:
     schedule: Schedule = "step"
     step_epochs: int = 5     # step schedule: multiply lr by gamma every step_epochs epochs
     gamma: float = 0.5
+    # torch's fused SGD: the whole update in one kernel (CPU and GPU), not a few per parameter list; the same
+    # rule. 2.5x faster an update on the CPU (docs/performance.md); false: torch's default (foreach).
+    fused: bool = True
+    # Larger batches: the lr is multiplied by (global batch / base_batch) ("linear") or its square root ("sqrt"),
+    # the global batch being a step's examples over all workers (patches in pretraining, crops in fine-tuning);
+    # and it rises linearly from 0 over the first warmup_epochs epochs (fractions allowed), step by step.
+    lr_scaling: LrScaling = "none"
+    base_batch: int = 128
+    warmup_epochs: float = 0.0
 
     def __post_init__(self):
         if self.lr <= 0 or self.step_epochs < 1 or not 0 < self.gamma <= 1:
             raise ValueError("need lr > 0, step_epochs >= 1 and 0 < gamma <= 1")
+        if self.base_batch < 1 or self.warmup_epochs < 0:
+            raise ValueError(f"need base_batch >= 1 and warmup_epochs >= 0, got {self.base_batch}, "
+                             f"{self.warmup_epochs}")
         if self.weight_decay < 0 or self.output_l2 < 0:
             raise ValueError(f"weight_decay and output_l2 must be >= 0, got {self.weight_decay}, {self.output_l2}")
 
@@ -111,6 +124,9 @@ class PretrainConfig:
     amp: bool = True             # bf16 autocast, on GPU only
     channels_last: bool | None = None  # channels-last memory format (None: on; faster on GPUs and CPUs alike)
     compile: CompileBackend = ""  # torch.compile backend ("inductor"; "" for none)
+    # Gradients all-reduced in "fp16" or "bf16" (half the bytes; decompressed before the update) instead of float32
+    # ("none"): for workers on separate nodes, one GPU each, where the all-reduce crosses the network.
+    grad_compression: GradCompression = "none"
     # Where JPEGs are decoded: "data" (Ray Data's CPU tasks; the stream carries pixels) or "trainer" (each
     # training worker, with nvJPEG on a GPU; the stream carries the encoded crops). See README, Performance.
     decode_on: DecodeOn = "data"

@@ -19,13 +19,13 @@ from patchray.models.init import (
     parse_init,
     settle_normalization,
 )
-from patchray.patches import normalize_images
+from patchray.patches import checked_stats, normalize_images
 from patchray.pipeline import AttributeCollate, local_shuffle_seed
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
-from patchray.train.epoch import StepResult, TrainStep, accelerate, padded, train_epoch
-from patchray.train.optim import build_optimizer, lr_at_epoch, set_lr
-from patchray.train.worker import gather_rows, reduce_epoch, report_epoch, resume, start_worker
+from patchray.train.epoch import StepResult, TrainStep, accelerate, padded, sync_buffers, train_epoch
+from patchray.train.optim import StepSchedule, build_optimizer, set_lr, stepping_rates, steps_per_epoch
+from patchray.train.worker import gather_rows, prepare_ddp, reduce_epoch, report_epoch, resume, start_worker
 
 EVAL_BATCH = 64
 
@@ -51,31 +51,43 @@ def resolve_normalization(cfg: FinetuneConfig) -> None:
         parse_init(cfg.init), given.normalize, given.normalize_mean, given.normalize_std)
 
 
-def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
+class CropNormalization:
     """uint8 crops [B, H, W, 3] -> network input: ImageNet's mean/std for an imagenet init, else
     ``cfg.input.normalize`` (settled by :func:`resolve_normalization` for a PatchTask init; ``patch`` by
-    default); in the net's memory format (``cfg.channels_last``)."""
-    given = cfg.input
-    init = parse_init(cfg.init).kind
-    layout = {"channels_last": channels_last_for(cfg.channels_last, images.device)}
-    if init == "imagenet":
-        return normalize_images(images, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD, **layout)
-    if init == "patchtask" and given.normalize is None:
-        raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
-                         "(resolve_normalization, when the driver prepares the run)")
-    if given.normalize == "dataset":
-        return normalize_images(images, "dataset", mean=given.normalize_mean, std=given.normalize_std, **layout)
-    return normalize_images(images, given.normalize or "patch", **layout)
+    default); in the net's memory format (``cfg.channels_last``). Statistics go to ``device`` and are checked
+    once, so a step copies nothing to the device and reads nothing back."""
+
+    def __init__(self, cfg: FinetuneConfig, device):
+        given = cfg.input
+        init = parse_init(cfg.init).kind
+        if init == "patchtask" and given.normalize is None:
+            raise ValueError("fine-tuning from a PatchTask init before its normalisation was settled "
+                             "(resolve_normalization, when the driver prepares the run)")
+        self.channels_last = channels_last_for(cfg.channels_last, torch.device(device))
+        self.mode, self.stats = given.normalize or "patch", {}
+        if init == "imagenet":
+            self.mode, self.stats = "dataset", checked_stats(IMAGENET_MEAN, IMAGENET_STD, device)
+        elif given.normalize == "dataset":
+            self.stats = checked_stats(given.normalize_mean, given.normalize_std, device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize_images(images, self.mode, **self.stats, channels_last=self.channels_last, std_checked=True)
+
+
+def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
+    """``CropNormalization`` of ``images`` on their device, built for this one call."""
+    return CropNormalization(cfg, images.device)(images)
 
 
 def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.ndarray]:
     """Softmax probabilities per attribute for uint8 crops [N, H, W, 3]."""
     net.eval()
     outputs = None
+    normalise_crops = CropNormalization(cfg, device)
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(pixels), EVAL_BATCH):
             # a copy: the pixels come read-only from Ray's object store, and torch warns on such an array
-            x = normalise(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device), cfg)
+            x = normalise_crops(torch.from_numpy(pixels[start:start + EVAL_BATCH].copy()).to(device))
             probs = [torch.softmax(logits.float(), 1).cpu().numpy() for logits in net(x)]
             outputs = probs if outputs is None else [np.concatenate([a, b]) for a, b in zip(outputs, probs)]
     net.train()
@@ -123,13 +135,17 @@ class AttributeStep:
 
     def __init__(self, train: TrainStep, cfg: FinetuneConfig, attributes: AttributeSet):
         self.train, self.cfg = train, cfg
+        self.normalise = CropNormalization(cfg, train.device)
         self.empty = ((1, cfg.input.crop_height, cfg.input.crop_width, 3), (1, len(attributes)))
 
     def __call__(self, batch: dict, *, epoch: int = 0, step: int = 1) -> StepResult:
         images, labels, weight = padded(batch["images"], batch["labels"], *self.empty)
-        x = normalise(images.to(self.train.device, non_blocking=True), self.cfg)   # in the net's memory format
+        x = self.normalise(images.to(self.train.device, non_blocking=True))   # in the net's memory format
         loss, _ = self.train(x, labels.to(self.train.device, non_blocking=True), weight, epoch=epoch, step=step)
         return StepResult(loss, len(labels), weight)
+
+    def check(self) -> None:
+        self.train.check()
 
 
 def finetune_loop(loop_config: dict) -> None:
@@ -141,7 +157,7 @@ def finetune_loop(loop_config: dict) -> None:
     net, _ = build_attribute_net(cfg, attributes, initialise=False)
     net.load_state_dict(ray.get(loop_config["initial_ref"]))
     model, base = accelerate(net, device, channels_last=channels_last_for(cfg.channels_last, device),
-                             prepare=ray.train.torch.prepare_model)
+                             prepare=prepare_ddp())
     trunk_params = [p for p in net.trunk.parameters() if p.requires_grad]
     head_params = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk_params, "lr_mult": cfg.trunk_lr_mult}, {"params": head_params, "lr_mult": 1.0}]
@@ -158,14 +174,18 @@ def finetune_loop(loop_config: dict) -> None:
     # evaluate_test false: the driver read no test split (a search's trial), and no test number is made.
     test = ray.get(loop_config["test_ref"]) if cfg.evaluate_test else None
     shard = ray.train.get_dataset_shard("train")
+    schedule = StepSchedule(cfg.optim, cfg.epochs, steps_per_epoch(loop_config["stream_rows"], world,
+                                                                   cfg.crops_per_step), cfg.crops_per_step * world)
     for epoch in range(start_epoch, cfg.epochs):
-        lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
-        set_lr(optimizer, lr)
+        set_lr(optimizer, schedule.at(epoch))
+        lr = schedule.at(epoch, schedule.steps_per_epoch - 1)   # reported: the epoch's rate once warmed up
         batches = shard.iter_torch_batches(
-            batch_size=cfg.crops_per_step, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror),
+            batch_size=cfg.crops_per_step, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror, device),
             drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.crops_per_step * 4,
             local_shuffle_seed=local_shuffle_seed(cfg.seed, epoch, rank))
-        totals = reduce_epoch(train_epoch(batches, step, epoch, device), device)
+        totals = reduce_epoch(train_epoch(batches, step, epoch, device,
+                                          on_step=stepping_rates(schedule, optimizer, epoch)), device)
+        sync_buffers(base)   # every rank evaluates with rank 0's BatchNorm statistics, which it saves
         last = epoch == cfg.epochs - 1
         val_metrics = test_metrics = None
         if last or (epoch + 1) % cfg.eval_every == 0:

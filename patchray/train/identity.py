@@ -29,9 +29,12 @@ NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources",
 # Keys added after runs were already made, whose default keeps the old behaviour: at that default they are left
 # out, so that a run made before the key existed still resumes (and is reused by compare_inits).
 # channels_last was an identity key of pretraining before fine-tuning had it: an identity stored with it at its
-# default compares equal to one without it (:func:`differences`).
+# default compares equal to one without it (:func:`differences`). optim.fused changes how the update runs, not
+# its rule: a run made with torch's default resumes with it.
 LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True,
-                       "cut_on": "worker", "channels_last": None}
+                       "cut_on": "worker", "channels_last": None, "optim.fused": True,
+                       "grad_compression": "none", "optim.lr_scaling": "none", "optim.base_batch": 128,
+                       "optim.warmup_epochs": 0.0}
 
 
 # What may differ between a run and the shorter finished run it continues (``start_from``).

@@ -20,10 +20,18 @@ from patchray.patches import validation_patches
 from patchray.pipeline import patch_batches
 from patchray.probe import crop_normalizer
 from patchray.train.config import PretrainConfig
-from patchray.train.epoch import EpochTotals, InputNormalization, pretext_step, train_epoch
-from patchray.train.optim import lr_at_epoch, set_lr
+from patchray.train.epoch import EpochTotals, InputNormalization, pretext_step, sync_buffers, train_epoch
+from patchray.train.optim import StepSchedule, set_lr, stepping_rates, steps_per_epoch
 from patchray.train.telemetry import TrainingMetrics
-from patchray.train.worker import gather_rows, reduce_epoch, report_epoch, resume, start_worker, sum_across_workers
+from patchray.train.worker import (
+    gather_rows,
+    prepare_ddp,
+    reduce_epoch,
+    report_epoch,
+    resume,
+    start_worker,
+    sum_across_workers,
+)
 
 EVAL_BATCH = 512
 PROGRESS_EVERY_S = 30.0
@@ -36,19 +44,17 @@ def evaluate(net, patches: np.ndarray, labels: np.ndarray, cfg: PretrainConfig, 
     normalize = normalize or InputNormalization({"mode": cfg.task.normalize}, device, channels_last)
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
-    loss_sum = correct = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one read at the end
     with torch.no_grad(), autocast(device, cfg.amp):
         for start in range(0, len(labels), EVAL_BATCH):
             x = normalize(torch.from_numpy(patches[start:start + EVAL_BATCH]).to(device))
             x = as_input(x, channels_last)
             y = torch.from_numpy(labels[start:start + EVAL_BATCH]).to(device)
             logits = net(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            pred = logits.argmax(1)
-            correct += (pred == y).sum().item()
-            confusion.index_put_((y, pred), torch.ones_like(y, dtype=torch.float64), accumulate=True)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            confusion.index_put_((y, logits.argmax(1)), torch.ones_like(y, dtype=torch.float64), accumulate=True)
     net.train()
-    return loss_sum, correct, len(labels), confusion
+    return float(loss_sum), float(confusion.trace()), len(labels), confusion
 
 
 def probe_trunk(net, probe, cfg: PretrainConfig, normalize, device, rank: int, world: int) -> dict | None:
@@ -117,7 +123,7 @@ def pretrain_loop(loop_config: dict) -> None:
     normalize = InputNormalization(normalization, device, channels_last_for(cfg.channels_last, device))
     step = pretext_step(cfg.model, cfg.task, cfg.optim, seed=cfg.seed, device=device, amp=cfg.amp,
                         channels_last=cfg.channels_last, compile=cfg.compile, normalize=normalize,
-                        prepare=ray.train.torch.prepare_model)
+                        prepare=prepare_ddp(cfg.grad_compression), rows=cfg.patches_per_step)
     start_epoch, history = resume(step.net, step.optimizer, loop_config, "pretrain", rank)
     telemetry = TrainingMetrics(cfg.name, rank)
 
@@ -136,14 +142,18 @@ def pretrain_loop(loop_config: dict) -> None:
     ready_at = time.time()   # net, its checkpoint, validation patches and the untrained trunk's probe are ready
     shard = ray.train.get_dataset_shard("train")
     patches_seen = history[-1]["patches_seen"] if history else 0
+    schedule = StepSchedule(cfg.optim, cfg.epochs, steps_per_epoch(loop_config["stream_rows"], world,
+                                                                   cfg.crops_per_step), cfg.patches_per_step * world)
     for epoch in range(start_epoch, cfg.epochs):
-        lr = lr_at_epoch(cfg.optim, epoch, cfg.epochs)
-        set_lr(step.optimizer, lr)
+        set_lr(step.optimizer, schedule.at(epoch))
+        lr = schedule.at(epoch, schedule.steps_per_epoch - 1)   # reported: the epoch's rate once warmed up
         batches = patch_batches(shard, cfg.task, cfg.seed, epoch, cfg.crops_per_step, rank,
                                 decode_device=device if cfg.decode_on == "trainer" else None, fit=cfg.input.crop_fit,
-                                cut_in_data=cfg.cut_on == "data")
+                                cut_in_data=cfg.cut_on == "data", device=device)
         live = LiveProgress(telemetry, rank, epoch, cfg.epochs)
-        totals = reduce_epoch(train_epoch(batches, step, epoch, device, on_step=live), device)
+        totals = reduce_epoch(train_epoch(batches, step, epoch, device,
+                                          on_step=stepping_rates(schedule, step.optimizer, epoch, live)), device)
+        sync_buffers(step.net)   # every rank evaluates with rank 0's BatchNorm statistics, which it saves
         v_loss, v_correct, v_count, confusion = evaluate(step.net, val_patches, val_labels, cfg, device,
                                                          num_classes, step.channels_last, normalize)
         if dist.is_available() and dist.is_initialized():

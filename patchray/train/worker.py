@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from patchray.accel import tune_for
 from patchray.train.checkpoint import load_checkpoint, save_checkpoint
-from patchray.train.epoch import EpochTotals
+from patchray.train.epoch import EpochTotals, compress_gradients, ddp_options
 from patchray.train.identity import check_continuable, check_same_run
 
 
@@ -25,6 +25,17 @@ def start_worker(loop_config: dict) -> tuple[int, int, torch.device]:
     device = ray.train.torch.get_device()
     tune_for(device)
     return context.get_world_rank(), context.get_world_size(), device
+
+
+def prepare_ddp(compression: str = "none"):
+    """Ray Train's ``prepare_model`` (DDP over the workers; one worker: the net as it is) with patchray's DDP
+    settings (``ddp_options``) and the gradient compression asked for (``compress_gradients``)."""
+    def prepare(net):
+        model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp_options())
+        compress_gradients(model, compression)
+        return model
+
+    return prepare
 
 
 def distributed() -> bool:
@@ -76,7 +87,8 @@ def gather_rows(mine: list | None, lengths: list[int], rank: int, world: int) ->
 def reduce_epoch(totals: EpochTotals, device) -> EpochTotals:
     """An epoch's totals summed over every worker, with the bad rows they skipped (``EpochTotals``)."""
     loss_sum, correct, count, wait_s, elapsed, received = sum_across_workers(
-        [totals.loss_sum, totals.correct, totals.count, totals.wait_s, totals.elapsed, totals.received], device)
+        [float(totals.loss_sum), float(totals.correct), totals.count, totals.wait_s, totals.elapsed,
+         totals.received], device)
     return EpochTotals(loss_sum=loss_sum, correct=correct, count=count, steps=totals.steps, wait_s=wait_s,
                        elapsed=elapsed, received=int(received), skipped=gather_counters(totals.skipped))
 

@@ -126,21 +126,21 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
     cfg = configlib.build(CompareConfig, {
         "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
         "pretrained": str(folder), "layers": [1], "layer_modes": ["frozen"],
-        "finetune": {"data": [str(orientation_only)], "epochs": 2, "crops_per_step": 16, "eval_every": 1,
+        "finetune": {"data": [str(orientation_only)], "epochs": 1, "crops_per_step": 16, "eval_every": 1,
                      "val_limit": 64, "loss": "balanced"}})
     result = run_compare(cfg, log=print)
     out = tmp_path / "cmp"
     for init in ("random", "patchtask"):
         run = out / "runs" / f"labels60-seed0-{init}"
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["epochs"] == 2 and summary["loss"] == "balanced"
+        assert summary["epochs"] == 1 and summary["loss"] == "balanced"
         assert len(summary["class_weights"]) == 1 and len(summary["class_weights"][0]) == 4
         test = summary["test"]
         assert test["mAP"] is None and test["parse27k_mAP"] is None
         assert 0.0 <= test["mA"] <= 1.0 and 0.0 <= test["parse27k_mBER"] <= 1.0
         assert 0.0 <= test["orientation_accuracy"] <= 1.0
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert [h["val_mA"] is not None for h in history] == [True, True]
+        assert [h["val_mA"] is not None for h in history] == [True]
         table = (run / "test_metrics.md").read_text()
         assert "| Orientation |" in table and "**mAP**" not in table
         assert (run / "curves.png").stat().st_size > 0

@@ -1,6 +1,7 @@
 """A small Ray Tune search end to end on the local cluster: Optuna + ASHA trials sharing one cached
 pretraining, the best configuration confirmed with another seed (and only it tested), the study in its SQLite
-database, every output written, and a re-run of the same name resuming without rerunning anything."""
+database, every output written, and a re-run of the same name resuming without rerunning anything; a grid, the
+probe objective, and a longer pretraining continuing a cached shorter one."""
 import csv
 import json
 from pathlib import Path
@@ -158,9 +159,9 @@ def test_grid_search_runs_every_point_scores_a_diverged_fine_tuning_the_worst_an
     assert summary["best"]["params"]["finetune.optim.lr"] == 0.002 and summary["best"]["seeds"] == 1
     assert len([p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]) == 1
 
-    # objective probe on a pretext grid of two: no trial fine-tunes, each is scored by the linear probe of its
-    # pretrained trunk (2x4 from the cache, 3x6 trained here) on the fine-tuning data, and the better one by the
-    # probe is then fine-tuned
+    # objective probe on a pretext grid of two, pretrained 2 epochs: no trial fine-tunes, each is scored by the
+    # linear probe of its pretrained trunk (2x4 continuing the cached 1-epoch entry, 3x6 trained here) on the
+    # fine-tuning data, and the better one by the probe is then fine-tuned
     from patchray.probe import ProbeConfig
     from patchray.train.probe_set import probe_pretraining
 
@@ -170,7 +171,7 @@ def test_grid_search_runs_every_point_scores_a_diverged_fine_tuning_the_worst_an
         "out": str(tmp_path), "name": "p", "search": "grid", "objective": "probe", "time_budget_s": None,
         "confirm_top_k": 1, "confirm_seeds": 1,
         "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4", "3x6"]}}},
-        "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150,
+        "pretrain": {"epochs": 2, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 30, "max_crops": 150,
                      "resources": {"num_workers": 1}, "probe": probe_cfg},
         "finetune": {"epochs": 1, "labels": 40, "data": [str(tmp_path / "lab" / "labeled")], "val_limit": 30,
                      "max_failures": 0, "resources": {"num_workers": 1}}}),
@@ -179,14 +180,42 @@ def test_grid_search_runs_every_point_scores_a_diverged_fine_tuning_the_worst_an
     probed = list(csv.DictReader(open(tmp_path / "p" / "trials.csv")))
     assert len(probed) == 2 and {(r["status"], r["epochs"]) for r in probed} == {("completed", "1")}
     assert not (tmp_path / "p" / "trials").exists() or not any((tmp_path / "p" / "trials").iterdir())
-    assert len([p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]) == 2  # one new, one reused
+    entries = {(cfg.task.rows, cfg.epochs): p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()
+               for cfg in [configlib.load(PretrainConfig, p / "config.yaml")]}
+    assert set(entries) == {(4, 1), (4, 2), (6, 2)}   # the 1-epoch 2x4 entry, continued; 3x6 new
+    _check_continued(entries[(4, 1)], entries[(4, 2)])
     for r in probed:  # each trial's score is the probe of its pretraining, recomputed here
-        rows_of_grid = int(r["pretrain.task.grid"].split("x")[1])
-        folder = next(p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()
-                      and configlib.load(PretrainConfig, p / "config.yaml").task.rows == rows_of_grid)
+        folder = entries[(int(r["pretrain.task.grid"].split("x")[1]), 2)]
         again = probe_pretraining(folder, ProbeConfig(**probe_cfg), [str(tmp_path / "lab" / "labeled")], 0)
         assert float(r["val_mA"]) == pytest.approx(again["probe_mA"], abs=1e-4)
     best_probe = max(probed, key=lambda r: float(r["val_mA"]))
     chosen = screened["best"]
     assert chosen["trial"] == best_probe["trial"] and chosen["seeds"] == 1 and chosen["test_runs"] == 1
     assert chosen["val_mA"] != pytest.approx(float(best_probe["val_mA"]))  # the fine-tuning's score, not the probe's
+
+
+def _check_continued(one: Path, two: Path) -> None:
+    """The 2-epoch cache entry ``two`` continued the 1-epoch entry ``one`` of its lineage: its epoch 1 is
+    ``one``'s line for line (a re-trained epoch has new timings), only epoch 2 ran in its own Ray Train run, and
+    it trained on from ``one``'s weights."""
+    import ray.train
+    import torch
+
+    from patchray.train.checkpoint import final_state, load_checkpoint
+
+    def lines(folder):
+        return (folder / "metrics.jsonl").read_text().splitlines()
+
+    def epochs_ray_train_ran(folder):   # this entry's own run, not the history it carries over
+        return [int(e) for e in ray.train.Result.from_path(str(folder / "ray" / "pretrain")).metrics_dataframe["epoch"]]
+
+    assert [json.loads(line)["epoch"] for line in lines(two)] == [0, 1] and lines(two)[0] == lines(one)[0]
+    assert epochs_ray_train_ran(one) == [0] and epochs_ray_train_ran(two) == [1]
+    summary = json.loads((two / "complete.json").read_text())
+    assert summary["epochs"] == 2 and summary["from_epoch"] == 1
+    assert summary["continued_from"] == str(one.resolve()) and summary["cache"]["continued_from"] == one.name
+    epochs = [json.loads(line) for line in lines(two)]
+    assert epochs[1]["patches_seen"] > epochs[0]["patches_seen"] == json.loads(lines(one)[0])["patches_seen"]
+    (start, _), (end, _) = load_checkpoint(final_state(one)), load_checkpoint(final_state(two))
+    assert (start["epoch"], end["epoch"]) == (0, 1)
+    assert any(not torch.equal(start["model"][k], end["model"][k]) for k in start["model"])

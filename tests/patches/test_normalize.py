@@ -220,3 +220,18 @@ def test_a_marked_channel_is_zeroed_after_normalising(mode):
     if mode == "dataset":  # zeroing the uint8 pixels instead would have given (0 - mean) / std = -3
         assert not torch.equal(normalize_patches(torch.zeros(1, 8, 8, 3, dtype=torch.uint8), mode, **stats),
                                torch.zeros(1, 3, 8, 8))
+
+
+def test_statistics_checked_once_normalise_as_the_checked_call_does():
+    from patchray.patches import checked_stats
+
+    patches = torch.randint(0, 256, (5, 8, 8, 3), dtype=torch.uint8)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    stats = checked_stats(mean, std, torch.device("cpu"))
+    assert stats["mean"].dtype == torch.float32 and stats["std"].device.type == "cpu"
+    assert torch.equal(normalize_patches(patches, "dataset", **stats, std_checked=True),
+                       normalize_patches(patches, "dataset", mean=mean, std=std))
+    with pytest.raises(ValueError, match="std must be positive"):
+        checked_stats(mean, [0.2, 0.0, 0.3], torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs mean and std"):
+        checked_stats(None, std, torch.device("cpu"))

@@ -11,7 +11,17 @@ import torch.nn.functional as F
 
 from patchray.patches import PatchTaskConfig
 from patchray.train.config import OptimConfig
-from patchray.train.epoch import EpochTotals, StepResult, TrainStep, padded, pretext_step, train_epoch
+from patchray.train.epoch import (
+    DEVICE_CHECK_EVERY,
+    FILLER_LABEL,
+    EpochTotals,
+    StepResult,
+    TrainStep,
+    filled,
+    padded,
+    pretext_step,
+    train_epoch,
+)
 
 CPU = torch.device("cpu")
 
@@ -58,6 +68,40 @@ def test_zero_weight_padding_and_the_totals_it_leaves():
     assert (totals.loss_sum, totals.count, totals.correct, totals.steps) == (8.0, 4, 3, 2)
 
 
+def test_filled_batches_have_one_shape_and_step_as_the_short_batch_would():
+    """Pretraining tops a short batch up to patches_per_step with repeats labelled FILLER_LABEL: the loss, the
+    gradients and the correct count are the short batch's own; an empty batch is zeros of weight 0."""
+    torch.manual_seed(0)
+    patches, labels = torch.randn(5, 7), torch.randint(0, 3, (5,))
+    x, y, weight = filled(patches, labels, 8)
+    assert x.shape == (8, 7) and weight == 1.0 and (y[5:] == FILLER_LABEL).all() and torch.equal(x[5:], x[:3])
+    assert filled(patches, labels, 5)[0] is patches
+    empty, zeros, none = filled(patches[:0], labels[:0], 8)
+    assert empty.shape == (8, 7) and not empty.any() and not zeros.any() and none == 0.0
+
+    grads = []
+    for inputs, targets in ((patches, labels), (x, y)):
+        torch.manual_seed(1)   # the same initial weights for both
+        net = torch.nn.Linear(7, 3)
+        step = TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.1), F.cross_entropy, device=CPU, amp=False,
+                         lr=0.1, what="x")
+        loss, logits = step(inputs, targets)
+        grads.append((float(loss), net.weight.detach().clone(), int((logits.argmax(1) == targets).sum())))
+    assert grads[0][0] == pytest.approx(grads[1][0]) and torch.allclose(grads[0][1], grads[1][1])
+    assert grads[0][2] == grads[1][2]
+
+
+def test_pretraining_steps_on_one_batch_shape_and_counts_only_real_patches():
+    task = PatchTaskConfig()
+    step = pretext_step("tiny", task, OptimConfig(), seed=0, device=CPU, rows=16)
+    shapes = []
+    step.net.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    batches = [_batch(16, task), _batch(5, task), _batch(0, task)]
+    totals = train_epoch(iter(batches), step, 0, CPU)
+    assert shapes == [(16, 3, 32, 32)] * 3
+    assert totals.count == 21 and 0 <= totals.correct <= 21 and math.isfinite(totals.loss)
+
+
 def test_a_diverged_loss_is_refused_before_the_step_naming_epoch_step_and_lr():
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
@@ -68,6 +112,65 @@ def test_a_diverged_loss_is_refused_before_the_step_naming_epoch_step_and_lr():
                                                  r"lower optim.lr \(now 0.5\)"):
         step(torch.ones(2, 3), torch.tensor([0, 1]), epoch=1, step=7)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+class _Diverging:
+    """A loss that turns infinite from the ``bad``-th call on."""
+
+    def __init__(self, bad: int):
+        self.calls, self.bad = 0, bad
+
+    def __call__(self, logits, y):
+        self.calls += 1
+        return F.cross_entropy(logits, y) * (math.inf if self.calls >= self.bad else 1.0)
+
+
+def test_the_loss_is_read_every_step_on_the_cpu_and_every_so_many_steps_on_a_gpu():
+    net = torch.nn.Linear(3, 2)
+    make = lambda device, **kw: TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.1), F.cross_entropy,  # noqa: E731
+                                          device=torch.device(device), amp=False, lr=0.1, what="x", **kw)
+    assert make("cpu").check_every == 1 and make("cuda").check_every == DEVICE_CHECK_EVERY > 1
+    assert make("cuda", check_every=7).check_every == 7
+
+
+def test_a_deferred_check_names_the_first_diverged_step_when_it_reads_the_losses():
+    """A GPU step leaves its losses on the device; the check that reads them (every ``check_every`` steps, and
+    at the epoch's end) names the first step that was not finite, not the step it ran at."""
+    net = torch.nn.Linear(3, 2)
+    step = TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.5), _Diverging(bad=3), device=CPU, amp=False,
+                     lr=0.5, what="pretraining", check_every=5)
+    x, y = torch.ones(2, 3), torch.tensor([0, 1])
+    for n in range(1, 5):   # steps 3 and 4 diverge, and nothing reads them yet
+        loss, _ = step(x, y, epoch=0, step=n)
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0
+    with pytest.raises(FloatingPointError, match=r"pretraining diverged in epoch 1 \(step 3: loss inf\)"):
+        step(x, y, epoch=0, step=5)   # the fifth step reads all five
+    step.check()   # read once: nothing is left to refuse
+
+    class Pretext:   # what train_epoch steps: a StepResult, and the check at the epoch's end
+        def __init__(self):
+            fresh = torch.nn.Linear(3, 2)   # the weights above went non-finite after step 3
+            self.train = TrainStep(fresh, torch.optim.SGD(fresh.parameters(), lr=0.5), _Diverging(bad=2), device=CPU,
+                                   amp=False, lr=0.5, what="fine-tuning", check_every=100)
+
+        def __call__(self, batch, *, epoch, step):
+            loss, _ = self.train(x, y, epoch=epoch, step=step)
+            return StepResult(loss, 2, 1.0)
+
+        def check(self):
+            self.train.check()
+
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged in epoch 4 \(step 2: loss inf\)"):
+        train_epoch(iter([{}, {}, {}]), Pretext(), 3, CPU)
+
+
+def test_epoch_totals_sum_tensors_on_the_device_and_read_them_as_numbers():
+    totals = EpochTotals()
+    totals.add(StepResult(torch.tensor(2.0), 4, 1.0, torch.tensor(3)))
+    totals.add(StepResult(torch.tensor(1.0), 2, 1.0, torch.tensor(1)))
+    assert isinstance(totals.loss_sum, torch.Tensor)
+    assert totals.loss == pytest.approx(10 / 6) and totals.accuracy == pytest.approx(4 / 6)
+    assert isinstance(totals.loss, float) and float(totals.last_loss) == 1.0
 
 
 def test_the_benchmarks_time_pretraining_s_own_step():
