@@ -102,7 +102,7 @@ def loopback_head(log: Path, *extra: str, env_extra: dict | None = None, gcs_por
         _heads.remove(token)
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(10)
+            head.wait(3)   # `ray start --block` often outwaits 10 s here; what it would flush is the test's own
         except subprocess.TimeoutExpired:  # its processes are all ours (own session): end them for good
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(10)

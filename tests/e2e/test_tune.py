@@ -27,7 +27,7 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
 
     generate_synthetic(tmp_path / "lab", num_crops=0, labeled=240, seed=9, workers=2, progress=False)
     settings = {
-        "out": str(tmp_path), "name": "t", "num_samples": 3, "grace_period": 1, "time_budget_s": None,
+        "out": str(tmp_path), "name": "t", "num_samples": 2, "grace_period": 1, "time_budget_s": None,
         "confirm_top_k": 1, "confirm_seeds": 2,
         "space": {"pretrain": {"task.patch_size": {"choice": [32]}, "task.grid": {"choice": ["2x4"]}},
                   "finetune": {"optim.lr": {"loguniform": [0.001, 0.01]}}},
@@ -44,10 +44,10 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     printed = capfd.readouterr().out   # Tune's experiment box and hints are Ray internals: only with --verbose
     assert "Configuration for experiment" not in printed and "View detailed results here" not in printed
 
-    assert summary["trials"] == 3 and summary["status"]["error"] == 0
+    assert summary["trials"] == 2 and summary["status"]["error"] == 0
     assert summary["status"]["completed"] >= 1  # the first trial at each ASHA rung always goes on
     rows = list(csv.DictReader(open(out / "trials.csv")))
-    assert len(rows) == 3
+    assert len(rows) == 2
     assert summary["epochs_spent"] == sum(int(r["epochs"]) for r in rows)
     assert not [c for c in rows[0] if c.startswith("test_")]  # trials are scored on validation only
     for r in (r for r in rows if r["status"] == "completed"):  # (a trial ASHA stopped wrote no outputs)
@@ -85,7 +85,7 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
         runs = client.search_runs([experiment.experiment_id])
         search = json.loads((out / "tracking.json").read_text())["run_id"]
         trial_runs = {r.info.run_name: r for r in runs if r.info.run_id != search}
-        assert len(trial_runs) == 3
+        assert len(trial_runs) == 2
         for r in rows:
             (run,) = [run for name, run in trial_runs.items() if r["trial"] in name]
             epochs = client.get_metric_history(run.info.run_id, "val_mA")
@@ -95,11 +95,11 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
         assert searched.data.metrics["summary/val_mA"] == pytest.approx(chosen["val_mA"])
         assert {"trials.md", "objective.png", "summary.json"} <= {a.path for a in client.list_artifacts(search)}
 
-    # one pretext configuration: trained by one trial, taken from the cache by the other two and the confirmation
+    # one pretext configuration: trained by one trial, taken from the cache by the other and the confirmation
     entries = [p for p in (tmp_path / "pretrain_cache").iterdir() if p.is_dir()]  # shared by experiments
     assert len(entries) == 1
     uses = [json.loads(line) for line in (entries[0] / USES).read_text().splitlines()]
-    assert [u["trained"] for u in uses].count(True) == 1 and len(uses) == 4
+    assert [u["trained"] for u in uses].count(True) == 1 and len(uses) == 3
     assert {r["trial"] for r in rows} < {u["user"] for u in uses}
 
     # the best configuration as files the jobs take as they are
@@ -118,12 +118,12 @@ def test_search_shares_one_pretraining_writes_outputs_and_resumes(ray_cluster, s
     lines.clear()
     again = run_tune(configlib.build(TuneConfig, settings), log=lines.append)
     assert any(line.startswith("[tune] resuming ") for line in lines), lines
-    assert again["trials"] == 3 and again["epochs_spent"] == summary["epochs_spent"]
+    assert again["trials"] == 2 and again["epochs_spent"] == summary["epochs_spent"]
     assert again["best"]["trial"] == summary["best"]["trial"]
     assert again["best"]["val_mA"] == summary["best"]["val_mA"]
     assert {p: p.stat().st_mtime for folder in ("trials", "confirm") for p in (out / folder).rglob("*")
             if p.is_file()} == stamps
-    assert len((entries[0] / USES).read_text().splitlines()) == 4
+    assert len((entries[0] / USES).read_text().splitlines()) == 3
 
     # the same name with other settings is refused before any work
     with pytest.raises(configlib.ConfigError, match="different.*num_samples"):
