@@ -1,5 +1,7 @@
 """First-run rendering of the synthetic default data: once, whole, whoever asks at the same time."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,14 +39,17 @@ def test_two_first_runs_render_the_default_data_once_and_both_get_it_whole(tmp_p
 def test_a_render_killed_midway_leaves_nothing_that_looks_like_the_dataset(tmp_path):
     cfg = SyntheticDataConfig(dir=str(tmp_path), num_crops=2000, labeled=0, seed=7)
     script = SCRIPT.replace("num_crops=24, labeled=24", "num_crops=2000, labeled=0")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    # its own process group, killed whole below: the render's pool workers die with it, as with a Ctrl-C or a
+    # job's kill, instead of living on as orphans after the test
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
     import time
 
     deadline = time.time() + 120
     while not any(p.name.startswith(f".{cfg.path().rsplit('/', 1)[1]}.rendering-") for p in tmp_path.iterdir()):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.1)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     from pathlib import Path
 
