@@ -26,7 +26,7 @@ from patchray.patches import channel_stats, normalize_images
 from patchray.shards.attributes import NA, AttributeSet
 
 # uint8 crops [B, H, W, 3] already on the device -> float32 network input [B, 3, H, W]: the signature of
-# ``normalize_images`` (with its mode and statistics bound) and of fine-tuning's ``normalise`` (cfg bound).
+# ``normalize_images`` (with its mode and statistics bound) and of fine-tuning's ``CropNormalization``.
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 Pool = Literal["avg", "avgmax"]
 POOLS = ("avg", "avgmax")

@@ -255,9 +255,10 @@ class EpochTotals:
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, result: StepResult) -> None:
-        self.loss_sum += result.loss * result.count * result.weight
+        examples = result.count * result.weight   # on the host: one device op for the loss, not two
+        self.loss_sum += result.loss * examples
         self.correct += result.correct * result.weight
-        self.count += result.count * result.weight
+        self.count += examples
         self.steps += 1
         self.last_loss = result.loss
 

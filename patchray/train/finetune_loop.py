@@ -45,7 +45,7 @@ def resolve_normalization(cfg: FinetuneConfig) -> None:
     """Set ``cfg.input.normalize`` (and for ``dataset`` ``normalize_mean`` / ``normalize_std``) to what the init
     asks (``patchray.models.init.settle_normalization``): a PatchTask init's pretraining normalisation carried
     over to whole crops, ``input.normalize`` or ``patch`` for random, unchanged for imagenet (see
-    :func:`normalise`)."""
+    :class:`CropNormalization`)."""
     given = cfg.input
     given.normalize, given.normalize_mean, given.normalize_std = settle_normalization(
         parse_init(cfg.init), given.normalize, given.normalize_mean, given.normalize_std)
@@ -72,11 +72,6 @@ class CropNormalization:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return normalize_images(images, self.mode, **self.stats, channels_last=self.channels_last, std_checked=True)
-
-
-def normalise(images: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
-    """``CropNormalization`` of ``images`` on their device, built for this one call."""
-    return CropNormalization(cfg, images.device)(images)
 
 
 def predict(net, pixels: np.ndarray, cfg: FinetuneConfig, device) -> list[np.ndarray]:
@@ -131,7 +126,7 @@ def scores_text(metrics: dict, prefix: str = "val") -> str:
 
 class AttributeStep:
     """Fine-tuning's step on a batch ``{"images": uint8 crops, "labels": [B, A]}``: to the device, normalised
-    (:func:`normalise`), the attribute loss (balanced with ``class_weights``, one tensor per attribute)."""
+    (:class:`CropNormalization`), the attribute loss (balanced with ``class_weights``, one tensor per attribute)."""
 
     def __init__(self, train: TrainStep, cfg: FinetuneConfig, attributes: AttributeSet):
         self.train, self.cfg = train, cfg

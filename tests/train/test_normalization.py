@@ -76,7 +76,7 @@ def _resolved(folder, **overrides) -> FinetuneConfig:
 
 
 def test_fine_tuning_follows_a_dataset_pretraining_with_its_statistics_pooled_per_channel(tmp_path):
-    from patchray.train.finetune_loop import normalise
+    from patchray.train.finetune_loop import CropNormalization
 
     mean = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     std = 0.1 + torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -88,7 +88,8 @@ def test_fine_tuning_follows_a_dataset_pretraining_with_its_statistics_pooled_pe
         assert np.allclose(cfg.input.normalize_mean, expected_mean)
         assert np.allclose(cfg.input.normalize_std, expected_std)
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
-    assert torch.equal(normalise(crops, cfg), normalize_images(crops, "dataset", mean=expected_mean, std=expected_std))
+    assert torch.equal(CropNormalization(cfg, crops.device)(crops),
+                       normalize_images(crops, "dataset", mean=expected_mean, std=expected_std))
     # the resolved config, as config.yaml records it, loads and resolves to itself
     again = _resolved(folder, **configlib.to_dict(cfg) | {"init": f"patchtask:{folder}"})
     assert ((again.input.normalize_mean, again.input.normalize_std)
@@ -107,11 +108,12 @@ def test_a_fine_tuning_normalisation_other_than_the_pretrainings_is_refused_nami
 
 
 def test_patch_and_none_pretrainings_carry_over_and_older_runs_are_read_from_their_config(tmp_path):
-    from patchray.train.finetune_loop import normalise
+    from patchray.train.finetune_loop import CropNormalization
 
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
     cfg = _resolved(_run_folder(tmp_path / "a", {"mode": "none"}))
-    assert cfg.input.normalize == "none" and torch.equal(normalise(crops, cfg), normalize_images(crops, "none"))
+    assert cfg.input.normalize == "none"
+    assert torch.equal(CropNormalization(cfg, crops.device)(crops), normalize_images(crops, "none"))
     # a run from before normalization.pt: its config.yaml says how it normalised
     assert _resolved(_run_folder(tmp_path / "b", config_mode="none")).input.normalize == "none"
     with pytest.raises(InitError, match="input.normalize='patch', but init .* input.normalize='none'"):
@@ -120,13 +122,14 @@ def test_patch_and_none_pretrainings_carry_over_and_older_runs_are_read_from_the
         _resolved(_run_folder(tmp_path / "d", config_mode="dataset"))
     # a hand-made checkpoint without any record: the configured normalisation, patch by default
     cfg = _resolved(_run_folder(tmp_path / "e"))
-    assert cfg.input.normalize == "patch" and torch.equal(normalise(crops, cfg), normalize_images(crops, "patch"))
+    assert cfg.input.normalize == "patch"
+    assert torch.equal(CropNormalization(cfg, crops.device)(crops), normalize_images(crops, "patch"))
     assert _resolved(_run_folder(tmp_path / "f"), input={"normalize": "none"}).input.normalize == "none"
 
 
 def test_a_random_init_records_the_patch_default_and_imagenet_keeps_imagenets_statistics():
     from patchray.models.init import IMAGENET_MEAN, IMAGENET_STD
-    from patchray.train.finetune_loop import normalise, resolve_normalization
+    from patchray.train.finetune_loop import CropNormalization, resolve_normalization
 
     crops = torch.randint(0, 256, (2, 200, 100, 3), dtype=torch.uint8)
     random = configlib.build(FinetuneConfig, {})
@@ -134,5 +137,5 @@ def test_a_random_init_records_the_patch_default_and_imagenet_keeps_imagenets_st
     assert random.input.normalize == "patch"  # what config.yaml then says was used
     imagenet = configlib.build(FinetuneConfig, {"init": "imagenet", "model": "resnet18"})
     resolve_normalization(imagenet)
-    assert torch.equal(normalise(crops, imagenet),
+    assert torch.equal(CropNormalization(imagenet, crops.device)(crops),
                        normalize_images(crops, "dataset", mean=IMAGENET_MEAN, std=IMAGENET_STD))
