@@ -22,6 +22,9 @@ With ``decode=False`` the stream carries the encoded crops instead (a few kB, no
 """
 from __future__ import annotations
 
+import math
+import os
+import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -47,6 +50,17 @@ DECODED_BLOCK_BYTES = 16 * 2**20
 # memory flat however many shards there are (without it Ray Data decodes ahead into its whole default budget,
 # gigabytes, when decoding outpaces training).
 STREAM_BUFFER_BYTES = 192 * 2**20
+# Training steps' crops a worker asks Ray's batch iterator for at a time (``patch_batches``).
+STEPS_PER_FETCH = 4
+# Fetches' crops in a worker's local shuffle buffer: 256, a decoded block, mixed (a smaller buffer measured
+# slower, Ray then cuts more short batches).
+SHUFFLE_FETCHES = 4
+# Crops one data task reads and decodes. Ray takes tens of milliseconds to end a task and start the next, in
+# which the data CPU idles: with a task per row group (~800 default crops, ~0.1 s) that cost an eighth of the
+# ingest rate on 2 cores (docs/performance.md, "Ingest"). A few row groups per task amortise it...
+TASK_ROWS = 2048
+# ...as long as every data CPU of the cluster still gets several tasks an epoch.
+TASKS_PER_CPU = 4
 
 
 def _tensor_column(array: np.ndarray) -> pa.Array:
@@ -150,6 +164,26 @@ def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[s
             yield (decode_batch if decode else select_batch)(table.slice(start, DECODE_BATCH_ROWS), **decode_kwargs)
 
 
+def task_units(row_groups, seed: int, cpus: float, task_rows: int = TASK_ROWS) -> list[dict[str, list]]:
+    """What each data task reads: ``row_groups`` ((file, group, rows); empty ones left out) in an order drawn
+    from ``seed``, so that a task mixes files, cut into runs of about ``task_rows`` crops; but at least
+    ``TASKS_PER_CPU`` tasks per CPU of ``cpus`` while there are row groups enough. Each task:
+    ``{"path": [...], "row_group": [...]}``."""
+    units = [(path, group, rows) for path, group, rows in row_groups if rows]
+    random.Random(seed).shuffle(units)
+    total = sum(rows for _, _, rows in units)
+    tasks = max(math.ceil(total / task_rows), math.ceil(TASKS_PER_CPU * cpus))
+    tasks = max(1, min(tasks, len(units)))
+    runs: list[dict[str, list]] = [{"path": [], "row_group": []} for _ in range(tasks)]
+    before = 0
+    for path, group, rows in units:  # each task takes the row groups that start in its share of the crops
+        run = runs[before * tasks // total]
+        run["path"].append(path)
+        run["row_group"].append(group)
+        before += rows
+    return [run for run in runs if run["path"]]
+
+
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
                  label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None,
                  decode: bool = True, fit: str = "aspect", cut: CutSpec | None = None):
@@ -157,9 +191,9 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     encoded crops that training workers decode themselves (see ``select_batch``), or with ``cut`` of each
     epoch's patches cut by the data tasks (``CutSpec.starting_at``, created right before the stream is).
 
-    It streams: one data task reads and decodes one Parquet row group at a time, and the only all-to-all
-    step orders the (tiny) list of row groups, never the crops. Each execution (epoch) visits the row groups
-    in a new order, seeded; workers shuffle further within a small buffer. ``data_resources`` (e.g.
+    It streams: a data task reads and decodes a few Parquet row groups (``task_units``), one at a time, and
+    the only all-to-all step orders the (tiny) list of tasks, never the crops. Each execution (epoch) runs the
+    tasks in a new order, seeded; workers shuffle further within a small buffer. ``data_resources`` (e.g.
     ``{"data_node": 1}``) pins the data tasks to the nodes that offer those custom resources.
     """
     import ray.data
@@ -171,8 +205,11 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     context.target_max_block_size = DECODED_BLOCK_BYTES
     context.execution_options.resource_limits = context.execution_options.resource_limits.copy(
         object_store_memory=STREAM_BUFFER_BYTES)
-    units = [{"path": path, "row_group": group} for path, group, rows in shards.row_groups if rows]
-    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else os.cpu_count() or 1
+    # One block per task: with batch_size=1 below, a task is one block, read row group by row group.
+    ds = ray.data.from_arrow([pa.table({"path": pa.array(run["path"], pa.string()),
+                                        "row_group": pa.array(run["row_group"], pa.int64())})
+                              for run in task_units(shards.row_groups, seed, cpus)])
     ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns], "decode": decode,
               "exclude_ids": frozenset(exclude_ids),
@@ -212,9 +249,11 @@ class PatchCollate(NumpyBatchCollateFn):
     """Training-worker collate: drop (and count) bad rows, cut the epoch's patches.
 
     Returns ``{"patches": uint8 [B*K, P, P, 3] (pairwise [B*K, 2, P, P, 3]),
-    "labels": int64 [B*K]}`` plus ``skipped``: a Counter of bad rows in this batch, and ``rows``: the rows it
-    received, good and bad (``patchray.train.rows`` accounts for every row of an epoch). ``device``: the
-    training device, where the tensors are copied (``on_device``).
+    "labels": int64 [B*K]}``, a good crop's K patches together and the crops in the order received, plus
+    ``skipped``: a Counter of bad rows in this batch, ``rows``: the rows it received, good and bad
+    (``patchray.train.rows`` accounts for every row of an epoch), and ``reasons``: each row's skip reason ("" for
+    a good one), by which ``split_steps`` cuts it into steps. ``device``: the training device, where the tensors
+    are copied (``on_device``).
     """
 
     def __init__(self, task: PatchTaskConfig, seed: int, epoch: int, device=None):
@@ -226,7 +265,7 @@ class PatchCollate(NumpyBatchCollateFn):
         crop_ids = [str(c) for c in batch[CROP_ID][good]]
         patches, labels = training_patches(pixels, crop_ids, self.task, self.seed, self.epoch)
         return on_device({"patches": torch.from_numpy(patches), "labels": torch.from_numpy(labels),
-                          "skipped": skipped, "rows": len(good)}, self.device)
+                          "skipped": skipped, "rows": len(good), "reasons": list(batch["skip"])}, self.device)
 
 
 class CutPatchCollate(NumpyBatchCollateFn):
@@ -250,7 +289,7 @@ class CutPatchCollate(NumpyBatchCollateFn):
                   "inside the run): training goes on, on another epoch's draw of patches", flush=True)
         return on_device({"patches": torch.from_numpy(patches.reshape(-1, *patches.shape[2:])),
                           "labels": torch.from_numpy(labels.reshape(-1)), "skipped": skipped, "rows": len(good),
-                          "cut_for": sorted(cut_for)}, self.device)
+                          "reasons": list(batch["skip"]), "cut_for": sorted(cut_for)}, self.device)
 
 
 class EncodedPatchCollate(NumpyBatchCollateFn):
@@ -282,7 +321,7 @@ class EncodedPatchCollate(NumpyBatchCollateFn):
         patches, labels = task_patches_on(pixels[good], [str(crop_ids[i]) for i in good], self.task, self.seed,
                                           self.epoch)
         return {"patches": patches, "labels": labels, "skipped": Counter(r for r in reasons if r),
-                "rows": len(reasons)}
+                "rows": len(reasons), "reasons": list(reasons)}
 
 
 def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
@@ -290,26 +329,70 @@ def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
 
 
+def _rows(batch: dict, start: int, end: int, patches_per_crop: int) -> dict:
+    """Rows ``start:end`` of a collate's output (its ``reasons`` say which rows have patches): slices, not
+    copies, on a GPU too."""
+    reasons = batch["reasons"]
+    first = patches_per_crop * sum(1 for r in reasons[:start] if not r)
+    last = first + patches_per_crop * sum(1 for r in reasons[start:end] if not r)
+    return batch | {"patches": batch["patches"][first:last], "labels": batch["labels"][first:last],
+                    "reasons": reasons[start:end]}
+
+
+def _joined(head: dict, tail: dict) -> dict:
+    return tail | {"patches": torch.cat([head["patches"], tail["patches"]]),
+                   "labels": torch.cat([head["labels"], tail["labels"]]),
+                   "reasons": head["reasons"] + tail["reasons"]} | (
+        {"cut_for": sorted(set(head["cut_for"]) | set(tail["cut_for"]))} if "cut_for" in tail else {})
+
+
+def _step(batch: dict) -> dict:
+    reasons = batch.pop("reasons")
+    return batch | {"skipped": Counter(r for r in reasons if r), "rows": len(reasons)}
+
+
+def split_steps(fetches, crops_per_step: int, patches_per_crop: int):
+    """Steps of exactly ``crops_per_step`` received rows (the last one of the stream shorter) from collate
+    outputs of any size (with ``reasons``): each with the patches and labels of its good rows, its own
+    ``skipped`` and ``rows``. Ray's local shuffle yields some short batches; re-cut here, a worker with N rows
+    takes ceil(N / crops_per_step) steps whatever they were, which DDP needs of every worker."""
+    pending = None
+    for fetched in fetches:
+        batch = fetched if pending is None else _joined(pending, fetched)
+        rows = len(batch["reasons"])
+        whole = rows - rows % crops_per_step
+        for start in range(0, whole, crops_per_step):
+            yield _step(_rows(batch, start, start + crops_per_step, patches_per_crop))
+        pending = _rows(batch, whole, rows, patches_per_crop) if whole < rows else None
+    if pending is not None:
+        yield _step(pending)
+
+
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_step: int, rank: int,
                   decode_device=None, fit: str = "aspect", cut_in_data: bool = False, device=None):
-    """One epoch of a training worker's patch batches from its Ray Data shard: from decoded crops
+    """One epoch of a training worker's patch batches, one a step, from its Ray Data shard: from decoded crops
     (``PatchCollate``), given ``decode_device`` from encoded ones decoded there (``EncodedPatchCollate``), or
     with ``cut_in_data`` from patches the data tasks cut (``CutPatchCollate``); copied to ``device`` (the
-    training device) in the collate thread."""
+    training device) in the collate thread.
+
+    Ray's batch iterator is asked for ``STEPS_PER_FETCH`` steps' crops at a time, which ``split_steps`` cuts
+    back into steps: the iterator costs nearly as much per batch at 16 crops as at 64, and at 16 it was most
+    of a training worker's ingest CPU (about 90 us a crop, against 45-60 now; docs/performance.md, "Ingest").
+    Every ``crops_per_step`` received rows make one step, the last one of an epoch shorter."""
     if cut_in_data:
         collate = CutPatchCollate(epoch, rank, device)
     elif decode_device is None:
         collate = PatchCollate(task, seed, epoch, device)
     else:
         collate = EncodedPatchCollate(task, seed, epoch, decode_device, fit)
-    return shard.iter_torch_batches(
+    fetches = shard.iter_torch_batches(
         # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
         # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.
-        batch_size=crops_per_step, collate_fn=collate, drop_last=False,
-        # A few batches of shuffle buffer mix crops of neighbouring frames; a bigger one copies more
-        # 60 kB crops for little gain (the row-group order already changes every epoch).
-        prefetch_batches=4, local_shuffle_buffer_size=crops_per_step * 4,
+        batch_size=crops_per_step * STEPS_PER_FETCH, collate_fn=collate, drop_last=False,
+        # The shuffle buffer mixes crops of neighbouring frames (the task order already changes every epoch).
+        prefetch_batches=2, local_shuffle_buffer_size=crops_per_step * STEPS_PER_FETCH * SHUFFLE_FETCHES,
         local_shuffle_seed=local_shuffle_seed(seed, epoch, rank))
+    yield from split_steps(fetches, crops_per_step, task.patches_per_crop)
 
 
 class AttributeCollate(NumpyBatchCollateFn):

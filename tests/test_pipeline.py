@@ -1,4 +1,6 @@
 """The pipeline's stages as plain functions (no cluster): read_and_decode, decode_batch and PatchCollate."""
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -6,7 +8,16 @@ import torch
 from helpers import jpeg_bytes
 
 from patchray.patches import PatchTaskConfig, training_patches
-from patchray.pipeline import DECODE_BATCH_ROWS, AttributeCollate, PatchCollate, decode_batch, read_and_decode
+from patchray.pipeline import (
+    DECODE_BATCH_ROWS,
+    TASKS_PER_CPU,
+    AttributeCollate,
+    PatchCollate,
+    decode_batch,
+    read_and_decode,
+    split_steps,
+    task_units,
+)
 from patchray.shards import PARSE27K
 
 
@@ -62,6 +73,30 @@ def test_read_and_decode_reads_whole_row_groups_into_bounded_blocks(tmp_path):
     assert "extra" not in blocks[0].column_names  # only the columns asked for are read
 
 
+def _units(runs):
+    return [(path, group) for run in runs for path, group in zip(run["path"], run["row_group"])]
+
+
+def test_task_units_read_every_row_group_once_in_tasks_of_about_task_rows():
+    groups = [(f"f{f}.parquet", g, 500) for f in range(16) for g in range(6)] + [("f0.parquet", 6, 0)]
+    runs = task_units(groups, seed=3, cpus=2, task_rows=2048)
+    assert sorted(_units(runs)) == sorted((p, g) for p, g, rows in groups if rows)  # the empty group left out
+    assert len(runs) == 24  # 48,000 crops in tasks of ~2,048: 4 row groups each
+    assert {len(run["path"]) for run in runs} == {4}
+    assert len({p for run in runs for p in run["path"][:1]}) > 1 and any(len(set(run["path"])) > 1 for run in runs)
+    assert task_units(groups, seed=3, cpus=2, task_rows=2048) == runs  # seeded
+    assert _units(task_units(groups, seed=4, cpus=2, task_rows=2048)) != _units(runs)
+
+
+def test_task_units_keep_several_tasks_per_cpu_and_never_split_a_row_group():
+    groups = [(f"f{f}.parquet", 0, 500) for f in range(96)]
+    assert len(task_units(groups, seed=0, cpus=16, task_rows=2048)) == TASKS_PER_CPU * 16  # not 24: CPUs idle
+    assert len(task_units(groups[:3], seed=0, cpus=16, task_rows=2048)) == 3  # at most one task per row group
+    lopsided = [("big.parquet", 0, 100_000)] + [(f"s{i}.parquet", 0, 10) for i in range(5)]
+    runs = task_units(lopsided, seed=1, cpus=1, task_rows=2048)
+    assert all(run["path"] for run in runs) and sorted(_units(runs)) == sorted((p, g) for p, g, _ in lopsided)
+
+
 def test_decode_batch_carries_labels():
     good = jpeg_bytes()
     batch = pa.table({"image": pa.array([good, good], pa.binary()), "crop_id": ["a", "b"],
@@ -83,6 +118,33 @@ def test_collate_cuts_epoch_patches_and_counts_bad_rows_only():
     assert np.array_equal(out["patches"].numpy(), expected) and np.array_equal(out["labels"].numpy(), labels)
     other_epoch = PatchCollate(task, seed=5, epoch=3)(batch)
     assert not np.array_equal(other_epoch["patches"].numpy(), expected)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_fetches_of_any_size_become_steps_of_exactly_crops_per_step(pairwise):
+    """Ray's local shuffle yields short batches now and then: re-cut, every step has crops_per_step rows (the
+    last fewer), with the very patches, labels and bad-row counts of a collate over that step's rows alone."""
+    task = PatchTaskConfig(pairwise=pairwise)
+    k = task.patches_per_crop
+    rng = np.random.default_rng(1)
+    rows = 150
+    pixels = rng.integers(0, 256, (rows, 200, 100, 3), dtype=np.uint8)
+    ids = np.array([f"c{i}" for i in range(rows)], dtype=object)
+    skip = np.array(["truncated_image" if i % 7 == 3 else "empty_image" if i == 40 else "" for i in range(rows)],
+                    dtype=object)
+    collate = PatchCollate(task, seed=2, epoch=1)
+    edges = [0, 64, 112, 149, 150]  # fetches of 64, 48, 37 and 1 rows
+    fetches = [collate({"pixels": pixels[a:b], "crop_id": ids[a:b], "skip": skip[a:b]})
+               for a, b in zip(edges, edges[1:])]
+    steps = list(split_steps(iter(fetches), crops_per_step=16, patches_per_crop=k))
+    assert [s["rows"] for s in steps] == [16] * 9 + [6]
+    for i, step in enumerate(steps):
+        rows_of_step = slice(16 * i, 16 * i + step["rows"])
+        alone = collate({"pixels": pixels[rows_of_step], "crop_id": ids[rows_of_step], "skip": skip[rows_of_step]})
+        assert torch.equal(step["patches"], alone["patches"]) and torch.equal(step["labels"], alone["labels"])
+        assert step["skipped"] == alone["skipped"] and "reasons" not in step
+    assert sum((s["skipped"] for s in steps), start=Counter()) == {
+        "truncated_image": 21, "empty_image": 1}
 
 
 @pytest.mark.parametrize("device", [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else []))

@@ -1,8 +1,8 @@
 """Accelerator benchmark: what one GPU sustains, and what it takes to feed it. Needs no Ray, so it runs on a
 bare GPU machine as well as inside a cluster node.
 
-1. Decode: torchvision's CPU JPEG decoder on one core against nvJPEG batched on the GPU (``decode_crops_on``),
-   and the CPU cores it would take to match one GPU.
+1. Decode: patchray's CPU JPEG decoder (simplejpeg, ``decode_crops``) on one core against nvJPEG batched on the
+   GPU (``decode_crops_on``), and the CPU cores it would take to match one GPU.
 2. Cut: the NumPy sampler on one core against the same patches cut on the GPU (``task_patches_on``).
 3. Train steps: patches/s per GPU for each net and batch size, fp32 then bf16 autocast, then channels-last,
    then ``torch.compile``, from patches already on the GPU (the accelerator's own ceiling).

@@ -1,8 +1,10 @@
 """Ingest benchmark: patches per second to a training step, three ways, on the same shards.
 
-- decode limit: torchvision's JPEG decoder alone, one core, times the cores given, times K patches a crop;
-- the baseline a user would write: a torch DataLoader, one process per core, each item a crop decoded and
-  cut into K patches in a Python loop;
+- decode limit: patchray's JPEG decoder (simplejpeg) alone, one core, times the cores given, times K patches a
+  crop;
+- the baseline a user would write: a torch DataLoader, one process per core, each item a crop decoded (by
+  torchvision) and cut into K patches in a Python loop; and the same DataLoader decoding with patchray's
+  decoder, which tells the pipeline's share of patchray's lead from the decoder's;
 - patchray: the Ray Data pipeline, measured inside a Ray Train worker's batch iterator, as pretraining consumes
   it, once per ``decode_on`` setting: read + decode on data tasks and patches cut in the training worker's
   collate ("data"), or data tasks that only read and a training worker that decodes ("trainer"; nvJPEG on a GPU).
@@ -70,29 +72,42 @@ class IngestBenchConfig(BenchConfig):
 
 
 def decode_rate(images: list[bytes]) -> float:
-    """Crops per second that torchvision's JPEG decoder alone sustains on one core (one thread)."""
+    """Crops per second that patchray's JPEG decoder (libjpeg-turbo through simplejpeg, as ``decode_crops``)
+    alone sustains on one core."""
+    import simplejpeg
+
+    for data in images[:100]:  # warm-up
+        simplejpeg.decode_jpeg(data, colorspace="RGB")
+    start = time.perf_counter()
+    for data in images:
+        simplejpeg.decode_jpeg(data, colorspace="RGB")
+    return len(images) / (time.perf_counter() - start)
+
+
+def _torchvision_hwc(data: bytes) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in images]
-        for t in tensors[:100]:  # warm-up
-            decode_jpeg(t, mode=ImageReadMode.RGB)
-        start = time.perf_counter()
-        for t in tensors:
-            decode_jpeg(t, mode=ImageReadMode.RGB)
-        return len(tensors) / (time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB).permute(1, 2, 0)
+
+
+def _simplejpeg_hwc(data: bytes) -> torch.Tensor:
+    import simplejpeg
+
+    return torch.from_numpy(simplejpeg.decode_jpeg(data, colorspace="RGB"))
+
+
+# The baseline's decoders: torchvision's, what a user of torch would reach for (the baseline of the goals), and
+# the one patchray decodes with, to tell the pipeline's share of a gain from the decoder's.
+BASELINE_DECODERS = {"torchvision": _torchvision_hwc, "simplejpeg": _simplejpeg_hwc}
 
 
 class UserPatchDataset(torch.utils.data.Dataset):
-    """The baseline: what a user would write without patchray. One item per crop: decode it, then cut K
-    jittered patches from random cells in a Python loop. Same grid, same decoder, same output dtype."""
+    """The baseline: what a user would write without patchray. One item per crop: decode it (``decoder``, one of
+    ``BASELINE_DECODERS``), then cut K jittered patches from random cells in a Python loop. Same grid, same
+    output dtype."""
 
-    def __init__(self, images: list[bytes], task: PatchTaskConfig):
-        self.images, self.task = images, task
+    def __init__(self, images: list[bytes], task: PatchTaskConfig, decoder: str = "torchvision"):
+        self.images, self.task, self.decode = images, task, BASELINE_DECODERS[decoder]
         grid = task.grid()
         self.origins = grid.cell_origins().tolist()
         low, high = grid.jitter_bounds()
@@ -102,10 +117,7 @@ class UserPatchDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        crop = decode_jpeg(torch.frombuffer(bytearray(self.images[index]), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        crop = crop.permute(1, 2, 0)  # HWC, as patchray's patches
+        crop = self.decode(self.images[index])  # HWC, as patchray's patches
         size = self.task.patch_size
         patches, labels = [], []
         for cell in random.sample(range(len(self.origins)), self.task.patches_per_crop):
@@ -144,10 +156,11 @@ def best_epoch(epochs: list[EpochCost]) -> EpochCost:
     return max(epochs[1:], key=lambda e: e.patches_per_s)
 
 
-def dataloader_epochs(images: list[bytes], cfg: IngestBenchConfig, cores: int, clock: CpuClock) -> list[EpochCost]:
+def dataloader_epochs(images: list[bytes], cfg: IngestBenchConfig, cores: int, clock: CpuClock,
+                      decoder: str = "torchvision") -> list[EpochCost]:
     """The DataLoader baseline (one worker process per core), epoch by epoch."""
     loader = torch.utils.data.DataLoader(
-        UserPatchDataset(images, cfg.task), batch_size=cfg.crops_per_step, shuffle=True, num_workers=cores,
+        UserPatchDataset(images, cfg.task, decoder), batch_size=cfg.crops_per_step, shuffle=True, num_workers=cores,
         collate_fn=_user_collate, drop_last=True, persistent_workers=True, prefetch_factor=4)
     epochs = []
     for _ in range(cfg.epochs):
@@ -219,8 +232,10 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
     random.seed(cfg.seed)
     with CpuClock() as clock:
         loader = dataloader_epochs(images, cfg, cores, clock)
-        del images
         log(f"[bench_ingest] DataLoader ({cores} worker processes): {by_epoch_text(loader)}")
+        same_decoder = dataloader_epochs(images, cfg, cores, clock, "simplejpeg")
+        del images
+        log(f"[bench_ingest] DataLoader, patchray's decoder: {by_epoch_text(same_decoder)}")
 
         init_ray()
         by_decode = {}
@@ -246,16 +261,21 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
         "dataloader_cpu_s_by_role": best_loader.roles, "dataloader_seconds": round(best_loader.seconds, 2),
         "dataloader_by_epoch": [round(e.patches_per_s) for e in loader],
         "dataloader_per_cpu_s_by_epoch": [round(e.patches_per_cpu_s) for e in loader],
+        "dataloader_simplejpeg": round(best_epoch(same_decoder).patches_per_s),
+        "dataloader_simplejpeg_per_cpu_s": round(best_epoch(same_decoder).patches_per_cpu_s),
+        "dataloader_simplejpeg_by_epoch": [round(e.patches_per_s) for e in same_decoder],
         "patchray": best_pipeline["patches_per_s"], "patchray_per_cpu_s": best_pipeline["patches_per_cpu_s"],
         "patchray_decode_on": best_decode, "patchray_by_decode": by_decode,
     } | verdict(limit, best_loader.patches_per_s, best_pipeline["patches_per_s"], best_loader.patches_per_cpu_s,
                 best_pipeline["patches_per_cpu_s"])
     (out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "ingest.md").write_text(format_markdown(result))
-    plot_throughput({"decode limit": limit, "DataLoader": best_loader.patches_per_s}
+    plot_throughput({"decode limit": limit, "DataLoader": best_loader.patches_per_s,
+                     "DataLoader, patchray's decoder": result["dataloader_simplejpeg"]}
                     | {f"patchray, {CONTENDER_NAMES[d]}": r["patches_per_s"] for d, r in by_decode.items()},
                     out / "ingest.png", f"Ingest, K={k} patches per crop, {describe_machine(result['machine'])}")
-    plot_throughput({"decode limit (one core decoding)": per_core * k, "DataLoader": best_loader.patches_per_cpu_s}
+    plot_throughput({"decode limit (one core decoding)": per_core * k, "DataLoader": best_loader.patches_per_cpu_s,
+                     "DataLoader, patchray's decoder": result["dataloader_simplejpeg_per_cpu_s"]}
                     | {f"patchray, {CONTENDER_NAMES[d]}": r["patches_per_cpu_s"] for d, r in by_decode.items()},
                     out / "ingest_cpu.png", f"Ingest cost, K={k}, {describe_machine(result['machine'])}",
                     unit="patches per CPU-second (every process involved)")
@@ -286,6 +306,9 @@ def format_markdown(r: dict) -> str:
             r.get("decode_limit_per_cpu_s", "n/a")),
         row("torch DataLoader", r["dataloader"], f"{r['cores']} worker processes, Python-loop cutting",
             r.get("dataloader_per_cpu_s", "n/a")),
+        *([row("torch DataLoader, patchray's decoder", r["dataloader_simplejpeg"],
+               "the same, decoding with simplejpeg as patchray does", r.get("dataloader_simplejpeg_per_cpu_s", "n/a"))]
+          if "dataloader_simplejpeg" in r else []),
         *[row(f"patchray (Ray Data -> Ray Train), {CONTENDER_NAMES[decode_on]}", run["patches_per_s"],
               f"{r['resources']}; {DECODE_NOTES[decode_on]}", run.get("patches_per_cpu_s", "n/a"))
           for decode_on, run in r["patchray_by_decode"].items()],
@@ -295,6 +318,11 @@ def format_markdown(r: dict) -> str:
         + (f", {r['patchray_per_cpu_vs_dataloader']:.2f}x patches per CPU-second (goal "
            f"{r['goal_per_cpu_vs_dataloader']:g}x, {goal(r['met_per_cpu_vs_dataloader'])})"
            if "patchray_per_cpu_vs_dataloader" in r else "")
+        + (f"; against the DataLoader with patchray's decoder: "
+           f"{r['patchray'] / r['dataloader_simplejpeg']:.2f}x patches/s"
+           + (f", {r['patchray_per_cpu_s'] / r['dataloader_simplejpeg_per_cpu_s']:.2f}x per CPU-second"
+              if r.get("patchray_per_cpu_s") and r.get("dataloader_simplejpeg_per_cpu_s") else "")
+           if r.get("dataloader_simplejpeg") else "")
         + f"; patchray / decode limit: {r['patchray_vs_decode_limit']:.2f} "
         f"(goal {r['goal_vs_decode_limit']:g}, {goal(r['met_vs_decode_limit'])})",
         "CPU seconds: every process of the benchmark's tree (DataLoader workers; Ray's GCS, raylet, data tasks and "

@@ -17,10 +17,11 @@ def _position_jpeg(width=100, height=200) -> bytes:
     return buffer.getvalue()
 
 
-def test_the_dataloader_baseline_cuts_the_same_task_as_patchray():
+@pytest.mark.parametrize("decoder", ["torchvision", "simplejpeg"])
+def test_the_dataloader_baseline_cuts_the_same_task_as_patchray(decoder):
     """The baseline must do the same work: K distinct cells per crop, each patch inside its cell's jitter window."""
     task = PatchTaskConfig()
-    dataset = UserPatchDataset([_position_jpeg()] * 6, task)
+    dataset = UserPatchDataset([_position_jpeg()] * 6, task, decoder)
     patches, labels = _user_collate([dataset[i] for i in range(6)])
     k, size = task.patches_per_crop, task.patch_size
     assert patches.shape == (6 * k, size, size, 3) and patches.dtype == torch.uint8
@@ -77,6 +78,11 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
     assert ("patchray (decoded on trainer) / DataLoader: 1.50x patches/s (goal 1x, met), 1.50x patches per "
             "CPU-second (goal 2x, not met)") in text
     assert "CPUs busy" not in text  # no breakdown measured, none shown
+    assert "patchray's decoder" not in text  # not measured, not shown
+    result |= {"dataloader_simplejpeg": 75.0, "dataloader_simplejpeg_per_cpu_s": 36, "patchray_per_cpu_s": 45}
+    text = format_markdown(result)
+    assert "| torch DataLoader, patchray's decoder | 75 | 36 | 0.38 |" in text
+    assert "against the DataLoader with patchray's decoder: 1.20x patches/s, 1.25x per CPU-second" in text
     result |= {"dataloader_cpu_s_by_role": {"driver": 0.5, "other processes (DataLoader workers)": 3.0},
                "dataloader_seconds": 2.0}
     assert "- torch DataLoader: other processes (DataLoader workers) 1.50, driver 0.25 CPUs" in format_markdown(result)
