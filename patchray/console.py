@@ -20,6 +20,12 @@ Where each kind of line comes from, and the documented Ray control that quiets i
 - Ray's INFO line with the dashboard's address goes with them: ``init_ray`` prints the address itself.
 - Ray Data's INFO lines per epoch ("Starting execution", "Execution plan", "execution finished"):
   ``DataContext.print_on_execution_start = False`` and ``RAY_DATA_LOG_LEVEL=WARNING``; warnings still show.
+- Ray Data's warning that its progress bars are off (our per-epoch lines say more): its module's logger is set
+  to ERROR in the driver and, by the job's ``worker_process_setup_hook`` (``quiet_worker``), in every worker.
+- Ray Train's preemption watcher's error line about its constructor's arguments (Ray's C++, so no logger
+  quiets it): on a local cluster that ``init_ray`` starts itself, where no node is ever drained, the watcher
+  has nothing to watch and is not started (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`` in the job's
+  environment). On a cluster joined through ``RAY_ADDRESS`` it stays, and so does its line.
 - kept: Ray's warnings (token authentication, resources, a worker's failure), the dashboard address, and what
   patchray prints (workers' prints reach the driver: ``log_to_driver`` stays on).
 
@@ -33,7 +39,9 @@ from dataclasses import dataclass, field
 
 from patchray.ray_compat import (
     DATA_LOG_LEVEL_ENV,
+    DATA_PROGRESS_LOGGER,
     TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV,
+    TRAIN_PREEMPTION_WATCHER_ENV,
     TRAIN_PRINT_PATCH_ENV,
     TRAIN_WORKER_STRUCTURED_LOGGING_ENV,
 )
@@ -69,15 +77,26 @@ class OutputSettings:
     data_context: dict = field(default_factory=dict)  # ray.data.DataContext attributes
     log_level: str | None = None  # ray.init's LoggingConfig; None: Ray's default
 
-    def init_kwargs(self) -> dict:
+    def init_kwargs(self, local: bool = False) -> dict:
         """Keyword arguments of ``ray.init``: workers' output forwarded to the driver (patchray's epoch lines
-        are printed on rank 0), the output settings in the job's runtime_env, and, quiet, Ray's log level."""
+        are printed on rank 0), the output settings in the job's runtime_env, and, quiet, Ray's log level and
+        ``quiet_worker`` run in every worker; quiet and ``local`` (a cluster started by this process), no
+        preemption watcher."""
         kwargs = {"log_to_driver": True, "runtime_env": {"env_vars": dict(self.env_vars)}}
         if self.log_level is not None:
             import ray
 
             kwargs["logging_config"] = ray.LoggingConfig(log_level=self.log_level)
+            kwargs["runtime_env"]["worker_process_setup_hook"] = f"{__name__}.quiet_worker"
+            if local and TRAIN_PREEMPTION_WATCHER_ENV not in os.environ:
+                kwargs["runtime_env"]["env_vars"][TRAIN_PREEMPTION_WATCHER_ENV] = "0"
         return kwargs
+
+
+def quiet_worker() -> None:
+    """Run in every Ray worker of a quiet job as it starts (the runtime_env's ``worker_process_setup_hook``):
+    Ray Data's note that progress bars are off, once per process that runs a dataset, is not printed."""
+    logging.getLogger(DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
 
 
 def _set(name: str, value: str) -> None:
@@ -109,6 +128,7 @@ def configure_output(verbose: bool) -> OutputSettings:
     # Ray Data reads RAY_DATA_LOG_LEVEL when it configures its logger (at import and per dataset); a driver
     # that imported ray.data already gets the level now. DEBUG is Ray Data's own default.
     logging.getLogger("ray.data").setLevel(os.environ.get(DATA_LOG_LEVEL_ENV, "DEBUG").upper())
+    logging.getLogger(DATA_PROGRESS_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
     names = [VERBOSE_ENV, *ALWAYS_ENV, *QUIET_ENV]
     env_vars = {name: os.environ[name] for name in names if name in os.environ}
     return OutputSettings(verbose=verbose, env_vars=env_vars,

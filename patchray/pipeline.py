@@ -329,21 +329,22 @@ def local_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
 
 
-def _rows(batch: dict, start: int, end: int, patches_per_crop: int) -> dict:
-    """Rows ``start:end`` of a collate's output (its ``reasons`` say which rows have patches): slices, not
-    copies, on a GPU too."""
+def _rows(batch: dict, start: int, end: int, per_row: dict[str, int]) -> dict:
+    """Rows ``start:end`` of a collate's output: its ``reasons`` say which rows are good, and ``per_row`` how
+    many entries of each tensor a good row has (a crop's K patches; one image). Slices, not copies."""
     reasons = batch["reasons"]
-    first = patches_per_crop * sum(1 for r in reasons[:start] if not r)
-    last = first + patches_per_crop * sum(1 for r in reasons[start:end] if not r)
-    return batch | {"patches": batch["patches"][first:last], "labels": batch["labels"][first:last],
-                    "reasons": reasons[start:end]}
+    first = sum(1 for r in reasons[:start] if not r)
+    last = first + sum(1 for r in reasons[start:end] if not r)
+    return batch | {key: batch[key][first * n:last * n] for key, n in per_row.items()} | {
+        "reasons": reasons[start:end]}
 
 
-def _joined(head: dict, tail: dict) -> dict:
-    return tail | {"patches": torch.cat([head["patches"], tail["patches"]]),
-                   "labels": torch.cat([head["labels"], tail["labels"]]),
-                   "reasons": head["reasons"] + tail["reasons"]} | (
-        {"cut_for": sorted(set(head["cut_for"]) | set(tail["cut_for"]))} if "cut_for" in tail else {})
+def _joined(head: dict, tail: dict, per_row: dict[str, int]) -> dict:
+    joined = tail | {key: torch.cat([head[key], tail[key]]) for key in per_row}
+    joined["reasons"] = head["reasons"] + tail["reasons"]
+    if "cut_for" in tail:
+        joined["cut_for"] = sorted(set(head["cut_for"]) | set(tail["cut_for"]))
+    return joined
 
 
 def _step(batch: dict) -> dict:
@@ -351,21 +352,32 @@ def _step(batch: dict) -> dict:
     return batch | {"skipped": Counter(r for r in reasons if r), "rows": len(reasons)}
 
 
-def split_steps(fetches, crops_per_step: int, patches_per_crop: int):
+def split_steps(fetches, crops_per_step: int, per_row: dict[str, int]):
     """Steps of exactly ``crops_per_step`` received rows (the last one of the stream shorter) from collate
-    outputs of any size (with ``reasons``): each with the patches and labels of its good rows, its own
-    ``skipped`` and ``rows``. Ray's local shuffle yields some short batches; re-cut here, a worker with N rows
-    takes ceil(N / crops_per_step) steps whatever they were, which DDP needs of every worker."""
+    outputs of any size (with ``reasons``, one per row): each with the ``per_row`` tensors of its good rows (see
+    ``_rows``), its own ``skipped`` and ``rows``. Ray's local shuffle yields a short batch now and then; re-cut
+    here, a worker with N rows takes ceil(N / crops_per_step) steps whatever Ray's batches were, which DDP needs
+    of every worker (the same step count on each)."""
     pending = None
     for fetched in fetches:
-        batch = fetched if pending is None else _joined(pending, fetched)
+        batch = fetched if pending is None else _joined(pending, fetched, per_row)
         rows = len(batch["reasons"])
         whole = rows - rows % crops_per_step
         for start in range(0, whole, crops_per_step):
-            yield _step(_rows(batch, start, start + crops_per_step, patches_per_crop))
-        pending = _rows(batch, whole, rows, patches_per_crop) if whole < rows else None
+            yield _step(_rows(batch, start, start + crops_per_step, per_row))
+        pending = _rows(batch, whole, rows, per_row) if whole < rows else None
     if pending is not None:
         yield _step(pending)
+
+
+def _fetches(shard, collate, crops_per_step: int, seed: int, epoch: int, rank: int):
+    """A worker's epoch from Ray's batch iterator, ``STEPS_PER_FETCH`` steps' crops at a time, collated."""
+    return shard.iter_torch_batches(
+        # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
+        batch_size=crops_per_step * STEPS_PER_FETCH, collate_fn=collate, drop_last=False,
+        # The shuffle buffer mixes crops of neighbouring frames (the task order already changes every epoch).
+        prefetch_batches=2, local_shuffle_buffer_size=crops_per_step * STEPS_PER_FETCH * SHUFFLE_FETCHES,
+        local_shuffle_seed=local_shuffle_seed(seed, epoch, rank))
 
 
 def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per_step: int, rank: int,
@@ -385,14 +397,9 @@ def patch_batches(shard, task: PatchTaskConfig, seed: int, epoch: int, crops_per
         collate = PatchCollate(task, seed, epoch, device)
     else:
         collate = EncodedPatchCollate(task, seed, epoch, decode_device, fit)
-    fetches = shard.iter_torch_batches(
-        # Not drop_last: the rows of a last, short batch are trained on, and a bad one among them is counted.
-        # Every worker gets as many rows (the split is even), so every worker takes as many steps, as DDP needs.
-        batch_size=crops_per_step * STEPS_PER_FETCH, collate_fn=collate, drop_last=False,
-        # The shuffle buffer mixes crops of neighbouring frames (the task order already changes every epoch).
-        prefetch_batches=2, local_shuffle_buffer_size=crops_per_step * STEPS_PER_FETCH * SHUFFLE_FETCHES,
-        local_shuffle_seed=local_shuffle_seed(seed, epoch, rank))
-    yield from split_steps(fetches, crops_per_step, task.patches_per_crop)
+    k = task.patches_per_crop
+    yield from split_steps(_fetches(shard, collate, crops_per_step, seed, epoch, rank), crops_per_step,
+                           {"patches": k, "labels": k})
 
 
 class AttributeCollate(NumpyBatchCollateFn):
@@ -400,8 +407,8 @@ class AttributeCollate(NumpyBatchCollateFn):
 
     Whether a crop is mirrored is a function of (seed, epoch, crop id); mirrored
     labels come from the dataset's own swap table (``AttributeSet.mirror``).
-    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter, "rows": received}``,
-    its tensors on ``device`` (``on_device``).
+    Returns ``{"images": uint8 [B, H, W, 3], "labels": int64 [B, A], "skipped": Counter, "rows": received,
+    "reasons": one per row}``, its tensors on ``device`` (``on_device``).
     """
 
     def __init__(self, attributes: AttributeSet, seed: int, epoch: int, mirror: bool = True, device=None):
@@ -418,4 +425,13 @@ class AttributeCollate(NumpyBatchCollateFn):
             images[flip] = images[flip, :, ::-1]
             labels[flip] = self.attributes.mirror(labels[flip])
         return on_device({"images": torch.from_numpy(np.ascontiguousarray(images)), "labels": torch.from_numpy(labels),
-                          "skipped": skipped, "rows": len(good)}, self.device)
+                          "skipped": skipped, "rows": len(good), "reasons": list(batch["skip"])}, self.device)
+
+
+def attribute_batches(shard, attributes: AttributeSet, seed: int, epoch: int, crops_per_step: int, rank: int,
+                      mirror: bool = True, device=None):
+    """One epoch of a fine-tuning worker's batches, one a step (``AttributeCollate``), fetched and re-cut as
+    ``patch_batches``'s."""
+    fetches = _fetches(shard, AttributeCollate(attributes, seed, epoch, mirror, device), crops_per_step, seed, epoch,
+                       rank)
+    yield from split_steps(fetches, crops_per_step, {"images": 1, "labels": 1})

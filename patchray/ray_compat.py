@@ -13,8 +13,14 @@ import re
 TRAIN_PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 TRAIN_WORKER_STRUCTURED_LOGGING_ENV = "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING"
 TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV = "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING"
+# Ray Train V2's preemption watcher (an actor polling the nodes' drain state), on by default. Its creation logs
+# an error line of Ray's own C++ about its arguments, harmless, in every run's output.
+TRAIN_PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # Ray Data's logger level, read where Ray Data configures its logging (at import, and per dataset in workers).
 DATA_LOG_LEVEL_ENV = "RAY_DATA_LOG_LEVEL"
+# The module of Ray Data that says, once a process, that its progress bars are off ("Progress bars disabled.
+# To enable, ..."), a warning that RAY_DATA_LOG_LEVEL=WARNING lets through.
+DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
 
 # Set by Ray's job supervisor in a submitted job's driver: the job's runtime_env and metadata, as JSON.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -29,6 +35,14 @@ def job_runtime_env() -> dict | None:
         return json.loads(raw).get("runtime_env") or {}
     except (ValueError, AttributeError):
         return None
+
+
+def cluster_to_join(temp_dir: str | None = None) -> str | None:
+    """The cluster ``ray.init()`` would join: RAY_ADDRESS, else the one ``ray start`` last recorded on this
+    machine (under ``temp_dir``, Ray's by default); None when it would start a new local one."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(None, temp_dir)
 
 
 def placement_groups_of_other_jobs() -> list[tuple[str, dict[str, float]]]:

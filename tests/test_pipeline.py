@@ -136,7 +136,7 @@ def test_fetches_of_any_size_become_steps_of_exactly_crops_per_step(pairwise):
     edges = [0, 64, 112, 149, 150]  # fetches of 64, 48, 37 and 1 rows
     fetches = [collate({"pixels": pixels[a:b], "crop_id": ids[a:b], "skip": skip[a:b]})
                for a, b in zip(edges, edges[1:])]
-    steps = list(split_steps(iter(fetches), crops_per_step=16, patches_per_crop=k))
+    steps = list(split_steps(iter(fetches), crops_per_step=16, per_row={"patches": k, "labels": k}))
     assert [s["rows"] for s in steps] == [16] * 9 + [6]
     for i, step in enumerate(steps):
         rows_of_step = slice(16 * i, 16 * i + step["rows"])
@@ -145,6 +145,29 @@ def test_fetches_of_any_size_become_steps_of_exactly_crops_per_step(pairwise):
         assert step["skipped"] == alone["skipped"] and "reasons" not in step
     assert sum((s["skipped"] for s in steps), start=Counter()) == {
         "truncated_image": 21, "empty_image": 1}
+
+
+def test_fine_tuning_fetches_become_steps_of_whole_crops_with_their_labels():
+    rng = np.random.default_rng(2)
+    rows = 66
+    pixels = rng.integers(0, 256, (rows, 200, 100, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, (rows, len(PARSE27K.names))).astype(np.int16)
+    ids = np.array([f"c{i}" for i in range(rows)], dtype=object)
+    skip = np.array(["truncated_image" if i in (5, 17, 50) else "" for i in range(rows)], dtype=object)
+    collate = AttributeCollate(PARSE27K, seed=3, epoch=1)
+    edges = [0, 40, 65, 66]
+
+    def rows_of(a, b):
+        return {"pixels": pixels[a:b], "labels": labels[a:b], "crop_id": ids[a:b], "skip": skip[a:b]}
+
+    steps = list(split_steps((collate(rows_of(a, b)) for a, b in zip(edges, edges[1:])), 16,
+                             {"images": 1, "labels": 1}))
+    assert [s["rows"] for s in steps] == [16, 16, 16, 16, 2]
+    for i, step in enumerate(steps):
+        alone = collate(rows_of(16 * i, 16 * i + step["rows"]))
+        assert torch.equal(step["images"], alone["images"]) and torch.equal(step["labels"], alone["labels"])
+        assert step["skipped"] == alone["skipped"]
+    assert [len(s["images"]) for s in steps] == [15, 15, 16, 15, 2]
 
 
 @pytest.mark.parametrize("device", [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else []))

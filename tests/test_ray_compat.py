@@ -70,21 +70,36 @@ def test_the_output_switches_are_the_ones_this_ray_reads(monkeypatch):
     import logging
 
     from ray.data import DataContext
+    from ray.data._internal import progress
     from ray.data._internal.logging import configure_logging
     from ray.train.v2._internal import constants
 
     names = {ray_compat.TRAIN_PRINT_PATCH_ENV, ray_compat.TRAIN_WORKER_STRUCTURED_LOGGING_ENV,
-             ray_compat.TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV}
+             ray_compat.TRAIN_CONTROLLER_STRUCTURED_LOGGING_ENV, ray_compat.TRAIN_PREEMPTION_WATCHER_ENV}
     assert names == {constants.ENABLE_PRINT_PATCH_ENV_VAR, constants.ENABLE_WORKER_STRUCTURED_LOGGING_ENV_VAR,
-                     constants.ENABLE_CONTROLLER_STRUCTURED_LOGGING_ENV_VAR}
+                     constants.ENABLE_CONTROLLER_STRUCTURED_LOGGING_ENV_VAR,
+                     constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR}
     assert names <= constants.ENV_VARS_TO_PROPAGATE  # handed on from the driver to the controller and workers
     for context_setting in ("enable_progress_bars", "print_on_execution_start"):
         assert hasattr(DataContext.get_current(), context_setting), context_setting
-    data_logger = logging.getLogger("ray.data")
-    level = data_logger.level
+    data_logger, progress_logger = logging.getLogger("ray.data"), logging.getLogger(ray_compat.DATA_PROGRESS_LOGGER)
+    assert progress.logger is progress_logger  # the logger of the "Progress bars disabled" note
+    level, progress_level = data_logger.level, progress_logger.level
     monkeypatch.setenv(ray_compat.DATA_LOG_LEVEL_ENV, "WARNING")
+    progress_logger.setLevel(logging.ERROR)
     configure_logging()  # what Ray Data runs at import and in each worker per dataset
     try:
         assert not data_logger.isEnabledFor(logging.INFO) and data_logger.isEnabledFor(logging.WARNING)
+        assert not progress_logger.isEnabledFor(logging.WARNING)  # Ray Data's setup leaves it quiet
     finally:
         data_logger.setLevel(level)
+        progress_logger.setLevel(progress_level)
+
+
+def test_cluster_to_join_is_ray_address_else_the_last_recorded_else_none(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6390")
+    assert ray_compat.cluster_to_join(str(tmp_path)) == "10.1.2.3:6390"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert ray_compat.cluster_to_join(str(tmp_path)) is None  # nothing recorded there: ray.init starts one
+    (tmp_path / "ray_current_cluster").write_text("10.1.2.4:6391")
+    assert ray_compat.cluster_to_join(str(tmp_path)) == "10.1.2.4:6391"  # a `ray start` head on this machine

@@ -93,8 +93,12 @@ class TrainStep:
         self._unchecked.clear()
         for (epoch, step), value in zip(where, values):
             if not math.isfinite(value):
-                raise FloatingPointError(f"{self.what} diverged in epoch {epoch + 1} (step {step}: loss {value}); "
-                                         f"lower optim.lr (now {self.lr:g})")
+                # the schedule, optim.lr_scaling and the warm-up make the rate in use another than optim.lr
+                in_use = max(group["lr"] for group in self.optimizer.param_groups)
+                raise FloatingPointError(
+                    f"{self.what} diverged in epoch {epoch + 1} (step {step}: loss {value}); lower optim.lr (now "
+                    f"{self.lr:g}" + (f"; {in_use:g} in use at this step, after optim.schedule, lr_scaling and "
+                                      "warmup_epochs" if not math.isclose(in_use, self.lr) else "") + ")")
 
 
 def padded(inputs: torch.Tensor, labels: torch.Tensor, input_shape: tuple, label_shape: tuple):

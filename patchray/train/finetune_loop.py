@@ -20,7 +20,7 @@ from patchray.models.init import (
     settle_normalization,
 )
 from patchray.patches import checked_stats, normalize_images
-from patchray.pipeline import AttributeCollate, local_shuffle_seed
+from patchray.pipeline import attribute_batches
 from patchray.shards.attributes import AttributeSet
 from patchray.train.config import FinetuneConfig
 from patchray.train.epoch import StepResult, TrainStep, accelerate, padded, sync_buffers, train_epoch
@@ -174,10 +174,7 @@ def finetune_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         set_lr(optimizer, schedule.at(epoch))
         lr = schedule.at(epoch, schedule.steps_per_epoch - 1)   # reported: the epoch's rate once warmed up
-        batches = shard.iter_torch_batches(
-            batch_size=cfg.crops_per_step, collate_fn=AttributeCollate(attributes, cfg.seed, epoch, cfg.mirror, device),
-            drop_last=False, prefetch_batches=2, local_shuffle_buffer_size=cfg.crops_per_step * 4,
-            local_shuffle_seed=local_shuffle_seed(cfg.seed, epoch, rank))
+        batches = attribute_batches(shard, attributes, cfg.seed, epoch, cfg.crops_per_step, rank, cfg.mirror, device)
         totals = reduce_epoch(train_epoch(batches, step, epoch, device,
                                           on_step=stepping_rates(schedule, optimizer, epoch)), device)
         sync_buffers(base)   # every rank evaluates with rank 0's BatchNorm statistics, which it saves

@@ -34,7 +34,9 @@ def init_ray():
     output = console.configure_output(console.verbose_from_env())
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     if not ray.is_initialized():
-        kwargs = output.init_kwargs()
+        from patchray.ray_compat import cluster_to_join
+
+        kwargs = output.init_kwargs(local=cluster_to_join() is None)
         kwargs["runtime_env"]["env_vars"]["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
         info = ray.init(address=os.environ.get("RAY_ADDRESS") or None, **kwargs)
         if not output.verbose and info.dashboard_url:  # Ray's own line is an INFO one

@@ -112,6 +112,10 @@ def test_a_diverged_loss_is_refused_before_the_step_naming_epoch_step_and_lr():
                                                  r"lower optim.lr \(now 0.5\)"):
         step(torch.ones(2, 3), torch.tensor([0, 1]), epoch=1, step=7)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    optimizer.param_groups[0]["lr"] = 4.0  # optim.lr_scaling=linear at 8x the base batch: the rate in use is scaled
+    with pytest.raises(FloatingPointError, match=r"lower optim.lr \(now 0.5; 4 in use at this step, after "
+                                                 r"optim.schedule, lr_scaling and warmup_epochs\)"):
+        step(torch.ones(2, 3), torch.tensor([0, 1]), epoch=1, step=8)
 
 
 class _Diverging:
