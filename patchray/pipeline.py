@@ -149,19 +149,22 @@ def decode_batch(batch: pa.Table, width: int, height: int, exclude_ids: frozense
 
 def read_and_decode(units: dict[str, np.ndarray], *, filesystem, columns: list[str], decode: bool = True,
                     **decode_kwargs):
-    """map_batches stage: read whole Parquet row groups (only ``columns``) and yield their decoded crops in
-    blocks of ``DECODE_BATCH_ROWS`` (see ``decode_batch`` for the columns; with ``decode=False`` the rows stay
-    encoded, see ``select_batch``).
+    """map_batches stage: read whole Parquet row groups (only ``columns``; ``units``: a path and a row group
+    per row, or per row a task's lists of them, ``task_units``) and yield their decoded crops in blocks of
+    ``DECODE_BATCH_ROWS`` (see ``decode_batch`` for the columns; with ``decode=False`` the rows stay encoded,
+    see ``select_batch``).
 
     Reading and decoding in one task keeps a data CPU on useful work: a separate read stage takes CPU slots
     of its own, and Ray's Parquet reader lists every file's footer again on each epoch.
     """
     import pyarrow.parquet as pq
 
-    for path, group in zip(units["path"], units["row_group"]):
-        table = pq.ParquetFile(str(path), filesystem=filesystem).read_row_group(int(group), columns=columns)
-        for start in range(0, table.num_rows, DECODE_BATCH_ROWS):
-            yield (decode_batch if decode else select_batch)(table.slice(start, DECODE_BATCH_ROWS), **decode_kwargs)
+    for paths, groups in zip(units["path"], units["row_group"]):  # a row group, or a task's list of them
+        for path, group in zip(np.atleast_1d(paths), np.atleast_1d(groups)):
+            table = pq.ParquetFile(str(path), filesystem=filesystem).read_row_group(int(group), columns=columns)
+            for start in range(0, table.num_rows, DECODE_BATCH_ROWS):
+                yield (decode_batch if decode else select_batch)(table.slice(start, DECODE_BATCH_ROWS),
+                                                                 **decode_kwargs)
 
 
 def task_units(row_groups, seed: int, cpus: float, task_rows: int = TASK_ROWS) -> list[dict[str, list]]:
@@ -206,10 +209,10 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     context.execution_options.resource_limits = context.execution_options.resource_limits.copy(
         object_store_memory=STREAM_BUFFER_BYTES)
     cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else os.cpu_count() or 1
-    # One block per task: with batch_size=1 below, a task is one block, read row group by row group.
-    ds = ray.data.from_arrow([pa.table({"path": pa.array(run["path"], pa.string()),
-                                        "row_group": pa.array(run["row_group"], pa.int64())})
-                              for run in task_units(shards.row_groups, seed, cpus)])
+    # One row and one block per task (with batch_size=1 below, a task is one block). from_items, not from_arrow:
+    # a process's first from_arrow costs a second or two, and every Tune trial is a new process.
+    runs = task_units(shards.row_groups, seed, cpus)
+    ds = ray.data.from_items(runs, override_num_blocks=len(runs))
     ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
     kwargs = {"filesystem": shards.filesystem, "columns": [IMAGE, CROP_ID, *label_columns], "decode": decode,
               "exclude_ids": frozenset(exclude_ids),

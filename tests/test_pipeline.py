@@ -71,6 +71,11 @@ def test_read_and_decode_reads_whole_row_groups_into_bounded_blocks(tmp_path):
     ids = [c for b in blocks for c in b.column("crop_id").to_pylist()]
     assert ids == [f"c{i}" for i in range(rows) if i != 3]  # every row once, in file order within the task
     assert "extra" not in blocks[0].column_names  # only the columns asked for are read
+    one_task = {"path": np.array([units["path"]], dtype=object), "row_group": np.array([units["row_group"]],
+                                                                                        dtype=object)}
+    again = list(read_and_decode(one_task, filesystem=None, columns=["image", "crop_id"], width=100, height=200,
+                                 exclude_ids=frozenset({"c3"})))  # a task's row groups as one row (task_units)
+    assert [b.column("crop_id").to_pylist() for b in again] == [b.column("crop_id").to_pylist() for b in blocks]
 
 
 def _units(runs):
