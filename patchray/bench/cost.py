@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 
 # The measured rates the model is read with (docs/performance.md, "A cost model for clusters").
-# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01), every process counted:
-PIPELINE_PATCHES_PER_CPU_S = {"data": 36_005, "data+cut": 38_814,
+# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01 03:48), every process counted:
+PIPELINE_PATCHES_PER_CPU_S = {"data": 30_811, "data+cut": 36_954,
                               # decode_on=trainer on a GPU: the CPU part only (read, ship, Ray), the GPU decodes:
                               # the CPU run's total less its training worker's decoding and cutting
-                              "trainer": 79_977}
+                              "trainer": 82_173}
 # Training patches/s of one H200 at each net's best setting, from patches already on the GPU (bench_gpu,
 # 2026-11-25); decode_on=trainer also decodes on the GPU and reaches the share measured end to end.
 H200_PATCHES_PER_S = {"tiny, batch 128": 39_685, "tiny, batch 1024": 243_756, "resnet18, batch 128": 16_108,
