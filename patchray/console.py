@@ -128,7 +128,10 @@ def configure_output(verbose: bool) -> OutputSettings:
     # Ray Data reads RAY_DATA_LOG_LEVEL when it configures its logger (at import and per dataset); a driver
     # that imported ray.data already gets the level now. DEBUG is Ray Data's own default.
     logging.getLogger("ray.data").setLevel(os.environ.get(DATA_LOG_LEVEL_ENV, "DEBUG").upper())
-    logging.getLogger(DATA_PROGRESS_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    if verbose:
+        logging.getLogger(DATA_PROGRESS_LOGGER).setLevel(logging.NOTSET)
+    else:
+        quiet_worker()  # the driver runs datasets too
     names = [VERBOSE_ENV, *ALWAYS_ENV, *QUIET_ENV]
     env_vars = {name: os.environ[name] for name in names if name in os.environ}
     return OutputSettings(verbose=verbose, env_vars=env_vars,

@@ -252,6 +252,7 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
     best_decode = max(by_decode, key=lambda d: by_decode[d]["patches_per_s"])
 
     best_loader, best_pipeline = best_epoch(loader), by_decode[best_decode]
+    best_same_decoder = best_epoch(same_decoder)
     result = {
         "machine": machine(), "data": data, "patches_per_crop": k, "cores": cores, "resources": plan,
         "decode_crops_per_s_per_core": round(per_core), "decode_limit": round(limit),
@@ -261,8 +262,8 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
         "dataloader_cpu_s_by_role": best_loader.roles, "dataloader_seconds": round(best_loader.seconds, 2),
         "dataloader_by_epoch": [round(e.patches_per_s) for e in loader],
         "dataloader_per_cpu_s_by_epoch": [round(e.patches_per_cpu_s) for e in loader],
-        "dataloader_simplejpeg": round(best_epoch(same_decoder).patches_per_s),
-        "dataloader_simplejpeg_per_cpu_s": round(best_epoch(same_decoder).patches_per_cpu_s),
+        "dataloader_simplejpeg": round(best_same_decoder.patches_per_s),
+        "dataloader_simplejpeg_per_cpu_s": round(best_same_decoder.patches_per_cpu_s),
         "dataloader_simplejpeg_by_epoch": [round(e.patches_per_s) for e in same_decoder],
         "patchray": best_pipeline["patches_per_s"], "patchray_per_cpu_s": best_pipeline["patches_per_cpu_s"],
         "patchray_decode_on": best_decode, "patchray_by_decode": by_decode,

@@ -11,6 +11,8 @@ which reads such files the way libjpeg does).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,10 @@ from patchray.shards.decode import decode_crops, fit_geometry
 from patchray.shards.images import MAX_IMAGE_PIXELS, jpeg_size
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
+# torchvision 0.29 deprecates its codecs in favour of torchcodec, which is not installable here; nvJPEG through
+# torchvision is still the GPU decoder on hand. Silence the notice rather than flood every training worker's log.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 _EOI_SEARCH = 64  # bytes at the end searched for the end-of-image marker (encoders may pad after it)
 
 
