@@ -131,10 +131,24 @@ def forget_loaded_auth_token() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-def metrics_export_every(interval_ms: int) -> dict:
-    """Keyword arguments of ``ray.init`` that make the local cluster it starts export metrics every
-    ``interval_ms`` (Ray's default: 10 s) through ``_system_config``, which Ray keeps for testing."""
-    return {"_system_config": {"metrics_report_interval_ms": interval_ms}}
+# How long a raylet may hold objects nobody refers to any more before it deletes them in a batch (Ray's
+# ``free_objects_period_milliseconds``, 1,000 by default). A crop stream frees 300-600 MB a second on 2 cores:
+# at Ray's default the dead blocks waiting for the next batch were most of the object store's peak (350 to 590
+# MiB, with Ray Data's own budget at 192 MiB) and, mapped, of the workers' memory; at 100 ms, 98 to 128 MiB,
+# at the same speed (docs/performance.md, "Memory"). The cluster YAMLs set it on every node, as
+# ``RAY_FREE_OBJECTS_ENV``.
+FREE_OBJECTS_PERIOD_MS = 100
+RAY_FREE_OBJECTS_ENV = "RAY_free_objects_period_milliseconds"
+
+
+def local_cluster_config(metrics_interval_ms: int | None = None) -> dict:
+    """Keyword arguments of ``ray.init`` for the local cluster it starts, through ``_system_config`` (which Ray
+    keeps for testing): freed objects deleted within ``FREE_OBJECTS_PERIOD_MS``, and with
+    ``metrics_interval_ms`` metrics exported that often (Ray's default: 10 s)."""
+    config = {"free_objects_period_milliseconds": FREE_OBJECTS_PERIOD_MS}
+    if metrics_interval_ms is not None:
+        config["metrics_report_interval_ms"] = metrics_interval_ms
+    return {"_system_config": config}
 
 
 # ----------------------------------------------------------------------------------------- Tune's ASHA and Optuna

@@ -7,17 +7,9 @@ import pytest
 import torch
 from helpers import jpeg_bytes
 
+from patchray.data_tasks import DECODE_BATCH_ROWS, TASKS_PER_CPU, decode_batch, read_and_decode, task_units
 from patchray.patches import PatchTaskConfig, training_patches
-from patchray.pipeline import (
-    DECODE_BATCH_ROWS,
-    TASKS_PER_CPU,
-    AttributeCollate,
-    PatchCollate,
-    decode_batch,
-    read_and_decode,
-    split_steps,
-    task_units,
-)
+from patchray.pipeline import AttributeCollate, PatchCollate, split_steps
 from patchray.shards import PARSE27K
 
 
@@ -232,7 +224,8 @@ def test_attribute_collate_mirrors_pixels_and_labels_together():
 def test_encoded_stream_decoded_in_the_trainer_gives_the_same_patches_and_counts(device):
     """decode=False ships the rows decode_batch keeps, still encoded; EncodedPatchCollate (here on the CPU)
     then yields what decode_batch + PatchCollate yield."""
-    from patchray.pipeline import EncodedPatchCollate, select_batch
+    from patchray.data_tasks import select_batch
+    from patchray.pipeline import EncodedPatchCollate
 
     task = PatchTaskConfig()
     good = [jpeg_bytes(100, 200, (10 * i, 200 - 10 * i, 30)) for i in range(4)]
@@ -277,7 +270,8 @@ def test_read_and_decode_can_leave_rows_encoded(tmp_path):
 def test_patches_cut_in_the_data_task_are_the_ones_the_worker_would_cut(pairwise, capsys):
     """cut_on=data: a block of decoded crops becomes rows of K patches; the worker's collate lays them end to end
     and gets exactly PatchCollate's patches for the same crops and epoch, bad rows counted, not trained."""
-    from patchray.pipeline import CutPatchCollate, CutSpec
+    from patchray.data_tasks import CutSpec
+    from patchray.pipeline import CutPatchCollate
 
     task = PatchTaskConfig(pairwise=pairwise)
     good = jpeg_bytes(100, 200, (10, 200, 30))

@@ -103,3 +103,14 @@ def test_cluster_to_join_is_ray_address_else_the_last_recorded_else_none(monkeyp
     assert ray_compat.cluster_to_join(str(tmp_path)) is None  # nothing recorded there: ray.init starts one
     (tmp_path / "ray_current_cluster").write_text("10.1.2.4:6391")
     assert ray_compat.cluster_to_join(str(tmp_path)) == "10.1.2.4:6391"  # a `ray start` head on this machine
+
+
+def test_the_free_objects_env_names_the_setting_local_clusters_get():
+    """The cluster YAMLs export RAY_FREE_OBJECTS_ENV on every node; Ray reads a setting from ``RAY_<name>``, so
+    it must name what local_cluster_config sets (a misspelt key would leave Ray's 1 s default in place)."""
+    from patchray.ray_compat import FREE_OBJECTS_PERIOD_MS, RAY_FREE_OBJECTS_ENV, local_cluster_config
+
+    (name, value), = local_cluster_config()["_system_config"].items()
+    assert RAY_FREE_OBJECTS_ENV == f"RAY_{name}" and value == FREE_OBJECTS_PERIOD_MS < 1000
+    assert local_cluster_config(metrics_interval_ms=1000)["_system_config"] == {name: value,
+                                                                                 "metrics_report_interval_ms": 1000}

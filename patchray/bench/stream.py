@@ -43,7 +43,8 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
     """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; and that plan.
     ``decode_on`` and ``cut_on`` as in ``PretrainConfig``: the data tasks decode (and cut), or the training
     worker does."""
-    from patchray.pipeline import CutSpec, crop_dataset
+    from patchray.data_tasks import CutSpec
+    from patchray.pipeline import crop_dataset
     from patchray.train.resources import ResourcesConfig
     from patchray.train.runner import make_trainer, plan_for_cluster
 

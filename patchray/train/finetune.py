@@ -26,7 +26,15 @@ from patchray.train.config import FinetuneConfig
 from patchray.train.identity import check_resumable, location_path, run_identity
 from patchray.train.pretrain import DatasetTooSmallError
 from patchray.train.rows import ROW_KEYS, format_rows
-from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
+from patchray.train.runner import (
+    PreparedRun,
+    fit,
+    init_ray,
+    plan_for_cluster,
+    run_dir,
+    train_location,
+    unsplit_when_alone,
+)
 
 RAY_RUN_NAME = "finetune"
 # Seed the label-budget and val-subset draws apart from the patch sampler's epochs (which are >= -1) and from
@@ -269,7 +277,8 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
                                              "val_ref": ray.put(val[:2]),
                                              "test_ref": ray.put(test[:2]) if test is not None else None},
                              plan, location=run.location, max_failures=cfg.max_failures,
-                             datasets={"train": dataset}, callbacks=callbacks, tracking=tracker)
+                             datasets={"train": dataset}, datasets_to_split=unsplit_when_alone(plan),
+                             callbacks=callbacks, tracking=tracker)
     eval_skipped = {"val": val[2]} | ({"test": test[2]} if test is not None else {})
     summary = write_outputs(out, cfg, state, history, train_rows, eval_skipped,
                             plan.describe(), time.time() - t0, run.identity, class_weights)

@@ -176,7 +176,8 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
 def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = None) -> dict:
     import ray
 
-    from patchray.pipeline import CutSpec, crop_dataset
+    from patchray.data_tasks import CutSpec
+    from patchray.pipeline import crop_dataset
     from patchray.train.pretrain_loop import pretrain_loop
 
     t0 = time.time()

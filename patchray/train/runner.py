@@ -34,9 +34,10 @@ def init_ray():
     output = console.configure_output(console.verbose_from_env())
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     if not ray.is_initialized():
-        from patchray.ray_compat import cluster_to_join
+        from patchray.ray_compat import cluster_to_join, local_cluster_config
 
-        kwargs = output.init_kwargs(local=cluster_to_join() is None)
+        local = cluster_to_join() is None
+        kwargs = output.init_kwargs(local=local) | (local_cluster_config() if local else {})
         kwargs["runtime_env"]["env_vars"]["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
         info = ray.init(address=os.environ.get("RAY_ADDRESS") or None, **kwargs)
         if not output.verbose and info.dashboard_url:  # Ray's own line is an INFO one
@@ -64,6 +65,15 @@ def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
     return plan_around_other_jobs(resources.get("CPU", 0) - requested.reserved_cpus,
                                   resources.get("GPU", 0) - requested.reserved_gpus,
                                   placement_groups_of_other_jobs(), requested)
+
+
+def unsplit_when_alone(plan: ResourcePlan) -> str | list:
+    """``datasets_to_split`` for a fine-tuning run: one worker iterates its stream itself (Ray runs the stream's
+    executor in the worker), with no split coordinator. That actor is a process of its own that starts with every
+    run, about 2 s each (the Tune grid test, all of whose trials fine-tune alone, ran 107 -> 91 s). Pretraining
+    keeps the coordinator even alone: its executor thread would share the worker's GIL with the step that feeds
+    the GPU, and alone it slowed the ingest's later epochs by 5 to 25% (docs/performance.md)."""
+    return [] if plan.num_workers == 1 else "all"
 
 
 def make_trainer(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int = 0,

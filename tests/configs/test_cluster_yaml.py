@@ -9,7 +9,7 @@ import pytest
 import tomllib
 import yaml
 
-from patchray.ray_compat import validate_cluster_config
+from patchray.ray_compat import FREE_OBJECTS_PERIOD_MS, RAY_FREE_OBJECTS_ENV, validate_cluster_config
 
 ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "configs" / "cluster"
@@ -42,6 +42,8 @@ def test_cluster_yaml_passes_ray_s_schema_with_the_intended_node_types(cloud):
     # shared storage wired to the jobs' --storage default; the dashboard only on the head's loopback
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert any(f"PATCHRAY_STORAGE={STORAGE_SCHEME[cloud]}" in c for c in commands)
+        # every raylet deletes freed objects as promptly as a job's local cluster does
+        assert any(f"export {RAY_FREE_OBJECTS_ENV}={FREE_OBJECTS_PERIOD_MS};" in c for c in commands)
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray_heads
 
-from patchray.ray_compat import forget_loaded_auth_token, metrics_export_every
+from patchray.ray_compat import forget_loaded_auth_token, local_cluster_config
 
 _TOKEN_VARS = (ray_heads.TOKEN_ENV, ray_heads.TOKEN_PATH_ENV)
 # Ray Train's controller polls its workers every 2 s, and a run's end waits for two polls: 3 to 5 s of a test's
@@ -56,12 +56,13 @@ def ray_session(session_token):
     # A cluster of our own (never `ray stop`: it would stop every Ray process on the machine), and a new one:
     # address="local", not the machine's "current cluster" a `ray start` (another test's head) recorded.
     # The dashboard is what users have (and Ray Train's placement-group cleaner needs its state API); metrics
-    # are exported every second so that the telemetry test sees them while a short run trains.
+    # are exported every second so that the telemetry test sees them while a short run trains; freed objects
+    # leave the store as promptly as in a job's own local cluster (init_ray).
     with socket.socket() as s:  # 8265 may belong to a cluster of someone else's
         s.bind(("127.0.0.1", 0))
         dashboard_port = s.getsockname()[1]
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port,
-                       log_to_driver=True, **metrics_export_every(1000),
+                       log_to_driver=True, **local_cluster_config(metrics_interval_ms=1000),
                        runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
     yield context
     ray.shutdown()

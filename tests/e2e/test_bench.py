@@ -28,7 +28,9 @@ def test_streaming_10x_the_shards_keeps_memory_flat(ray_cluster, synthetic_small
     assert large["decoded_mib"] > 900
     # The stream's object store is bounded by design (STREAM_BUFFER_BYTES, plus blocks in flight to the worker);
     # how long a run is must not move it. The small run is too short to fill the buffer, so the bound is absolute.
+    # With Ray's default 1 s between deletions of freed objects the dead blocks alone took it to 467 MiB here
+    # (and the data task's memory to 807, the worker's to 1,393); freed every 0.1 s (local_cluster_config), 120.
     store = large["peaks"]["object_store_mib"]
-    assert store < min(0.5 * large["decoded_mib"], STREAM_BUFFER_BYTES / 2**20 + 256), (small["peaks"], store)
-    for measure in ("driver_rss_mib", "train_worker_rss_mib"):
+    assert store < min(0.5 * large["decoded_mib"], STREAM_BUFFER_BYTES / 2**20 + 64), (small["peaks"], store)
+    for measure in ("driver_rss_mib", "train_worker_rss_mib", "data_task_rss_mib"):
         assert large["peaks"][measure] <= 1.3 * small["peaks"][measure] + 64, (measure, small["peaks"], large["peaks"])

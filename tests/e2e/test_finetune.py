@@ -40,6 +40,16 @@ def _cfg(tmp_path, name, data, **overrides):
     return configlib.build(FinetuneConfig, base | overrides)
 
 
+def _split_coordinators() -> int:
+    """Ray Data split coordinators (``streaming_split``'s actor) the session's cluster has started, dead or alive."""
+    import ray
+    from ray.util.state import list_actors
+
+    return len(list_actors(address=ray.get_runtime_context().gcs_address,
+                           filters=[("class_name", "=", "SplitCoordinator")], limit=10000,
+                           raise_on_missing_output=False))
+
+
 try:  # the [tensorboard] extra: the tracking checks run where it is installed (CI installs it)
     from tensorboard.backend.event_processing import event_accumulator as EVENTS
 except ImportError:
@@ -50,9 +60,12 @@ def test_finetune_from_patchtask_writes_metrics_and_resumes(ray_cluster, labeled
                                                             tmp_path):
     folder, pretext = pretext_checkpoint
     tracked = {"tracking": "tensorboard"} if EVENTS else {}
+    coordinators = _split_coordinators()
     summary = run_finetune(_cfg(tmp_path, "ft", labeled_small, init=f"patchtask:{folder}", labels=100, **tracked))
     out = tmp_path / "ft"
     assert summary["labels"] == 100 and summary["epochs"] == 2
+    # two workers share the stream through Ray Data's split coordinator (one-worker runs go without: below)
+    assert summary["resources"].startswith("2 training worker(s)") and _split_coordinators() == coordinators + 1
     for split in ("val", "test"):
         assert 0.0 <= summary[split]["mA"] <= 1.0 and 0.0 <= summary[split]["mAP"] <= 1.0
     test = json.loads((out / "test_metrics.json").read_text())
@@ -127,8 +140,12 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
         "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
         "pretrained": str(folder), "layers": [1], "layer_modes": ["frozen"],
         "finetune": {"data": [str(orientation_only)], "epochs": 1, "crops_per_step": 16, "eval_every": 1,
-                     "val_limit": 64, "loss": "balanced"}})
+                     "val_limit": 64, "loss": "balanced", "resources": {"num_workers": 1}}})
+    coordinators = _split_coordinators()
     result = run_compare(cfg, log=print)
+    # three one-worker fine-tunings iterated their streams themselves: no split coordinator started (a process
+    # and about 2 s a run, paid by every Tune trial)
+    assert _split_coordinators() == coordinators
     out = tmp_path / "cmp"
     for init in ("random", "patchtask"):
         run = out / "runs" / f"labels60-seed0-{init}"

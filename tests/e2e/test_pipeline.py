@@ -40,8 +40,8 @@ def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_
     """cut_on=data: each execution of the stream cuts the next epoch's patches, counted from the epoch it was
     created for (a resumed run's), both when iterated here and through Ray Train's split into a worker."""
     from patchray.bench.stream import stream_to_one_worker
+    from patchray.data_tasks import CutSpec
     from patchray.patches import PatchTaskConfig, training_patches
-    from patchray.pipeline import CutSpec
 
     shards = open_shards(str(synthetic_small / "unlabeled"))
     task = PatchTaskConfig()

@@ -29,10 +29,13 @@ def test_object_store_used_mib_follows_what_this_driver_puts(ray_cluster):
     settled(lambda used: used < before + 60)
 
 
-def test_metrics_export_every_reaches_the_cluster_s_config(ray_cluster):
-    """The session's cluster was started with metrics_export_every(1000) (tests/e2e/conftest.py)."""
-    assert ray_compat.metrics_export_every(1000) == {"_system_config": {"metrics_report_interval_ms": 1000}}
+def test_local_cluster_config_reaches_the_cluster(ray_cluster):
+    """The session's cluster was started with local_cluster_config(metrics_interval_ms=1000)
+    (tests/e2e/conftest.py), as init_ray starts a job's local cluster (without the metrics interval)."""
+    assert ray_compat.local_cluster_config() == {"_system_config": {"free_objects_period_milliseconds": 100}}
     assert ray_cluster._config.metrics_report_interval_ms() == 1000  # Ray's default is 10 s
+    # the config the cluster was started with, as the node that started it holds it (Ray's default: 1,000 ms)
+    assert ray_cluster._private.worker._global_node._config["free_objects_period_milliseconds"] == 100
 
 
 def test_placement_groups_of_other_jobs_are_named_by_their_job_and_this_job_s_are_not(ray_cluster):
