@@ -32,5 +32,7 @@ def test_streaming_10x_the_shards_keeps_memory_flat(ray_cluster, synthetic_small
     # (and the data task's memory to 807, the worker's to 1,393); freed every 0.1 s (local_cluster_config), 120.
     store = large["peaks"]["object_store_mib"]
     assert store < min(0.5 * large["decoded_mib"], STREAM_BUFFER_BYTES / 2**20 + 64), (small["peaks"], store)
-    for measure in ("driver_rss_mib", "train_worker_rss_mib", "data_task_rss_mib"):
+    # (Not the data task's memory: the small run may end before a fresh data worker has grown to its steady size,
+    # 187 MiB against 467 in one full-suite run, so its ratio says nothing about the data.)
+    for measure in ("driver_rss_mib", "train_worker_rss_mib"):
         assert large["peaks"][measure] <= 1.3 * small["peaks"][measure] + 64, (measure, small["peaks"], large["peaks"])
