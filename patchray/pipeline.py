@@ -55,9 +55,10 @@ SHUFFLE_FETCHES = 4
 def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozenset(), include_ids=None,
                  label_columns: tuple[str, ...] = (), seed: int = 0, data_resources: dict[str, float] | None = None,
                  decode: bool = True, fit: str = "aspect", cut: CutSpec | None = None):
-    """A Ray Dataset of decoded crops (see ``decode_batch`` for the columns), or with ``decode=False`` of the
-    encoded crops that training workers decode themselves (see ``select_batch``), or with ``cut`` of each
-    epoch's patches cut by the data tasks (``CutSpec.starting_at``, created right before the stream is).
+    """A Ray Dataset of decoded crops (see ``data_tasks.decode_batch`` for the columns), or with ``decode=False``
+    of the encoded crops that training workers decode themselves (see ``data_tasks.select_batch``), or with
+    ``cut`` of each epoch's patches cut by the data tasks (``CutSpec.starting_at``, created right before the
+    stream is).
 
     It streams: a data task reads and decodes a few Parquet row groups (``task_units``), one at a time, and
     the only all-to-all step orders the (tiny) list of tasks, never the crops. Each execution (epoch) runs the

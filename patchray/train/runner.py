@@ -70,7 +70,7 @@ def plan_for_cluster(requested: ResourcesConfig) -> ResourcePlan:
 def unsplit_when_alone(plan: ResourcePlan) -> str | list:
     """``datasets_to_split`` for a fine-tuning run: one worker iterates its stream itself (Ray runs the stream's
     executor in the worker), with no split coordinator. That actor is a process of its own that starts with every
-    run, about 2 s each (the Tune grid test, all of whose trials fine-tune alone, ran 107 -> 91 s). Pretraining
+    run, about 2 s each (the Tune grid test, all of whose trials fine-tune alone, ran 107 -> 92 s). Pretraining
     keeps the coordinator even alone: its executor thread would share the worker's GIL with the step that feeds
     the GPU, and alone it slowed the ingest's later epochs by 5 to 25% (docs/performance.md)."""
     return [] if plan.num_workers == 1 else "all"
