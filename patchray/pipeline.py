@@ -17,6 +17,10 @@ created for, and stamps it on each row. The training worker checks the stamp
 its epochs from its creation again, and its patches are then those of another
 epoch's draw, said once in the log.
 
+With ``cache_decoded`` the decoded crops are materialized in the object store once, before training, and each
+epoch streams them from there (``cache_decoded``): the decode is paid once a run, the cache's memory for the
+whole of it.
+
 With ``decode=False`` the stream carries the encoded crops instead (a few kB, not
 60 kB) and the training worker decodes them where it trains: nvJPEG on a GPU
 (``EncodedPatchCollate``), for nodes whose CPUs cannot keep their GPU fed.
@@ -91,6 +95,48 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
     placement = {"resources": dict(data_resources)} if data_resources else {}
     return ds.map_batches(read_and_decode, fn_kwargs=kwargs, batch_size=1, batch_format="numpy",
                           **placement)
+
+
+# The share of the cluster's object store the decoded crops of ``cache_decoded`` may fill: the rest is the running
+# stream's buffer and everything else a job keeps there (past it Ray would spill the cache to disk).
+CACHE_STORE_SHARE = 0.7
+
+
+def decoded_bytes(rows: int, width: int, height: int) -> int:
+    """The object store a cache of ``rows`` decoded ``width x height`` crops fills (uint8 RGB pixels)."""
+    return rows * width * height * 3
+
+
+def check_cache_fits(rows: int, width: int, height: int, object_store_bytes: float) -> int:
+    """The bytes ``cache_decoded`` will hold for ``rows`` crops; ValueError, naming both sizes, when they exceed
+    ``CACHE_STORE_SHARE`` of the cluster's object store."""
+    needed = decoded_bytes(rows, width, height)
+    if needed > CACHE_STORE_SHARE * object_store_bytes:
+        raise ValueError(
+            f"cache_decoded: {rows} crops of {width}x{height} decode to {needed / 2**30:.2f} GiB, more than "
+            f"{CACHE_STORE_SHARE:.0%} of the cluster's object store ({object_store_bytes / 2**30:.2f} GiB); Ray "
+            "would spill them to disk. Set cache_decoded=false (the crops are then decoded every epoch), or give "
+            "Ray a larger object store (ray start --object-store-memory=...)")
+    return needed
+
+
+def cache_decoded(decoded, seed: int, cut: CutSpec | None = None):
+    """The crop stream ``decoded`` (``crop_dataset`` without ``cut``) decoded once, now, into Ray's object store,
+    and streamed from there every epoch: in a new block order each epoch (seeded), and with ``cut`` as the
+    epoch's patches cut by data tasks from the cached pixels (``data_tasks.cut_decoded``), the same patches
+    ``crop_dataset(cut=...)`` would cut. What it saves is the JPEG decode, most of a data CPU's work, for every
+    epoch after the first; what it costs is the decoded crops' memory (``check_cache_fits``) for the whole run.
+    Bad rows are cached as they were decoded, zeros with their reason, and counted again each epoch."""
+    from ray.data import RandomSeedConfig
+
+    from patchray.data_tasks import cut_decoded
+
+    stream = decoded.materialize().randomize_block_order(
+        seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    if cut is None:
+        return stream
+    return stream.map_batches(cut_decoded, fn_kwargs={"cut": cut.on(stream)}, batch_size=None,
+                              batch_format="numpy")
 
 
 def on_device(batch: dict, device) -> dict:

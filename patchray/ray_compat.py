@@ -99,6 +99,12 @@ def data_execution_index() -> int:
     return int(DataContext.get_current()._execution_idx)
 
 
+def dataset_execution_index(dataset) -> int:
+    """How many times ``dataset`` has been executed (its own context's ``_execution_idx``, see
+    ``data_execution_index``): a stage built on it starts counting there."""
+    return int(dataset.context._execution_idx)
+
+
 def trial_statuses(result_grid) -> dict[str, str]:
     """Tune's own status of each trial of a ResultGrid (``"TERMINATED"``, ``"ERROR"``, ``"RUNNING"``,
     ``"PENDING"``...; an interrupted experiment restored from disk leaves some unfinished), by trial id. Ray has

@@ -305,8 +305,48 @@ def test_patches_cut_in_the_data_task_are_the_ones_the_worker_would_cut(pairwise
     assert empty.num_rows == 0 and "patches" in empty.column_names
 
 
-def test_cutting_in_the_data_tasks_needs_them_to_decode():
+def test_cutting_or_caching_in_the_data_tasks_needs_them_to_decode():
     from patchray.train.config import PretrainConfig
 
     with pytest.raises(ValueError, match="cut_on=data cuts patches in the data tasks, which then must decode"):
         PretrainConfig(decode_on="trainer", cut_on="data")
+    with pytest.raises(ValueError, match="cache_decoded=true keeps decoded crops, which the data tasks then must"):
+        PretrainConfig(decode_on="trainer", cache_decoded=True)
+    PretrainConfig(cut_on="data", cache_decoded=True)  # the data tasks cut from the cache
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_patches_cut_from_cached_crops_are_the_ones_cut_while_decoding(pairwise):
+    """cache_decoded with cut_on=data: a cached block of decoded crops (bad rows kept as zeros with their reason)
+    becomes the same rows of patches, labels and reasons that decoding and cutting in one task makes; an all-good
+    block too (its patches are the cut rows themselves, not a copy)."""
+    from patchray.data_tasks import CutSpec, cut_decoded
+
+    task = PatchTaskConfig(pairwise=pairwise)
+    noisy = [jpeg_bytes(100, 200, tuple(int(v) for v in np.random.default_rng(i).integers(0, 256, 3)))
+             for i in range(3)]
+    spec = CutSpec(task.to_dict(), seed=5, epoch_offset=3)
+    for images, ids in (([noisy[0], b"junk", noisy[1], noisy[2][:50]], list("abcd")), (noisy, list("xyz"))):
+        batch = _table(images, ids)
+        at_once = decode_batch(batch, 100, 200, cut=spec)
+        decoded = decode_batch(batch, 100, 200)
+        cached = {"pixels": _np(decoded, "pixels"), "crop_id": np.array(ids, dtype=object),
+                  "skip": np.array(decoded.column("skip").to_pylist(), dtype=object)}
+        from_cache = cut_decoded(cached, cut=spec)
+        assert from_cache.column_names == at_once.column_names
+        for column in ("patches", "patch_labels", "epoch"):
+            assert np.array_equal(_np(from_cache, column), _np(at_once, column)), column
+        assert from_cache.column("skip").to_pylist() == at_once.column("skip").to_pylist()
+        assert set(_np(from_cache, "epoch").tolist()) == {3}
+        assert _np(from_cache, "patches")[:, 0].std() > 0  # real patches, not zeros
+
+
+def test_a_cache_that_would_not_fit_the_object_store_is_refused_naming_the_sizes():
+    from patchray.pipeline import CACHE_STORE_SHARE, check_cache_fits, decoded_bytes
+
+    assert decoded_bytes(1000, 100, 200) == 60_000_000
+    store = 60_000_000 / CACHE_STORE_SHARE
+    assert check_cache_fits(1000, 100, 200, store) == 60_000_000
+    with pytest.raises(ValueError, match=r"cache_decoded: 1001 crops of 100x200 decode to 0\.06 GiB, more than "
+                                         r"70% of the cluster's object store \(0\.08 GiB\).*cache_decoded=false"):
+        check_cache_fits(1001, 100, 200, store)

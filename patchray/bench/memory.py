@@ -97,7 +97,7 @@ def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_step: i
     shards = open_shards(files)
     start = time.perf_counter()
     with MemorySampler(sample_s) as sampler:
-        epochs, _ = stream_to_one_worker(shards, task, 1, crops_per_step, seed, storage, f"stream-{len(files)}")
+        epochs, _, _ = stream_to_one_worker(shards, task, 1, crops_per_step, seed, storage, f"stream-{len(files)}")
     decoded_mib = shards.num_rows * task.crop_width * task.crop_height * 3 / 2**20
     return {"files": len(files), "crops": shards.num_rows, "crops_streamed": epochs[0]["crops"],
             "decoded_mib": round(decoded_mib, 1), "seconds": round(time.perf_counter() - start, 1),

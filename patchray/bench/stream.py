@@ -38,24 +38,30 @@ def _stream_loop(loop_config: dict) -> None:
 
 
 def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, crops_per_step: int, seed: int,
-                         storage: Path, name: str, decode_on: str = "data", cut_on: str = "worker"
-                         ) -> tuple[list[dict], str]:
-    """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; and that plan.
-    ``decode_on`` and ``cut_on`` as in ``PretrainConfig``: the data tasks decode (and cut), or the training
-    worker does."""
+                         storage: Path, name: str, decode_on: str = "data", cut_on: str = "worker",
+                         cache: bool = False) -> tuple[list[dict], str, dict | None]:
+    """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; that plan; and
+    with ``cache`` the one-off decode into the object store ({started_at, ended_at}), else None.
+    ``decode_on``, ``cut_on`` and ``cache`` (``cache_decoded``) as in ``PretrainConfig``: the data tasks decode
+    (and cut), or the training worker does."""
     from patchray.data_tasks import CutSpec
-    from patchray.pipeline import crop_dataset
+    from patchray.pipeline import cache_decoded, crop_dataset
     from patchray.train.resources import ResourcesConfig
     from patchray.train.runner import make_trainer, plan_for_cluster
 
     shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run, not the last benchmark's snapshot
     plan = plan_for_cluster(ResourcesConfig(num_workers=1))
+    cut = CutSpec.starting_at(task, seed, 0) if cut_on == "data" else None
+    dataset = crop_dataset(shards, task.crop_width, task.crop_height, seed=seed, decode=decode_on == "data",
+                           cut=None if cache else cut)
+    built = None
+    if cache:
+        started_at = time.time()
+        dataset = cache_decoded(dataset, seed, cut)
+        built = {"started_at": started_at, "ended_at": time.time()}
     trainer = make_trainer(
         _stream_loop,
         {"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_step": crops_per_step,
          "decode_on": decode_on, "cut_on": cut_on},
-        plan, location=(str(storage), name),
-        datasets={"train": crop_dataset(shards, task.crop_width, task.crop_height, seed=seed,
-                                        decode=decode_on == "data",
-                                        cut=CutSpec.starting_at(task, seed, 0) if cut_on == "data" else None)})
-    return fit_json(trainer)["epochs"], plan.describe()
+        plan, location=(str(storage), name), datasets={"train": dataset})
+    return fit_json(trainer)["epochs"], plan.describe(), built

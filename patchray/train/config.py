@@ -134,6 +134,11 @@ class PretrainConfig:
     # stream carries pixels, 60 kB a crop) or "data" (the data tasks; the stream carries the K patches, 24.6 kB
     # for 8 of 32 px). Needs decode_on=data. The same patches either way; see README, Performance.
     cut_on: CutOn = "worker"
+    # Decode each training crop once, before the first step, into Ray's object store, and stream the decoded
+    # crops from there every epoch: the JPEG decode, most of a data CPU's work, is paid once instead of every
+    # epoch. Costs the decoded crops' memory for the whole run (60 kB a 100x200 crop; refused at the start past
+    # 70% of the object store). Needs decode_on=data. The same patches as without; see README, Performance.
+    cache_decoded: bool = False
     max_failures: int = 1        # worker failures tolerated, resuming from the last checkpoint
     # Experiment tracking (patchray.tracking): the resolved config, each epoch's metrics and the summary plots
     # go to MLflow (tracking_uri: a server or database; null: mlflow.db + mlruns/ in the output folder) or to
@@ -172,6 +177,9 @@ class PretrainConfig:
         if self.cut_on == "data" and self.decode_on != "data":
             raise ValueError(f"cut_on=data cuts patches in the data tasks, which then must decode: decode_on="
                              f"{self.decode_on} leaves decoding to the training worker (use cut_on=worker there)")
+        if self.cache_decoded and self.decode_on != "data":
+            raise ValueError(f"cache_decoded=true keeps decoded crops, which the data tasks then must make: decode_on="
+                             f"{self.decode_on} leaves decoding to the training worker (use decode_on=data)")
         if self.patches_per_step % self.task.patches_per_crop:
             raise ValueError(f"patches_per_step {self.patches_per_step} must be a multiple of task.patches_per_crop "
                              f"{self.task.patches_per_crop} (a step takes whole crops)")

@@ -32,7 +32,7 @@ NOT_IDENTITY = frozenset({"name", "out", "storage", "max_failures", "resources",
 # default compares equal to one without it (:func:`differences`). optim.fused changes how the update runs, not
 # its rule: a run made with torch's default resumes with it.
 LEFT_OUT_AT_DEFAULT = {"start_from": None, "label_seed": None, "transfer_blocks": None, "evaluate_test": True,
-                       "cut_on": "worker", "channels_last": None, "optim.fused": True,
+                       "cut_on": "worker", "cache_decoded": False, "channels_last": None, "optim.fused": True,
                        "grad_compression": "none", "optim.lr_scaling": "none", "optim.base_batch": 128,
                        "optim.warmup_epochs": 0.0}
 

@@ -86,6 +86,23 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
     result |= {"dataloader_cpu_s_by_role": {"driver": 0.5, "other processes (DataLoader workers)": 3.0},
                "dataloader_seconds": 2.0}
     assert "- torch DataLoader: other processes (DataLoader workers) 1.50, driver 0.25 CPUs" in format_markdown(result)
+    # a cached run is a row of its own and a verdict of its own, beside the headline's (which decodes every epoch)
+    result["patchray_by_decode"]["cached"] = {"patches_per_s": 150, "patches_per_cpu_s": 75}
+    result["cached"] = {"contender": "cached"} | verdict(200.0, 60.0, 150.0, 30.0, 75.0)
+    text = format_markdown(result)
+    assert "| patchray (Ray Data -> Ray Train), decoded once, cut on the worker | 150 | 75 | 0.75 |" in text
+    assert ("patchray decoding once (cache_decoded; decoded once, cut on the worker) / DataLoader, epochs after the "
+            "first: 2.50x patches/s, 2.50x patches per CPU-second (goal 2x, met)") in text
+    assert "patchray (decoded on trainer) / DataLoader: 1.50x patches/s" in text
+
+
+def test_the_cached_runs_follow_the_decoding_one_and_are_left_out_on_request():
+    from patchray.bench.ingest import IngestBenchConfig, contenders
+
+    assert contenders(IngestBenchConfig()) == ["data", "data+cut", "trainer", "cached", "cached+cut"]
+    assert contenders(IngestBenchConfig(cut_in_data=False)) == ["data", "trainer", "cached"]
+    assert contenders(IngestBenchConfig(cache=False)) == ["data", "data+cut", "trainer"]
+    assert contenders(IngestBenchConfig(decode_on=["trainer"])) == ["trainer"]
 
 
 def test_config_refuses_an_unknown_decode_place():

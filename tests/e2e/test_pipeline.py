@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from patchray.pipeline import crop_dataset
+from patchray.pipeline import cache_decoded, crop_dataset
 from patchray.shards import open_shards
 
 pytestmark = pytest.mark.slow
@@ -57,6 +57,28 @@ def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_
         for i, crop in enumerate(ids):
             assert np.array_equal(rows[crop]["patches"], expected[i * k:(i + 1) * k])
             assert np.array_equal(rows[crop]["patch_labels"], labels[i * k:(i + 1) * k])
-    epochs, _ = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cut", cut_on="data")
+    epochs, _, _ = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cut", cut_on="data")
+    assert [e["cut_for"] for e in epochs] == [[0], [1], [2]]
+    assert all(e["crops"] > shards.num_rows - 16 for e in epochs)
+
+    # cache_decoded: decoded once (the materialization is an execution of its own), then the same epochs' patches
+    # cut from the cache, every crop each epoch, in a new order each epoch
+    cached = cache_decoded(crop_dataset(shards, 100, 200, seed=1), 1, CutSpec.starting_at(task, 1, first_epoch=2))
+    orders = []
+    for epoch in (2, 3, 4):
+        rows = {r["crop_id"]: r for r in cached.take_all()}
+        orders.append(tuple(rows))
+        assert len(rows) == shards.num_rows and {int(r["epoch"]) for r in rows.values()} == {epoch}
+        expected, labels = training_patches(pixels, ids, task, 1, epoch)
+        for i, crop in enumerate(ids):
+            assert np.array_equal(rows[crop]["patches"], expected[i * k:(i + 1) * k])
+            assert np.array_equal(rows[crop]["patch_labels"], labels[i * k:(i + 1) * k])
+    assert len(set(orders)) == 3
+    decoded = {r["crop_id"]: r["pixels"] for r in cache_decoded(crop_dataset(shards, 100, 200, seed=1), 1).take_all()}
+    assert all(np.array_equal(decoded[crop], pixels[i]) for i, crop in enumerate(ids))
+    # ...and through Ray Train's split into a worker (a worker cutting from the cache: test_pretrain's bad rows)
+    epochs, _, built = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cached", cut_on="data",
+                                            cache=True)
+    assert built["ended_at"] > built["started_at"]
     assert [e["cut_for"] for e in epochs] == [[0], [1], [2]]
     assert all(e["crops"] > shards.num_rows - 16 for e in epochs)

@@ -209,10 +209,12 @@ def test_a_second_job_on_a_busy_cluster_is_refused_instead_of_starving_ray_data(
             time.sleep(1)
 
 
-@pytest.mark.parametrize(("decode_on", "cut_on"), [("data", "worker"), ("trainer", "worker"), ("data", "data")])
-def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on, cut_on):
+@pytest.mark.parametrize(("decode_on", "cut_on", "cache"), [("data", "worker", False), ("trainer", "worker", False),
+                                                      ("data", "data", False), ("data", "worker", True),
+                                                      ("data", "data", True)])
+def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on, cut_on, cache):
     """Wherever crops are decoded (Ray Data's tasks, or the training worker) and patches cut, each bad row is
-    counted once."""
+    counted once an epoch; with cache_decoded also in the epochs streamed from the cache."""
     source = sorted((synthetic_small / "unlabeled").glob("*.parquet"))[0]
     rows = pq.read_table(source).slice(0, 300).to_pylist()
     good = rows[0]["image"]
@@ -226,12 +228,14 @@ def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_
                 image = b"definitely not an image"
             writer.add(CropRecord(image=image, crop_id=row["crop_id"]))
     # validation takes the first 100 good rows; the bad rows among them stay in the training stream
-    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=1, holdout_crops=100, decode_on=decode_on,
-                                        cut_on=cut_on))
-    # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch
+    epochs = 2 if cache else 1
+    summary = run_pretrain(small_config(tmp_path, "mixed", [data], epochs=epochs, holdout_crops=100,
+                                        decode_on=decode_on, cut_on=cut_on, cache_decoded=cache))
+    # rows 0..299: 6 truncated (7, 57, ...) and 6 garbage (31, 81, ...): every one counted once per epoch (the
+    # summary's counts are the last epoch's)
     assert summary["skipped_rows"] == {"truncated_image": 6, "unreadable_image": 6}
     assert summary["rows_per_epoch"] == {"in_stream": 200, "trained": 188, "skipped": 12, "dropped": 0}
-    assert summary["patches_seen"] == 188 * 8
+    assert summary["patches_seen"] == epochs * 188 * 8
 
 
 def test_an_odd_stream_drops_one_row_and_says_so_and_a_too_small_dataset_is_refused(
