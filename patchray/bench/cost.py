@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 
 # The measured rates the model is read with (docs/performance.md, "A cost model for clusters").
-# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01 03:48), every process counted:
-PIPELINE_PATCHES_PER_CPU_S = {"data": 30_811, "data+cut": 36_954,
+# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01 08:03, one run), every process counted:
+PIPELINE_PATCHES_PER_CPU_S = {"data": 50_377, "data+cut": 59_918,
                               # decode_on=trainer on a GPU: the CPU part only (read, ship, Ray), the GPU decodes:
                               # the CPU run's total less its training worker's decoding and cutting
-                              "trainer": 82_173}
+                              "trainer": 130_687,
+                              # cache_decoded: the epochs after the first, the worker's cutting included (its
+                              # first epoch decodes everything once, as "data" does, and is left out)
+                              "cached": 168_796}
 # Training patches/s of one H200 at each net's best setting, from patches already on the GPU (bench_gpu,
 # 2026-11-25); decode_on=trainer also decodes on the GPU and reaches the share measured end to end.
 H200_PATCHES_PER_S = {"tiny, batch 128": 39_685, "tiny, batch 1024": 243_756, "resnet18, batch 128": 16_108,
@@ -59,8 +62,8 @@ def epoch_cost(crops: int, patches_per_crop: int, need: NodeNeed) -> EpochCost:
 
 
 def cost_table(crops: int = 10_000_000, patches_per_crop: int = 8, busy: float = 0.9) -> list[dict]:
-    """Per net and pipeline (``decode_on=data``, with ``cut_on=data`` too, or ``decode_on=trainer``): CPUs per GPU
-    for ``busy``, and an epoch over ``crops`` crops on H200s."""
+    """Per net and pipeline (``decode_on=data``, with ``cut_on=data`` too, ``decode_on=trainer``, or
+    ``cache_decoded``): CPUs per GPU for ``busy``, and an epoch over ``crops`` crops on H200s."""
     rows = []
     for net, rate in H200_PATCHES_PER_S.items():
         for mode, efficiency in PIPELINE_PATCHES_PER_CPU_S.items():

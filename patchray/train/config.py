@@ -216,6 +216,9 @@ class FinetuneConfig:
     # seed; comparisons over seeds (compare_inits) leave it None, so their spread includes the label draw.
     label_seed: int | None = None
     mirror: bool = True               # mirror training crops at random, swapping left/right labels
+    # Decode the training crops once, before the first step, into Ray's object store and stream them from there
+    # every epoch (as pretraining's cache_decoded; refused past 70% of the object store).
+    cache_decoded: bool = False
     hidden: int = 512
     freeze_blocks: int = 0            # keep the first N trunk blocks fixed
     trunk_lr_mult: float = 1.0        # trunk learning rate = optim.lr * this

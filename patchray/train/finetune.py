@@ -28,6 +28,8 @@ from patchray.train.pretrain import DatasetTooSmallError
 from patchray.train.rows import ROW_KEYS, format_rows
 from patchray.train.runner import (
     PreparedRun,
+    check_cache,
+    decode_into_cache,
     fit,
     init_ray,
     plan_for_cluster,
@@ -252,6 +254,8 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
         raise DatasetTooSmallError(f"the training split has {train_rows} crop(s), fewer than the "
                                    f"{plan.num_workers} training workers: add data or lower resources.num_workers")
     size = cfg.input
+    if cfg.cache_decoded:  # refused before any crop is decoded when the cache could not fit
+        check_cache(train_rows, size.crop_width, size.crop_height)
     val = read_labeled(shards["val"], size.crop_width, size.crop_height, "val", size.crop_fit,
                        include_ids=choose_val_subset(shards["val"], cfg))
     test = None
@@ -268,6 +272,9 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
     dataset = crop_dataset(shards["train"], size.crop_width, size.crop_height, include_ids=budget,
                            label_columns=tuple(attributes.columns), seed=cfg.seed,
                            data_resources=cfg.resources.data_resources, fit=size.crop_fit)
+    if cfg.cache_decoded:
+        dataset = decode_into_cache(dataset, train_rows, size.crop_width, size.crop_height, cfg.seed,
+                                    job="finetune", log=log)
     tracker = tracking.start(cfg.tracking, cfg.tracking_uri, out, "finetune", cfg.name, configlib.to_dict(cfg), log)
     with tracking.failed_if_raised(tracker, [out / "config.yaml"]):
         state, history = fit(finetune_loop, {"config": configlib.to_dict(cfg), "attributes": attributes.to_list(),

@@ -43,7 +43,16 @@ from patchray.train.identity import (
 )
 from patchray.train.resources import ResourcePlan
 from patchray.train.rows import ROW_KEYS, format_rows
-from patchray.train.runner import PreparedRun, fit, init_ray, plan_for_cluster, run_dir, train_location
+from patchray.train.runner import (
+    PreparedRun,
+    check_cache,
+    decode_into_cache,
+    fit,
+    init_ray,
+    plan_for_cluster,
+    run_dir,
+    train_location,
+)
 
 RAY_RUN_NAME = "pretrain"
 
@@ -167,12 +176,9 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
             "are held out for validation: none would be left to train on. Lower holdout_crops or add data")
     resolved = configlib.build(PretrainConfig, configlib.to_dict(cfg) | {"data": data,
                                                                         "start_from": _start_folder(cfg.start_from)})
-    ray = init_ray()
+    init_ray()
     if cfg.cache_decoded:  # refused here, before any crop is read, when the cache could not fit
-        from patchray.pipeline import check_cache_fits
-
-        check_cache_fits(shards.num_rows, cfg.task.crop_width, cfg.task.crop_height,
-                         ray.cluster_resources().get("object_store_memory", 0.0))
+        check_cache(shards.num_rows, cfg.task.crop_width, cfg.task.crop_height)
     plan = plan_for_cluster(cfg.resources)
     identity = run_identity(configlib.to_dict(resolved), {"train": shards.fingerprint}, plan.num_workers)
     return PreparedRun(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity)
@@ -230,7 +236,8 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
                            seed=cfg.seed, data_resources=cfg.resources.data_resources, decode=cfg.decode_on == "data",
                            fit=cfg.input.crop_fit, cut=None if cfg.cache_decoded else cut)
     if cfg.cache_decoded:
-        dataset = decode_into_cache(dataset, shards.num_rows - len(val_ids), cfg, cut, log)
+        dataset = decode_into_cache(dataset, shards.num_rows - len(val_ids), task.crop_width, task.crop_height,
+                                    cfg.seed, cut, "pretrain", log)
         startup.lap("decoding into the cache")
     if cfg.max_crops is not None:
         dataset = dataset.limit(cfg.max_crops)
@@ -259,23 +266,6 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
                     [out / "config.yaml", out / "summary.json", *summary["plots"]])
     log(format_summary(summary))
     return summary
-
-
-def decode_into_cache(dataset, rows: int, cfg: PretrainConfig, cut, log=print):
-    """``cache_decoded``: the stream's ``rows`` crops decoded now into Ray's object store (``prepare_pretrain``
-    has checked that they fit, ``pipeline.check_cache_fits``); the stream then reads them from there."""
-    import ray
-
-    from patchray.pipeline import cache_decoded, decoded_bytes
-
-    store = ray.cluster_resources().get("object_store_memory", 0.0)
-    needed = decoded_bytes(rows, cfg.task.crop_width, cfg.task.crop_height)
-    log(f"[pretrain] cache_decoded: decoding {rows} crops once into Ray's object store ({needed / 2**30:.2f} GiB "
-        f"of {store / 2**30:.1f})")
-    started = time.time()
-    cached = cache_decoded(dataset, cfg.seed, cut)
-    log(f"[pretrain] cache_decoded: done in {time.time() - started:.1f} s; every epoch streams from the cache")
-    return cached
 
 
 def tracked_numbers(summary: dict) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,33 @@ def unsplit_when_alone(plan: ResourcePlan) -> str | list:
     keeps the coordinator even alone: its executor thread would share the worker's GIL with the step that feeds
     the GPU, and alone it slowed the ingest's later epochs by 5 to 25% (docs/performance.md)."""
     return [] if plan.num_workers == 1 else "all"
+
+
+def check_cache(rows: int, width: int, height: int) -> int:
+    """``cache_decoded``'s bytes for ``rows`` crops, refused when they would not fit this cluster's object store
+    (``pipeline.check_cache_fits``): called before any crop is decoded."""
+    import ray
+
+    from patchray.pipeline import check_cache_fits
+
+    return check_cache_fits(rows, width, height, ray.cluster_resources().get("object_store_memory", 0.0))
+
+
+def decode_into_cache(dataset, rows: int, width: int, height: int, seed: int, cut=None, job: str = "pretrain",
+                      log=print):
+    """``cache_decoded`` for a recipe: the stream's ``rows`` crops decoded now into Ray's object store
+    (``pipeline.cache_decoded``), said before and after; the stream the trainer gets then reads them from there."""
+    import ray
+
+    from patchray.pipeline import cache_decoded, decoded_bytes
+
+    store = ray.cluster_resources().get("object_store_memory", 0.0)
+    log(f"[{job}] cache_decoded: decoding {rows} crops once into Ray's object store "
+        f"({decoded_bytes(rows, width, height) / 2**30:.2f} GiB of {store / 2**30:.1f})")
+    started = time.time()
+    cached = cache_decoded(dataset, seed, cut)
+    log(f"[{job}] cache_decoded: done in {time.time() - started:.1f} s; every epoch streams from the cache")
+    return cached
 
 
 def make_trainer(loop, loop_config: dict, plan: ResourcePlan, *, location: tuple[str, str], max_failures: int = 0,

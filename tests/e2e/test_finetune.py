@@ -132,7 +132,8 @@ def orientation_only(labeled_small, tmp_path_factory):
 def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, orientation_only,
                                                                      pretext_checkpoint, tmp_path):
     """Fine-tuning used to crash at its first validation here (mAP None formatted as a number). With one
-    layer-wise run: the pretrained trunk's first block copied and frozen, the rest re-initialised."""
+    layer-wise run: the pretrained trunk's first block copied and frozen, the rest re-initialised. Its runs
+    decode their crops once (cache_decoded), one worker iterating the cached stream itself."""
     from patchray.experiments.compare_inits import CompareConfig, run_compare
 
     folder, _ = pretext_checkpoint
@@ -140,7 +141,7 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
         "out": str(tmp_path), "name": "cmp", "seeds": [0], "budgets": [60], "imagenet": False,
         "pretrained": str(folder), "layers": [1], "layer_modes": ["frozen"],
         "finetune": {"data": [str(orientation_only)], "epochs": 1, "crops_per_step": 16, "eval_every": 1,
-                     "val_limit": 64, "loss": "balanced", "resources": {"num_workers": 1}}})
+                     "val_limit": 64, "loss": "balanced", "resources": {"num_workers": 1}, "cache_decoded": True}})
     coordinators = _split_coordinators()
     result = run_compare(cfg, log=print)
     # three one-worker fine-tunings iterated their streams themselves: no split coordinator started (a process
@@ -150,7 +151,9 @@ def test_finetune_and_compare_inits_on_an_orientation_only_dataset(ray_cluster, 
     for init in ("random", "patchtask"):
         run = out / "runs" / f"labels60-seed0-{init}"
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["epochs"] == 1 and summary["loss"] == "balanced"
+        assert summary["epochs"] == 1 and summary["loss"] == "balanced" and summary["identity"]["cache_decoded"]
+        rows = summary["rows_per_epoch"]  # the budget's 60 crops, all of them streamed from the cache
+        assert rows["in_stream"] == 60 and rows["trained"] + rows["skipped"] == 60
         assert len(summary["class_weights"]) == 1 and len(summary["class_weights"][0]) == 4
         test = summary["test"]
         assert test["mAP"] is None and test["parse27k_mAP"] is None
