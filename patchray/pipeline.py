@@ -74,8 +74,12 @@ def crop_dataset(shards: ShardSet, width: int, height: int, exclude_ids=frozense
 
     if not shards.row_groups:
         raise ValueError(f"{list(shards.files)}: no row groups to read")
+    from patchray.data_scheduler import PauseWhenIdle
+
     context = DataContext.get_current()  # read when the dataset is created and when Ray Train ingests it
     context.target_max_block_size = DECODED_BLOCK_BYTES
+    if PauseWhenIdle not in context.custom_execution_callback_classes:
+        context.custom_execution_callback_classes.append(PauseWhenIdle)
     context.execution_options.resource_limits = context.execution_options.resource_limits.copy(
         object_store_memory=STREAM_BUFFER_BYTES)
     cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else os.cpu_count() or 1

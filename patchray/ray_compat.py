@@ -105,6 +105,15 @@ def dataset_execution_index(dataset) -> int:
     return int(dataset.context._execution_idx)
 
 
+def executor_progress(executor) -> tuple:
+    """What a Ray Data ``StreamingExecutor`` has done so far, per operator of its private ``_topology``: blocks
+    received, tasks submitted and finished, outputs generated and taken, and blocks waiting for the consumer. Two
+    equal values mean that nothing happened in between (``data_scheduler``)."""
+    return tuple((m.num_inputs_received, m.num_tasks_submitted, m.num_tasks_finished, m.num_task_outputs_generated,
+                  m.num_outputs_taken, m.num_external_outqueue_blocks)
+                 for m in (op.metrics for op in executor._topology))
+
+
 def trial_statuses(result_grid) -> dict[str, str]:
     """Tune's own status of each trial of a ResultGrid (``"TERMINATED"``, ``"ERROR"``, ``"RUNNING"``,
     ``"PENDING"``...; an interrupted experiment restored from disk leaves some unfinished), by trial id. Ray has

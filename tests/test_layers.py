@@ -9,8 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "patchray"
 LAYERS = [
     # the pure core: config, patches, nets, shards, metrics, plots, device helpers; no Ray
     {"config", "accel", "locks", "patches", "models", "shards", "metrics", "report", "probe", "tracking"},
-    {"ray_compat", "console", "data_tasks", "pipeline"},  # Ray's edge: Data (its tasks, its stream), the adapter
-    #                                                       over its private state, its logging
+    # Ray's edge: Data (its tasks, its scheduler's pause, its stream), the adapter over its private state, logging
+    {"ray_compat", "console", "data_tasks", "data_scheduler", "pipeline"},
     {"train"},                               # Ray Train: the training jobs
     {"tune", "bench", "experiments"},        # jobs built on training
     {"cli"},                                 # every job's command line

@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass
 
 # The measured rates the model is read with (docs/performance.md, "A cost model for clusters").
-# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01 08:03, one run), every process counted:
-PIPELINE_PATCHES_PER_CPU_S = {"data": 50_377, "data+cut": 59_918,
+# Whole-pipeline patches per CPU-second on 2 cores (bench_ingest, 2026-12-01 08:56, one run), every process counted:
+PIPELINE_PATCHES_PER_CPU_S = {"data": 49_433, "data+cut": 59_647,
                               # decode_on=trainer on a GPU: the CPU part only (read, ship, Ray), the GPU decodes:
                               # the CPU run's total less its training worker's decoding and cutting
-                              "trainer": 130_687,
+                              "trainer": 263_221,
                               # cache_decoded: the epochs after the first, the worker's cutting included (its
                               # first epoch decodes everything once, as "data" does, and is left out)
-                              "cached": 168_796}
+                              "cached": 186_123}
 # Training patches/s of one H200 at each net's best setting, from patches already on the GPU (bench_gpu,
 # 2026-11-25); decode_on=trainer also decodes on the GPU and reaches the share measured end to end.
 H200_PATCHES_PER_S = {"tiny, batch 128": 39_685, "tiny, batch 1024": 243_756, "resnet18, batch 128": 16_108,

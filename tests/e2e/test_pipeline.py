@@ -82,3 +82,28 @@ def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_
     assert built["ended_at"] > built["started_at"]
     assert [e["cut_for"] for e in epochs] == [[0], [1], [2]]
     assert all(e["crops"] > shards.num_rows - 16 for e in epochs)
+
+
+def test_a_stream_ahead_of_its_consumer_pauses_its_scheduler(ray_cluster, synthetic_small, monkeypatch):
+    """Ray Data's scheduling loop (run here in the driver, by iter_batches) goes round without pause while its
+    tasks wait on a slow consumer, thousands of steps a second when it spins; crop_dataset's streams carry
+    data_scheduler's callback, which sleeps after every step that achieved nothing, so that the loop takes at most
+    a few hundred steps a second however long the consumer dawdles."""
+    import time
+
+    from patchray import pipeline
+    from patchray.data_scheduler import IDLE_PAUSE_S, PauseWhenIdle
+
+    shards = open_shards(str(synthetic_small / "unlabeled"))
+    # the 900 crops (54 MB decoded) must not all fit the stream's buffer, or the stream ends before the consumer
+    monkeypatch.setattr(pipeline, "STREAM_BUFFER_BYTES", 4 * 2**20)
+    PauseWhenIdle.steps = PauseWhenIdle.pauses = 0
+    started = time.time()
+    for i, batch in enumerate(crop_dataset(shards, 100, 200, seed=1).iter_batches(batch_size=32)):
+        assert len(batch["crop_id"]) == 32
+        time.sleep(0.15)
+        if i == 20:
+            break
+    seconds = time.time() - started
+    assert PauseWhenIdle.pauses > 0  # it ran in this stream's executor, and found steps that achieved nothing
+    assert PauseWhenIdle.steps < 2 / IDLE_PAUSE_S * seconds, (PauseWhenIdle.steps, seconds)

@@ -114,3 +114,41 @@ def test_trial_statuses_name_tune_s_state_of_each_trial(ray_cluster, tmp_path):
     # and on the grid of the same experiment restored from disk, as a resumed search reads it
     restored = tune.Tuner.restore(str(tmp_path / "compat"), trainable).get_results()
     assert ray_compat.trial_statuses(restored) == {by_x[0]: "TERMINATED", by_x[1]: "ERROR"}
+
+
+class _RecordProgress:
+    """An execution callback (registered by class, as Ray Data wants) keeping every step's executor_progress."""
+    steps: list = []
+
+    def on_execution_step(self, executor):
+        _RecordProgress.steps.append(ray_compat.executor_progress(executor))
+
+    def before_execution_starts(self, executor):
+        pass
+
+    def after_execution_succeeds(self, executor):
+        pass
+
+    def after_execution_fails(self, executor, error):
+        pass
+
+
+def test_executor_progress_moves_with_the_stream_and_stands_still_without_it(ray_cluster):
+    import ray.data
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.custom_execution_callback_classes.append(_RecordProgress)
+    try:
+        _RecordProgress.steps = []
+        ds = ray.data.range(40, override_num_blocks=4).map_batches(lambda b: b, batch_size=None)
+        assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=10)) == 40
+    finally:
+        context.custom_execution_callback_classes.remove(_RecordProgress)
+    steps = _RecordProgress.steps
+    assert len(steps) >= 2 and len(steps[-1]) == 2  # one entry per operator: the input and the map
+    first, last = steps[0], steps[-1]
+    # the map received its 4 blocks, ran and finished tasks, generated and handed on outputs
+    received, submitted, finished, generated, taken, _ = last[1]
+    assert received == 4 and submitted >= 1 and finished == submitted and generated >= 1 and taken == generated
+    assert first != last
