@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import time
 
-from ray.data._internal.execution.execution_callback import ExecutionCallback
-
-from patchray.ray_compat import executor_progress
+from patchray.ray_compat import execution_callback_base, executor_progress
 
 # Ray Data's own consumers poll an empty output queue every 10 ms; a loop that achieved nothing waits half that.
 IDLE_PAUSE_S = 0.005
 
 
-class PauseWhenIdle(ExecutionCallback):
+class PauseWhenIdle(execution_callback_base()):
     """Sleep ``IDLE_PAUSE_S`` after a scheduling-loop step that changed nothing (``ray_compat.executor_progress``).
     ``steps`` and ``pauses`` count, for the whole process, the steps it saw and those it slept after."""
 

@@ -105,6 +105,14 @@ def dataset_execution_index(dataset) -> int:
     return int(dataset.context._execution_idx)
 
 
+def execution_callback_base() -> type:
+    """Ray Data's ``ExecutionCallback`` (from a private module): the base of the callbacks that a
+    ``DataContext``'s ``custom_execution_callback_classes`` runs at every step of every execution."""
+    from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+    return ExecutionCallback
+
+
 def executor_progress(executor) -> tuple:
     """What a Ray Data ``StreamingExecutor`` has done so far, per operator of its private ``_topology``: blocks
     received, tasks submitted and finished, outputs generated and taken, and blocks waiting for the consumer. Two

@@ -114,3 +114,16 @@ def test_the_free_objects_env_names_the_setting_local_clusters_get():
     assert RAY_FREE_OBJECTS_ENV == f"RAY_{name}" and value == FREE_OBJECTS_PERIOD_MS < 1000
     assert local_cluster_config(metrics_interval_ms=1000)["_system_config"] == {name: value,
                                                                                  "metrics_report_interval_ms": 1000}
+
+
+def test_the_execution_callback_base_is_the_one_ray_data_accepts(monkeypatch):
+    """Ray Data loads a callback named in its environment variable only if it subclasses its own ExecutionCallback:
+    data_scheduler's pause, built on ray_compat's base, passes that check."""
+    from ray.data import DataContext
+    from ray.data.context import EXECUTION_CALLBACKS_ENV_VAR
+
+    from patchray.data_scheduler import PauseWhenIdle
+
+    monkeypatch.setenv(EXECUTION_CALLBACKS_ENV_VAR, "patchray.data_scheduler.PauseWhenIdle")
+    assert PauseWhenIdle in DataContext().execution_callback_classes
+    assert callable(ray_compat.execution_callback_base().on_execution_step)

@@ -92,13 +92,14 @@ def stream_and_sample(files: list[str], task: PatchTaskConfig, crops_per_step: i
                       sample_s: float = 0.25) -> dict:
     """Stream ``files`` once through the pretraining ingest into one Ray Train worker, sampling memory."""
     from patchray.bench.stream import stream_to_one_worker
+    from patchray.pipeline import decoded_bytes
     from patchray.shards.reader import open_shards
 
     shards = open_shards(files)
     start = time.perf_counter()
     with MemorySampler(sample_s) as sampler:
         epochs, _, _ = stream_to_one_worker(shards, task, 1, crops_per_step, seed, storage, f"stream-{len(files)}")
-    decoded_mib = shards.num_rows * task.crop_width * task.crop_height * 3 / 2**20
+    decoded_mib = decoded_bytes(shards.num_rows, task.crop_width, task.crop_height) / 2**20
     return {"files": len(files), "crops": shards.num_rows, "crops_streamed": epochs[0]["crops"],
             "decoded_mib": round(decoded_mib, 1), "seconds": round(time.perf_counter() - start, 1),
             "peaks": sampler.peaks(), "series": sampler.series}

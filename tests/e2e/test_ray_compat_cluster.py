@@ -116,21 +116,12 @@ def test_trial_statuses_name_tune_s_state_of_each_trial(ray_cluster, tmp_path):
     assert ray_compat.trial_statuses(restored) == {by_x[0]: "TERMINATED", by_x[1]: "ERROR"}
 
 
-class _RecordProgress:
+class _RecordProgress(ray_compat.execution_callback_base()):
     """An execution callback (registered by class, as Ray Data wants) keeping every step's executor_progress."""
     steps: list = []
 
     def on_execution_step(self, executor):
         _RecordProgress.steps.append(ray_compat.executor_progress(executor))
-
-    def before_execution_starts(self, executor):
-        pass
-
-    def after_execution_succeeds(self, executor):
-        pass
-
-    def after_execution_fails(self, executor, error):
-        pass
 
 
 def test_executor_progress_moves_with_the_stream_and_stands_still_without_it(ray_cluster):
