@@ -135,8 +135,20 @@ def cache_decoded(decoded, seed: int, cut: CutSpec | None = None):
 
     from patchray.data_tasks import cut_decoded
 
-    stream = decoded.materialize().randomize_block_order(
-        seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    # The stream's object-store bound (STREAM_BUFFER_BYTES) is for a stream its consumer drains. Held against a
+    # build that keeps every block, it let one decode task run at a time (a task's crops, ~100 MB, are half of
+    # it): 4.5-5.4 s for 48,000 crops on 2 CPUs against 3.4-3.8 s unbounded (docs/performance.md).
+    # check_cache_fits has bounded the whole cache; the stream from it, whose cut blocks are new objects, gets
+    # the bound back.
+    options = decoded.context.execution_options
+    bounded = options.resource_limits
+    options.resource_limits = bounded.copy(object_store_memory=float("inf"))
+    try:
+        cached = decoded.materialize()
+    finally:
+        options.resource_limits = bounded
+    cached.context.execution_options.resource_limits = bounded
+    stream = cached.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
     if cut is None:
         return stream
     return stream.map_batches(cut_decoded, fn_kwargs={"cut": cut.on(stream)}, batch_size=None,

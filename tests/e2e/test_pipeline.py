@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from patchray import pipeline
 from patchray.pipeline import cache_decoded, crop_dataset
 from patchray.shards import open_shards
 
@@ -63,7 +64,11 @@ def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_
 
     # cache_decoded: decoded once (the materialization is an execution of its own), then the same epochs' patches
     # cut from the cache, every crop each epoch, in a new order each epoch
-    cached = cache_decoded(crop_dataset(shards, 100, 200, seed=1), 1, CutSpec.starting_at(task, 1, first_epoch=2))
+    stream = crop_dataset(shards, 100, 200, seed=1)
+    cached = cache_decoded(stream, 1, CutSpec.starting_at(task, 1, first_epoch=2))
+    # the build ran without the stream's object-store bound (it keeps every block); both streams keep it
+    bound = pipeline.STREAM_BUFFER_BYTES
+    assert [d.context.execution_options.resource_limits.object_store_memory for d in (stream, cached)] == [bound] * 2
     orders = []
     for epoch in (2, 3, 4):
         rows = {r["crop_id"]: r for r in cached.take_all()}

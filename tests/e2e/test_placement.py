@@ -1,6 +1,7 @@
 """Placement on several nodes: with CPU-only data nodes and trainer nodes marked by a resource, a pretraining
-run puts its Ray Data tasks on the data nodes and its training workers on the trainer nodes. Runs in a child
-process: it needs a multi-node cluster of its own (ray.cluster_utils.Cluster), not the session's."""
+run puts its Ray Data tasks on the data nodes and its training workers on the trainer nodes; a decoded cache on
+the data nodes outlives losing them. Runs in a child process: it needs a multi-node cluster of its own
+(ray.cluster_utils.Cluster), not the session's."""
 import json
 import subprocess
 import sys
@@ -41,12 +42,29 @@ try:
     tasks = list_tasks(address=here, detail=True, limit=10000, raise_on_missing_output=False)
     workers = list_actors(address=here, filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000,
                           raise_on_missing_output=False)
+
+    # cache_decoded on the data nodes, then both of them lost at once: Ray rebuilds the cache's blocks from their
+    # lineage (the data tasks run again, on a new data node) and the next epoch streams every crop as decoded
+    from patchray.pipeline import cache_decoded, crop_dataset
+    from patchray.shards import open_shards
+
+    cached = cache_decoded(crop_dataset(open_shards(data_dir), 100, 200, seed=1, data_resources={"data_node": 1}), 1)
+    def epoch():
+        return {crop: int(pixels.sum(dtype="int64")) for batch in cached.iter_batches(batch_size=None)
+                for crop, pixels in zip(batch["crop_id"], batch["pixels"])}
+    before = epoch()
+    for node in data_nodes:
+        cluster.remove_node(node, allow_graceful=False)
+    cluster.add_node(num_cpus=2, resources={"data_node": 10})
+    cluster.wait_for_nodes()
+    after = epoch()
     print("PLACEMENT " + json.dumps({
         "data_nodes": [n.node_id for n in data_nodes], "train_nodes": [n.node_id for n in train_nodes],
         "data_tasks": [(t.name, t.node_id) for t in tasks if ("read_and_decode" in t.name)
                        and t.node_id],
         "all_tasks": sorted({t.name for t in tasks}),
-        "train_workers": [a.node_id for a in workers]}))
+        "train_workers": [a.node_id for a in workers],
+        "cache": {"crops": len(before), "same_after_losing_the_data_nodes": after == before}}))
 finally:
     ray.shutdown()
     cluster.shutdown()
@@ -66,3 +84,4 @@ def test_data_tasks_run_on_data_nodes_and_training_workers_on_trainer_nodes(synt
     assert any("read_and_decode" in n for n in names), placed["all_tasks"]
     assert {node for _, node in placed["data_tasks"]} <= set(placed["data_nodes"])
     assert (tmp_path / "placed" / "checkpoints" / "trunk.pt").exists()
+    assert placed["cache"] == {"crops": 900, "same_after_losing_the_data_nodes": True}
