@@ -42,15 +42,19 @@ GOAL_PER_CPU_VS_DATALOADER = 2.0  # ...at no more than half its CPU seconds per 
 GOAL_VS_DECODE_LIMIT = 0.6        # ...and at least this share of the decode limit
 DECODE_NOTES = {"data": "data tasks read and decode, the worker cuts",
                 "data+cut": "data tasks read, decode and cut; the stream carries patches",
+                "alone": "data tasks read and decode, the worker cuts and runs its stream itself (no split "
+                         "coordinator), as a lone fine-tuning worker does",
                 "trainer": "data tasks read, the worker decodes and cuts",
                 "cached": "decoded once into the object store (cache_decoded), the worker cuts",
                 "cached+cut": "decoded once into the object store (cache_decoded), data tasks cut"}
-CONTENDER_NAMES = {"data": "decoded on data", "data+cut": "decoded and cut on data", "trainer": "decoded on trainer",
+CONTENDER_NAMES = {"data": "decoded on data", "data+cut": "decoded and cut on data",
+                   "alone": "decoded on data, unsplit", "trainer": "decoded on trainer",
                    "cached": "decoded once, cut on the worker", "cached+cut": "decoded once, cut on data"}
-# The patchray contenders: key -> (decode_on, cut_on, cache_decoded), as in PretrainConfig.
-CONTENDERS = {"data": ("data", "worker", False), "data+cut": ("data", "data", False),
-              "trainer": ("trainer", "worker", False), "cached": ("data", "worker", True),
-              "cached+cut": ("data", "data", True)}
+# The patchray contenders: key -> (decode_on, cut_on, cache_decoded) as in PretrainConfig, and whether Ray Train
+# splits the stream (a split coordinator runs its executor) or the one worker runs it itself.
+CONTENDERS = {"data": ("data", "worker", False, True), "data+cut": ("data", "data", False, True),
+              "alone": ("data", "worker", False, False), "trainer": ("trainer", "worker", False, True),
+              "cached": ("data", "worker", True, True), "cached+cut": ("data", "data", True, True)}
 
 
 @dataclass
@@ -65,6 +69,8 @@ class IngestBenchConfig(BenchConfig):
     cut_in_data: bool = True        # with decode_on data: also a run whose data tasks cut the patches (cut_on=data)
     cache: bool = True              # with decode_on data: also runs that decode once into the object store
                                     # (cache_decoded), one per place that cuts; their first epoch pays the decode
+    alone: bool = True              # with decode_on data: also a run whose worker runs its stream's executor itself,
+                                    # unsplit, as a lone fine-tuning worker does (runner.unsplit_when_alone)
 
     RENAMED_KEYS = {"crops_per_batch": "crops_per_step"}
 
@@ -182,12 +188,14 @@ def dataloader_epochs(images: list[bytes], cfg: IngestBenchConfig, cores: int, c
 
 
 def contenders(cfg: IngestBenchConfig) -> list[str]:
-    """The patchray runs: one per ``decode_on``, with ``cut_in_data`` the data tasks cutting too, and with
-    ``cache`` the crops decoded once (``cache_decoded``), cut by the worker and (with ``cut_in_data``) by data
-    tasks."""
+    """The patchray runs: one per ``decode_on``, with ``cut_in_data`` the data tasks cutting too, with ``alone``
+    the worker running its stream unsplit, and with ``cache`` the crops decoded once (``cache_decoded``), cut by
+    the worker and (with ``cut_in_data``) by data tasks."""
     keys = list(cfg.decode_on)
     if cfg.cut_in_data and "data" in keys:
         keys.insert(keys.index("data") + 1, "data+cut")
+    if cfg.alone and "data" in keys:
+        keys.insert(keys.index("data") + 1 + cfg.cut_in_data, "alone")
     if cfg.cache and "data" in keys:
         keys += ["cached", "cached+cut"] if cfg.cut_in_data else ["cached"]
     return keys
@@ -199,10 +207,10 @@ def ray_pipeline_epochs(files: list[str], cfg: IngestBenchConfig, storage: Path,
     from patchray.bench.stream import stream_to_one_worker
     from patchray.shards.reader import open_shards
 
-    decode_on, cut_on, cache = CONTENDERS[contender]
+    decode_on, cut_on, cache, split = CONTENDERS[contender]
     epochs, plan, built = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_step,
                                                cfg.seed, storage, f"ingest-{contender.replace('+', '-')}",
-                                               decode_on=decode_on, cut_on=cut_on, cache=cache)
+                                               decode_on=decode_on, cut_on=cut_on, cache=cache, split=split)
     costs = [EpochCost(e["patches"], e["seconds"], clock.seconds_between(e["started_at"], e["ended_at"]),
                        clock.roles_between(e["started_at"], e["ended_at"])) for e in epochs]
     if built is not None:  # the one-off decode into the cache is the first epoch's cost too: added to it

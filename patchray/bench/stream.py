@@ -39,11 +39,12 @@ def _stream_loop(loop_config: dict) -> None:
 
 def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, crops_per_step: int, seed: int,
                          storage: Path, name: str, decode_on: str = "data", cut_on: str = "worker",
-                         cache: bool = False) -> tuple[list[dict], str, dict | None]:
+                         cache: bool = False, split: bool = True) -> tuple[list[dict], str, dict | None]:
     """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; that plan; and
     with ``cache`` the one-off decode into the object store ({started_at, ended_at}), else None.
     ``decode_on``, ``cut_on`` and ``cache`` (``cache_decoded``) as in ``PretrainConfig``: the data tasks decode
-    (and cut), or the training worker does."""
+    (and cut), or the training worker does. ``split=False``: the worker runs the stream's executor itself, as a
+    lone fine-tuning worker does (``runner.unsplit_when_alone``), not a split coordinator."""
     from patchray.data_tasks import CutSpec
     from patchray.pipeline import cache_decoded, crop_dataset
     from patchray.train.resources import ResourcesConfig
@@ -63,5 +64,5 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
         _stream_loop,
         {"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_step": crops_per_step,
          "decode_on": decode_on, "cut_on": cut_on},
-        plan, location=(str(storage), name), datasets={"train": dataset})
+        plan, location=(str(storage), name), datasets={"train": dataset}, datasets_to_split="all" if split else [])
     return fit_json(trainer)["epochs"], plan.describe(), built

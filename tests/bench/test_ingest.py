@@ -99,9 +99,10 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
 def test_the_cached_runs_follow_the_decoding_one_and_are_left_out_on_request():
     from patchray.bench.ingest import IngestBenchConfig, contenders
 
-    assert contenders(IngestBenchConfig()) == ["data", "data+cut", "trainer", "cached", "cached+cut"]
-    assert contenders(IngestBenchConfig(cut_in_data=False)) == ["data", "trainer", "cached"]
-    assert contenders(IngestBenchConfig(cache=False)) == ["data", "data+cut", "trainer"]
+    assert contenders(IngestBenchConfig()) == ["data", "data+cut", "alone", "trainer", "cached", "cached+cut"]
+    assert contenders(IngestBenchConfig(cut_in_data=False)) == ["data", "alone", "trainer", "cached"]
+    assert contenders(IngestBenchConfig(cache=False)) == ["data", "data+cut", "alone", "trainer"]
+    assert contenders(IngestBenchConfig(alone=False)) == ["data", "data+cut", "trainer", "cached", "cached+cut"]
     assert contenders(IngestBenchConfig(decode_on=["trainer"])) == ["trainer"]
 
 

@@ -58,7 +58,8 @@ def test_patches_cut_in_the_data_tasks_follow_the_epochs(ray_cluster, synthetic_
         for i, crop in enumerate(ids):
             assert np.array_equal(rows[crop]["patches"], expected[i * k:(i + 1) * k])
             assert np.array_equal(rows[crop]["patch_labels"], labels[i * k:(i + 1) * k])
-    epochs, _, _ = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cut", cut_on="data")
+    # (a worker that runs the stream itself, unsplit, as a lone fine-tuning worker does; the cache below is split)
+    epochs, _, _ = stream_to_one_worker(shards, task, 3, 16, 0, tmp_path / "ray", "cut", cut_on="data", split=False)
     assert [e["cut_for"] for e in epochs] == [[0], [1], [2]]
     assert all(e["crops"] > shards.num_rows - 16 for e in epochs)
 
