@@ -137,7 +137,7 @@ def cache_decoded(decoded, seed: int, cut: CutSpec | None = None):
 
     # The stream's object-store bound (STREAM_BUFFER_BYTES) is for a stream its consumer drains. Held against a
     # build that keeps every block, it let one decode task run at a time (a task's crops, ~100 MB, are half of
-    # it): 4.5-5.4 s for 48,000 crops on 2 CPUs against 3.4-3.8 s unbounded (docs/performance.md).
+    # it): 48,000 crops on 2 CPUs took 6.5-7.0 s from cold pages, 4.5-5.4 s warm; 5.4-5.6 and 3.4-4.4 s unbounded.
     # check_cache_fits has bounded the whole cache; the stream from it, whose cut blocks are new objects, gets
     # the bound back.
     options = decoded.context.execution_options
