@@ -111,16 +111,25 @@ def decoded_bytes(rows: int, width: int, height: int) -> int:
     return rows * width * height * 3
 
 
-def check_cache_fits(rows: int, width: int, height: int, object_store_bytes: float) -> int:
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_cache_fits(rows: int, width: int, height: int, object_store_bytes: float, share: float = 1.0) -> int:
     """The bytes ``cache_decoded`` will hold for ``rows`` crops; ValueError, naming both sizes, when they exceed
-    ``CACHE_STORE_SHARE`` of the cluster's object store."""
+    ``CACHE_STORE_SHARE`` of this run's ``share`` of the cluster's object store (a Tune trial's is
+    1/max_concurrent_trials: each concurrent trial holds a cache of its own)."""
     needed = decoded_bytes(rows, width, height)
-    if needed > CACHE_STORE_SHARE * object_store_bytes:
+    if needed > CACHE_STORE_SHARE * share * object_store_bytes:
+        store = f"the cluster's object store ({_size(object_store_bytes)})"
+        larger = "give Ray a larger object store (ray start --object-store-memory=...)"
+        if share < 1:  # concurrent runs each hold a cache of their own
+            store = f"this run's share of the cluster's object store ({share:.3g} of {_size(object_store_bytes)})"
+            larger = "run fewer at once (max_concurrent_trials), or " + larger
         raise ValueError(
-            f"cache_decoded: {rows} crops of {width}x{height} decode to {needed / 2**30:.2f} GiB, more than "
-            f"{CACHE_STORE_SHARE:.0%} of the cluster's object store ({object_store_bytes / 2**30:.2f} GiB); Ray "
-            "would spill them to disk. Set cache_decoded=false (the crops are then decoded every epoch), or give "
-            "Ray a larger object store (ray start --object-store-memory=...)")
+            f"cache_decoded: {rows} crops of {width}x{height} decode to {_size(needed)}, more than "
+            f"{CACHE_STORE_SHARE:.0%} of {store}; Ray would spill them to disk. Set cache_decoded=false (the crops "
+            f"are then decoded every epoch), or {larger}")
     return needed
 
 

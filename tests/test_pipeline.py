@@ -347,6 +347,16 @@ def test_a_cache_that_would_not_fit_the_object_store_is_refused_naming_the_sizes
     assert decoded_bytes(1000, 100, 200) == 60_000_000
     store = 60_000_000 / CACHE_STORE_SHARE
     assert check_cache_fits(1000, 100, 200, store) == 60_000_000
-    with pytest.raises(ValueError, match=r"cache_decoded: 1001 crops of 100x200 decode to 0\.06 GiB, more than "
-                                         r"70% of the cluster's object store \(0\.08 GiB\).*cache_decoded=false"):
+    with pytest.raises(ValueError, match=r"cache_decoded: 1001 crops of 100x200 decode to 57\.3 MiB, more than "
+                                         r"70% of the cluster's object store \(81\.7 MiB\).*cache_decoded=false.*"
+                                         r"larger object store"):
         check_cache_fits(1001, 100, 200, store)
+    # a run that shares the store with others (concurrent Tune trials) plans on its share only
+    assert check_cache_fits(500, 100, 200, store, share=0.5) == 30_000_000
+    with pytest.raises(ValueError, match=r"1000 crops of 100x200 decode to 57\.2 MiB, more than 70% of this run's "
+                                         r"share of the cluster's object store \(0\.5 of 81\.7 MiB\).*"
+                                         r"max_concurrent_trials"):
+        check_cache_fits(1000, 100, 200, store, share=0.5)
+    with pytest.raises(ValueError, match=r"100000 crops of 100x200 decode to 5\.59 GiB, more than 70% of the "
+                                         r"cluster's object store \(4\.00 GiB\)"):
+        check_cache_fits(100_000, 100, 200, 4 * 2**30)

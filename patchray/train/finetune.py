@@ -255,7 +255,7 @@ def run_finetune(cfg: FinetuneConfig, log=print, callbacks=(), prepared: Prepare
                                    f"{plan.num_workers} training workers: add data or lower resources.num_workers")
     size = cfg.input
     if cfg.cache_decoded:  # refused before any crop is decoded when the cache could not fit
-        check_cache(train_rows, size.crop_width, size.crop_height)
+        check_cache(train_rows, size.crop_width, size.crop_height, cfg.resources.object_store_share)
     val = read_labeled(shards["val"], size.crop_width, size.crop_height, "val", size.crop_fit,
                        include_ids=choose_val_subset(shards["val"], cfg))
     test = None

@@ -178,7 +178,7 @@ def prepare_pretrain(cfg: PretrainConfig, log=print) -> PreparedRun:
                                                                         "start_from": _start_folder(cfg.start_from)})
     init_ray()
     if cfg.cache_decoded:  # refused here, before any crop is read, when the cache could not fit
-        check_cache(shards.num_rows, cfg.task.crop_width, cfg.task.crop_height)
+        check_cache(shards.num_rows, cfg.task.crop_width, cfg.task.crop_height, cfg.resources.object_store_share)
     plan = plan_for_cluster(cfg.resources)
     identity = run_identity(configlib.to_dict(resolved), {"train": shards.fingerprint}, plan.num_workers)
     return PreparedRun(resolved, out, shards, plan, train_location(out, cfg.storage, RAY_RUN_NAME), identity)

@@ -27,6 +27,9 @@ class ResourcesConfig:
     # GPUs each worker takes: a fraction lets concurrent Tune trials share a GPU (0.5: two trials per GPU).
     gpus_per_worker: float = 1.0
     reserved_gpus: float = 0.0            # GPUs other trials of the same search hold, not ours to plan
+    # The share of the cluster's object store this run's cache_decoded may plan on: concurrent runs each hold a
+    # cache of their own (Tune sets 1/max_concurrent_trials).
+    object_store_share: float = 1.0
 
     def __post_init__(self):
         if not 0 < self.gpus_per_worker <= 1 and not float(self.gpus_per_worker).is_integer():
@@ -34,6 +37,8 @@ class ResourcesConfig:
                              f"{self.gpus_per_worker}")
         if self.gpus_per_worker <= 0 or self.reserved_gpus < 0:
             raise ValueError("gpus_per_worker must be > 0 and reserved_gpus >= 0")
+        if not 0 < self.object_store_share <= 1:
+            raise ValueError(f"object_store_share must be in (0, 1], got {self.object_store_share}")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchray.train.checkpoint import load_checkpoint
-from patchray.train.resources import ResourcePlan, ResourcesConfig, plan_around_other_jobs
+from patchray.train.resources import ResourceError, ResourcePlan, ResourcesConfig, plan_around_other_jobs
 
 
 @dataclass
@@ -77,14 +77,18 @@ def unsplit_when_alone(plan: ResourcePlan) -> str | list:
     return [] if plan.num_workers == 1 else "all"
 
 
-def check_cache(rows: int, width: int, height: int) -> int:
-    """``cache_decoded``'s bytes for ``rows`` crops, refused when they would not fit this cluster's object store
-    (``pipeline.check_cache_fits``): called before any crop is decoded."""
+def check_cache(rows: int, width: int, height: int, share: float = 1.0) -> int:
+    """``cache_decoded``'s bytes for ``rows`` crops, refused when they would not fit this run's ``share``
+    (``resources.object_store_share``) of this cluster's object store (``pipeline.check_cache_fits``): called
+    before any crop is decoded."""
     import ray
 
     from patchray.pipeline import check_cache_fits
 
-    return check_cache_fits(rows, width, height, ray.cluster_resources().get("object_store_memory", 0.0))
+    try:
+        return check_cache_fits(rows, width, height, ray.cluster_resources().get("object_store_memory", 0.0), share)
+    except ValueError as e:  # a setting the user changes: one line and exit code 2 (cli), not a traceback
+        raise ResourceError(str(e)) from None
 
 
 def decode_into_cache(dataset, rows: int, width: int, height: int, seed: int, cut=None, job: str = "pretrain",

@@ -46,7 +46,8 @@ def trial_resources(cluster_cpus: float, cluster_gpus: float, max_concurrent_tri
                     gpus_per_trial: float | None = None) -> dict[str, Any]:
     """The ``resources.*`` overrides of every trial's pretraining and fine-tuning, so that concurrent trials
     split the cluster: each plans on its CPU share (the rest is reserved for the others and for the trial
-    drivers) and on its GPUs (whole ones as data-parallel workers, or a fraction of one for one worker).
+    drivers), on its GPUs (whole ones as data-parallel workers, or a fraction of one for one worker) and, for
+    ``cache_decoded``, on its share of the object store.
     Refused when a trial's share would starve Ray Data, or the GPUs asked for are not there."""
     from patchray.train.resources import MIN_DATA_CPUS, ResourceError
 
@@ -57,6 +58,8 @@ def trial_resources(cluster_cpus: float, cluster_gpus: float, max_concurrent_tri
         raise ResourceError(f"max_concurrent_trials={n} on {cluster_cpus:g} CPUs leaves {share:.2f} CPU per "
                             f"trial: Ray Data would starve and the search hang; at most {most} here")
     overrides: dict[str, Any] = {"resources.reserved_cpus": cluster_cpus - share}
+    if n > 1:  # each concurrent trial's cache_decoded holds a copy of its own
+        overrides["resources.object_store_share"] = 1.0 / n
     gpus = split_gpus(cluster_gpus, n) if gpus_per_trial is None else gpus_per_trial
     if gpus > 0:
         if gpus * n > cluster_gpus + 1e-9:
@@ -69,6 +72,26 @@ def trial_resources(cluster_cpus: float, cluster_gpus: float, max_concurrent_tri
                       "resources.gpus_per_worker": 1.0 if whole else gpus,
                       "resources.reserved_gpus": cluster_gpus - gpus}
     return overrides
+
+
+def check_caches_fit(tune_cfg, resources: dict) -> None:
+    """``cache_decoded`` in the base configs, checked against a trial's share of the object store before any
+    trial starts: a trial would find out only after its pretraining, and every trial alike. (Each run checks
+    again as it starts, with its sampled values.) ResourceError when a cache would not fit."""
+    from patchray.shards.reader import open_shards
+    from patchray.train.finetune import resolve_splits
+    from patchray.train.runner import check_cache
+
+    pretrain = build_section("pretrain", tune_cfg.pretrain, resources)
+    if pretrain.cache_decoded:
+        check_cache(open_shards(pretrain.data).num_rows, pretrain.task.crop_width, pretrain.task.crop_height,
+                    pretrain.resources.object_store_share)
+    finetune = build_section("finetune", tune_cfg.finetune, resources)
+    if finetune.cache_decoded and tune_cfg.objective == "finetune":
+        rows = finetune.labels if finetune.labels is not None else open_shards(
+            resolve_splits(finetune, log=lambda *_: None)["train"]).num_rows
+        check_cache(rows, finetune.input.crop_width, finetune.input.crop_height,
+                    finetune.resources.object_store_share)
 
 
 def _pretraining(pretrain, out: str, user: str):

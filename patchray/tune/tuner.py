@@ -32,7 +32,7 @@ from patchray.tune.outputs import format_summary, records_from, write_outputs
 from patchray.tune.rungs import asha_max_t, asha_rungs
 from patchray.tune.sampler import startup_trials
 from patchray.tune.space import FeasibleSpaceSampler, SearchSpace, SpaceError, build_section, feasible_pretext
-from patchray.tune.trial import PRETEXT, TRIAL_DRIVER_CPU, run_trial, trial_resources
+from patchray.tune.trial import PRETEXT, TRIAL_DRIVER_CPU, check_caches_fit, run_trial, trial_resources
 
 # A trial stopped by ASHA is blocked inside TorchTrainer.fit, so Tune only frees it by force; its default wait
 # (600 s) would hold the trial's workers, and the next trial's trainer would wait with them.
@@ -347,6 +347,7 @@ def run_tune(cfg: TuneConfig, log=print) -> dict:
     resources = trial_resources(cluster.get("CPU", 0), cluster.get("GPU", 0), cfg.max_concurrent_trials,
                                 cfg.gpus_per_trial)
     resolved = _resolve_data(cfg, log)
+    check_caches_fit(resolved, resources)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, tune_cfg=configlib.to_dict(resolved), out=str(out), resources=resources),
         {"cpu": TRIAL_DRIVER_CPU})

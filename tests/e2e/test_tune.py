@@ -219,3 +219,32 @@ def _check_continued(one: Path, two: Path) -> None:
     (start, _), (end, _) = load_checkpoint(final_state(one)), load_checkpoint(final_state(two))
     assert (start["epoch"], end["epoch"]) == (0, 1)
     assert any(not torch.equal(start["model"][k], end["model"][k]) for k in start["model"])
+
+
+def test_a_decoded_cache_that_would_not_fit_a_trial_s_share_of_the_store_stops_the_search_before_any_trial(
+        ray_cluster, synthetic_small, probe_labeled, tmp_path):
+    from patchray.pipeline import CACHE_STORE_SHARE, decoded_bytes
+    from patchray.train.resources import ResourceError
+
+    store = ray_cluster.cluster_resources()["object_store_memory"]
+    labels = 60  # fine-tuning's cache: 60 crops of 100x200
+    fits = decoded_bytes(labels, 100, 200) / (CACHE_STORE_SHARE * store)  # the least share they fit in
+    base = {"out": str(tmp_path), "num_samples": 1, "time_budget_s": None, "confirm_top_k": 0,
+            "space": {"pretrain": {"task.patch_size": {"choice": [32]}}, "finetune": {}},
+            "pretrain": {"epochs": 1, "data": [str(synthetic_small / "unlabeled")], "holdout_crops": 50}}
+
+    def search(name, pretrain=None, finetune=None):
+        settings = base | {"name": name, "pretrain": base["pretrain"] | (pretrain or {}),
+                           "finetune": {"epochs": 2, "labels": labels, "data": [str(probe_labeled)]}
+                           | (finetune or {})}
+        return run_tune(configlib.build(TuneConfig, settings), log=lambda *_: None)
+
+    # A share the cache does not fit (as 1/max_concurrent_trials would give on a larger cluster): refused at once
+    with pytest.raises(ResourceError, match=rf"cache_decoded: {labels} crops of 100x200 .* more than 70% of this "
+                                            r"run's .* of the cluster's object store .*max_concurrent_trials"):
+        search("ft", finetune={"cache_decoded": True, "resources": {"object_store_share": fits / 2}})
+    # pretraining's cache is checked the same way, on its shards' rows
+    with pytest.raises(ResourceError, match=r"cache_decoded: 900 crops of 100x200"):
+        search("pre", pretrain={"cache_decoded": True, "resources": {"object_store_share": fits / 100}})
+    for name in ("ft", "pre"):  # no trial started: nothing trained, cached or scored
+        assert not (tmp_path / name / "trials").exists() and not (tmp_path / "pretrain_cache").exists()

@@ -28,8 +28,12 @@ def test_trial_resources_give_each_trial_its_share_and_plan_within_it():
     # 2 trials on 4 GPUs: two data-parallel GPU workers each
     whole = trial_resources(16, 4, 2)
     assert (whole["resources.num_workers"], whole["resources.gpus_per_worker"]) == (2, 1.0)
+    # each of 8 trials at once may fill an eighth of the object store with a decoded cache
+    assert overrides["resources.object_store_share"] == pytest.approx(1 / 8)
     # CPU-only: nothing about GPUs
-    assert set(trial_resources(8, 0, 2)) == {"resources.reserved_cpus"}
+    assert set(trial_resources(8, 0, 2)) == {"resources.reserved_cpus", "resources.object_store_share"}
+    # one trial at a time: the whole store, and the config left at its default
+    assert set(trial_resources(8, 0, 1)) == {"resources.reserved_cpus"}
     with pytest.raises(ResourceError, match="needs 6 GPUs, the cluster has 4"):
         trial_resources(16, 4, 2, gpus_per_trial=3)
     with pytest.raises(ResourceError, match="Ray Data would starve"):
@@ -43,6 +47,12 @@ def test_a_fractional_gpu_worker_is_planned_and_a_bad_fraction_refused():
         plan_resources(4, 0.5, ResourcesConfig(gpus_per_worker=0.5, num_workers=2))
     with pytest.raises(ValueError, match="gpus_per_worker must be a fraction"):
         ResourcesConfig(gpus_per_worker=1.5)
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_an_object_store_share_outside_0_to_1_is_refused(share):
+    with pytest.raises(ValueError, match=f"object_store_share must be in \\(0, 1\\], got {share}"):
+        ResourcesConfig(object_store_share=share)
 
 
 def test_a_trial_s_values_are_read_back_however_tune_passed_them():
