@@ -243,8 +243,14 @@ def test_a_decoded_cache_that_would_not_fit_a_trial_s_share_of_the_store_stops_t
     with pytest.raises(ResourceError, match=rf"cache_decoded: {labels} crops of 100x200 .* more than 70% of this "
                                             r"run's .* of the cluster's object store .*max_concurrent_trials"):
         search("ft", finetune={"cache_decoded": True, "resources": {"object_store_share": fits / 2}})
+    # without a label budget the cache holds the whole train split, counted from its shards
+    from patchray.shards.reader import open_shards
+    train_rows = open_shards([str(probe_labeled / "*-train-*.parquet")]).num_rows
+    with pytest.raises(ResourceError, match=rf"cache_decoded: {train_rows} crops of 100x200"):
+        search("all", finetune={"labels": None, "cache_decoded": True,
+                                "resources": {"object_store_share": fits / 10}})
     # pretraining's cache is checked the same way, on its shards' rows
     with pytest.raises(ResourceError, match=r"cache_decoded: 900 crops of 100x200"):
         search("pre", pretrain={"cache_decoded": True, "resources": {"object_store_share": fits / 100}})
-    for name in ("ft", "pre"):  # no trial started: nothing trained, cached or scored
+    for name in ("ft", "all", "pre"):  # no trial started: nothing trained, cached or scored
         assert not (tmp_path / name / "trials").exists() and not (tmp_path / "pretrain_cache").exists()
