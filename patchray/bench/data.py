@@ -68,10 +68,16 @@ def load_jpegs(files: list[str], limit: int | None = None) -> tuple[list[bytes],
 
 
 def shard_summary(files: list[str], images: list[bytes]) -> dict:
-    """Files, crops (every file's schema checked) and the mean encoded size of ``images``."""
+    """Files, crops (every file's schema checked), the mean encoded size of ``images`` and their median stored
+    size, [width, height] from the JPEG headers (a detector's crops come in every size; the synthetic default's
+    are all the training size)."""
+    from patchray.shards.images import jpeg_size
+
     shards = open_shards(files)
+    sizes = [size for size in map(jpeg_size, images) if size is not None]
+    median = [sorted(side)[len(side) // 2] for side in zip(*sizes)] if sizes else None
     return {"files": len(files), "crops": shards.num_rows,
-            "mean_jpeg_bytes": round(sum(map(len, images)) / max(len(images), 1))}
+            "mean_jpeg_bytes": round(sum(map(len, images)) / max(len(images), 1)), "median_size": median}
 
 
 def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
@@ -88,7 +94,7 @@ def start_bench(cfg, log=print) -> tuple[Path, list[str]]:
     if not sources:  # imported here only: a benchmark given its shards never renders the synthetic default
         from patchray.shards.default_data import SyntheticDataConfig, ensure_synthetic
 
-        sources = [os.path.join(ensure_synthetic(SyntheticDataConfig(), log), "unlabeled")]
+        sources = [os.path.join(ensure_synthetic(SyntheticDataConfig(), log, tag=cfg.name), "unlabeled")]
     return out, resolve_paths(sources)[0]
 
 

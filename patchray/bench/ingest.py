@@ -84,16 +84,24 @@ class IngestBenchConfig(BenchConfig):
             raise ValueError(f"cores must be >= 1, got {self.cores}")
 
 
-def decode_rate(images: list[bytes]) -> float:
+def decode_rate(images: list[bytes], width: int, height: int, fit: str = "aspect") -> float:
     """Crops per second that patchray's JPEG decoder (libjpeg-turbo through simplejpeg, as ``decode_crops``)
-    alone sustains on one core."""
+    alone sustains on one core: whole for a crop of the training size, at the reduced scale ``decode_crops``
+    decodes a larger one at; the fit to ``width x height`` is not part of it."""
     import simplejpeg
 
-    for data in images[:100]:  # warm-up
-        simplejpeg.decode_jpeg(data, colorspace="RGB")
-    start = time.perf_counter()
+    from patchray.shards.decode import reduced_decode_size
+    from patchray.shards.images import jpeg_size
+
+    at_least = []
     for data in images:
-        simplejpeg.decode_jpeg(data, colorspace="RGB")
+        size = jpeg_size(data)
+        at_least.append((size and reduced_decode_size(*size, width, height, fit)) or (0, 0))
+    for data, (w, h) in list(zip(images, at_least))[:100]:  # warm-up
+        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=w, min_height=h)
+    start = time.perf_counter()
+    for data, (w, h) in zip(images, at_least):
+        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=w, min_height=h)
     return len(images) / (time.perf_counter() - start)
 
 
@@ -114,13 +122,29 @@ def _simplejpeg_hwc(data: bytes) -> torch.Tensor:
 BASELINE_DECODERS = {"torchvision": _torchvision_hwc, "simplejpeg": _simplejpeg_hwc}
 
 
+def fit_like_torchvision(crop: torch.Tensor, width: int, height: int, fit: str = "aspect") -> torch.Tensor:
+    """What a torch user fits a crop of another size with: torchvision's antialiased resize (to the height,
+    keeping the aspect; or to both sides for "stretch"), then a centre crop, which zero-pads a thin crop. HWC in,
+    HWC out."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    chw = crop.permute(2, 0, 1)
+    if fit == "stretch":
+        chw = tvf.resize(chw, [height, width], antialias=True)
+    else:
+        chw = tvf.resize(chw, [height, max(1, round(chw.shape[2] * height / chw.shape[1]))], antialias=True)
+        chw = tvf.center_crop(chw, [height, width])
+    return chw.permute(1, 2, 0)
+
+
 class UserPatchDataset(torch.utils.data.Dataset):
     """The baseline: what a user would write without patchray. One item per crop: decode it (``decoder``, one of
-    ``BASELINE_DECODERS``), then cut K jittered patches from random cells in a Python loop. Same grid, same
-    output dtype."""
+    ``BASELINE_DECODERS``), fit a crop of another size to the training size (``fit_like_torchvision``), then cut
+    K jittered patches from random cells in a Python loop. Same grid, same output dtype."""
 
-    def __init__(self, images: list[bytes], task: PatchTaskConfig, decoder: str = "torchvision"):
-        self.images, self.task, self.decode = images, task, BASELINE_DECODERS[decoder]
+    def __init__(self, images: list[bytes], task: PatchTaskConfig, decoder: str = "torchvision",
+                 fit: str = "aspect"):
+        self.images, self.task, self.decode, self.fit = images, task, BASELINE_DECODERS[decoder], fit
         grid = task.grid()
         self.origins = grid.cell_origins().tolist()
         low, high = grid.jitter_bounds()
@@ -131,6 +155,8 @@ class UserPatchDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         crop = self.decode(self.images[index])  # HWC, as patchray's patches
+        if crop.shape[:2] != (self.task.crop_height, self.task.crop_width):
+            crop = fit_like_torchvision(crop, self.task.crop_width, self.task.crop_height, self.fit)
         size = self.task.patch_size
         patches, labels = [], []
         for cell in random.sample(range(len(self.origins)), self.task.patches_per_crop):
@@ -173,7 +199,8 @@ def dataloader_epochs(images: list[bytes], cfg: IngestBenchConfig, cores: int, c
                       decoder: str = "torchvision") -> list[EpochCost]:
     """The DataLoader baseline (one worker process per core), epoch by epoch."""
     loader = torch.utils.data.DataLoader(
-        UserPatchDataset(images, cfg.task, decoder), batch_size=cfg.crops_per_step, shuffle=True, num_workers=cores,
+        UserPatchDataset(images, cfg.task, decoder, cfg.input.crop_fit), batch_size=cfg.crops_per_step, shuffle=True,
+        num_workers=cores,
         collate_fn=_user_collate, drop_last=True, persistent_workers=True, prefetch_factor=4)
     epochs = []
     for _ in range(cfg.epochs):
@@ -210,7 +237,8 @@ def ray_pipeline_epochs(files: list[str], cfg: IngestBenchConfig, storage: Path,
     decode_on, cut_on, cache, split = CONTENDERS[contender]
     epochs, plan, built = stream_to_one_worker(open_shards(files), cfg.task, cfg.epochs, cfg.crops_per_step,
                                                cfg.seed, storage, f"ingest-{contender.replace('+', '-')}",
-                                               decode_on=decode_on, cut_on=cut_on, cache=cache, split=split)
+                                               decode_on=decode_on, cut_on=cut_on, cache=cache, split=split,
+                                               fit=cfg.input.crop_fit)
     costs = [EpochCost(e["patches"], e["seconds"], clock.seconds_between(e["started_at"], e["ended_at"]),
                        clock.roles_between(e["started_at"], e["ended_at"])) for e in epochs]
     if built is not None:  # the one-off decode into the cache is the first epoch's cost too: added to it
@@ -247,10 +275,11 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
     data = shard_summary(files, images)
     cores = cfg.cores or os.cpu_count() or 1
     k = cfg.task.patches_per_crop
-    log(f"[bench_ingest] {data['crops']} crops ({data['files']} shard files, ~{data['mean_jpeg_bytes']} B JPEG each), "
-        f"K={k} patches per crop, {cores} core(s)")
+    log(f"[bench_ingest] {data['crops']} crops ({data['files']} shard files, ~{data['mean_jpeg_bytes']} B JPEG each"
+        f"{stored_size(data['median_size'], [cfg.task.crop_width, cfg.task.crop_height])}), K={k} patches per crop, "
+        f"{cores} core(s)")
 
-    per_core = decode_rate(images[:cfg.decode_sample])
+    per_core = decode_rate(images[:cfg.decode_sample], cfg.task.crop_width, cfg.task.crop_height, cfg.input.crop_fit)
     limit = per_core * cores * k
     log(f"[bench_ingest] decode limit: {per_core:.0f} crops/s per core x {cores} x {k} = {limit:.0f} patches/s")
 
@@ -283,6 +312,7 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
     best_same_decoder = best_epoch(same_decoder)
     result = {
         "machine": machine(), "data": data, "patches_per_crop": k, "cores": cores, "resources": plan,
+        "crop_size": [cfg.task.crop_width, cfg.task.crop_height], "crop_fit": cfg.input.crop_fit,
         "decode_crops_per_s_per_core": round(per_core), "decode_limit": round(limit),
         # one thread decoding flat out: the decode limit's cost, K patches per decoded crop
         "decode_limit_per_cpu_s": round(per_core * k),
@@ -329,7 +359,8 @@ def format_markdown(r: dict) -> str:
 
     goal = lambda met: "met" if met else "not met"  # noqa: E731
     return "\n".join([
-        f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops of 200x100, "
+        f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops"
+        f"{stored_size(r['data'].get('median_size'), r.get('crop_size'))}, "
         f"K={r['patches_per_crop']}",
         "",
         "| contender | patches/s | patches per CPU-second | of decode limit | notes |",
@@ -368,6 +399,16 @@ def format_markdown(r: dict) -> str:
         "",
         *role_lines(r),
     ])
+
+
+def stored_size(median: list[int] | None, crop: list[int] | None) -> str:
+    """" of WxH", or " stored at WxH (median), fitted to WxH" where the crops are not stored at the training
+    size ``crop``."""
+    if not median:
+        return ""
+    if crop is None or list(median) == list(crop):
+        return f" of {median[0]}x{median[1]}"
+    return f" stored at {median[0]}x{median[1]} (median), fitted to {crop[0]}x{crop[1]}"
 
 
 def role_lines(r: dict) -> list[str]:

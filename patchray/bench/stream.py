@@ -27,7 +27,8 @@ def _stream_loop(loop_config: dict) -> None:
     for epoch in range(loop_config["epochs"]):
         count, start, started_at, cut_for = 0, time.perf_counter(), time.time(), set()
         for batch in patch_batches(shard, task, loop_config["seed"], epoch, loop_config["crops_per_step"], rank=0,
-                                   decode_device=decode_device, cut_in_data=loop_config["cut_on"] == "data"):
+                                   decode_device=decode_device, fit=loop_config["fit"],
+                                   cut_in_data=loop_config["cut_on"] == "data"):
             count += len(batch["labels"])
             cut_for.update(batch.get("cut_for", ()))
         # wall-clock stamps too: the CPU clock of the ingest benchmark (patchray.bench.cpu) reads the epoch by them
@@ -39,12 +40,14 @@ def _stream_loop(loop_config: dict) -> None:
 
 def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, crops_per_step: int, seed: int,
                          storage: Path, name: str, decode_on: str = "data", cut_on: str = "worker",
-                         cache: bool = False, split: bool = True) -> tuple[list[dict], str, dict | None]:
+                         cache: bool = False, split: bool = True, fit: str = "aspect"
+                         ) -> tuple[list[dict], str, dict | None]:
     """Per epoch {patches, crops, seconds} at one training worker sized as pretraining sizes it; that plan; and
     with ``cache`` the one-off decode into the object store ({started_at, ended_at}), else None.
     ``decode_on``, ``cut_on`` and ``cache`` (``cache_decoded``) as in ``PretrainConfig``: the data tasks decode
     (and cut), or the training worker does. ``split=False``: the worker runs the stream's executor itself, as a
-    lone fine-tuning worker does (``runner.unsplit_when_alone``), not a split coordinator."""
+    lone fine-tuning worker does (``runner.unsplit_when_alone``), not a split coordinator. ``fit``: how crops of
+    another size become the training size (``input.crop_fit``)."""
     from patchray.data_tasks import CutSpec
     from patchray.pipeline import cache_decoded, crop_dataset
     from patchray.train.resources import ResourcesConfig
@@ -54,7 +57,7 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
     plan = plan_for_cluster(ResourcesConfig(num_workers=1))
     cut = CutSpec.starting_at(task, seed, 0) if cut_on == "data" else None
     dataset = crop_dataset(shards, task.crop_width, task.crop_height, seed=seed, decode=decode_on == "data",
-                           cut=None if cache else cut)
+                           fit=fit, cut=None if cache else cut)
     built = None
     if cache:
         started_at = time.time()
@@ -63,6 +66,6 @@ def stream_to_one_worker(shards: ShardSet, task: PatchTaskConfig, epochs: int, c
     trainer = make_trainer(
         _stream_loop,
         {"task": task.to_dict(), "epochs": epochs, "seed": seed, "crops_per_step": crops_per_step,
-         "decode_on": decode_on, "cut_on": cut_on},
+         "decode_on": decode_on, "cut_on": cut_on, "fit": fit},
         plan, location=(str(storage), name), datasets={"train": dataset}, datasets_to_split="all" if split else [])
     return fit_json(trainer)["epochs"], plan.describe(), built

@@ -30,8 +30,8 @@ class SyntheticDataConfig:
 SYNTHETIC_LOCK_TIMEOUT_S = 1800.0
 
 
-def ensure_synthetic(cfg: SyntheticDataConfig, log=print) -> str:
-    """The synthetic default shards, rendered on first use and cached.
+def ensure_synthetic(cfg: SyntheticDataConfig, log=print, tag: str = "patchray") -> str:
+    """The synthetic default shards, rendered on first use and cached; ``tag`` names the job in its messages.
 
     Jobs started together (two first runs, Tune trials, a test session) render it once: under a lock beside
     the folder, into a temporary folder renamed into place when whole, so that nobody ever reads, or
@@ -44,10 +44,10 @@ def ensure_synthetic(cfg: SyntheticDataConfig, log=print) -> str:
         return str(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     with hold(root.parent / f".{root.name}.lock", f"the synthetic dataset {root} (rendered by another job)",
-              timeout_s=SYNTHETIC_LOCK_TIMEOUT_S, log=log, tag="pretrain"):
+              timeout_s=SYNTHETIC_LOCK_TIMEOUT_S, log=log, tag=tag):
         if (root / SUMMARY_JSON).exists():  # rendered by whoever held the lock before us
             return str(root)
-        log(f"[pretrain] rendering the synthetic default dataset into {root} (once; cached afterwards)")
+        log(f"[{tag}] rendering the synthetic default dataset into {root} (once; cached afterwards)")
         for dead in root.parent.glob(f".{root.name}.rendering-*"):  # we hold the lock: no renderer is alive
             shutil.rmtree(dead, ignore_errors=True)
         scratch = root.parent / f".{root.name}.rendering-{os.getpid()}"
@@ -57,5 +57,5 @@ def ensure_synthetic(cfg: SyntheticDataConfig, log=print) -> str:
         os.rename(scratch, root)
         report.out_dir = str(root)  # the summary names where the data is, not where it was rendered
         report.save()
-    log(f"[pretrain] rendered {report.written} crops in {len(report.files)} shard(s) -> {root}")
+    log(f"[{tag}] rendered {report.written} crops in {len(report.files)} shard(s) -> {root}")
     return str(root)

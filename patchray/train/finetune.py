@@ -59,7 +59,7 @@ def labeled_folders(cfg: FinetuneConfig, log=print) -> list[str]:
     when neither it nor every split the run reads is given explicitly."""
     if cfg.data or all(explicit_split_specs(cfg, split) for split in evaluated_splits(cfg)):
         return list(cfg.data)
-    return [os.path.join(ensure_synthetic(cfg.synthetic, log), "labeled")]
+    return [os.path.join(ensure_synthetic(cfg.synthetic, log, tag="finetune"), "labeled")]
 
 
 def resolve_splits(cfg: FinetuneConfig, log=print) -> dict[str, list[str]]:

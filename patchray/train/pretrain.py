@@ -64,7 +64,7 @@ class DatasetTooSmallError(ValueError):
 def resolve_data(cfg: PretrainConfig, log=print) -> list[str]:
     if cfg.data:
         return list(cfg.data)
-    return [os.path.join(ensure_synthetic(cfg.synthetic, log), "unlabeled")]
+    return [os.path.join(ensure_synthetic(cfg.synthetic, log, tag="pretrain"), "unlabeled")]
 
 
 def read_validation_crops(shards: ShardSet, count: int, width: int, height: int, crop_fit: str = "aspect"):

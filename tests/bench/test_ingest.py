@@ -34,8 +34,44 @@ def test_the_dataloader_baseline_cuts_the_same_task_as_patchray(decoder):
 
 
 def test_decode_rate_counts_crops_per_second():
-    rate = decode_rate([_position_jpeg()] * 200)
+    rate = decode_rate([_position_jpeg()] * 200, 100, 200)
     assert 100 < rate < 1e6
+
+
+def _person_jpeg(width: int, height: int, index: int = 0) -> bytes:
+    from patchray.shards.synthetic.crops import render_scene, sample_scene
+
+    buffer = io.BytesIO()
+    render_scene(sample_scene(0, index, width, height))[0].save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fit", ["aspect", "stretch"])
+def test_the_baseline_fits_a_detectors_crop_as_patchray_does(fit):
+    """Crops of another size cost the baseline a fit too, and the same fit: torchvision's resize and centre crop
+    give patchray's pixels within a few grey levels, zero bands in the same columns (a thin 90 x 540 box is 33
+    columns wide at height 200)."""
+    from patchray.bench.ingest import fit_like_torchvision
+    from patchray.shards.decode import decode_crops
+
+    for width, height in [(300, 600), (90, 540), (420, 300)]:
+        image = _person_jpeg(width, height)
+        ours = decode_crops([image], 100, 200, fit)[0][0].astype(int)
+        decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(image)).convert("RGB")))
+        theirs = fit_like_torchvision(decoded, 100, 200, fit).numpy().astype(int)
+        assert theirs.shape == (200, 100, 3)
+        assert np.abs(ours - theirs).mean() < 3.0, (width, height)
+        if fit == "aspect" and width == 90:
+            for pixels in (ours, theirs):  # content in columns 33 to 65, nothing outside
+                assert pixels[:, :33].max() == 0 and pixels[:, 66:].max() == 0
+                assert pixels[:, 33:66].max(axis=(0, 2)).min() > 0
+
+
+def test_the_baseline_cuts_from_the_fitted_crop():
+    task = PatchTaskConfig()
+    dataset = UserPatchDataset([_person_jpeg(300, 600)] * 2, task)
+    patches, labels = _user_collate([dataset[i] for i in range(2)])
+    assert patches.shape == (2 * task.patches_per_crop, task.patch_size, task.patch_size, 3)
 
 
 @pytest.mark.parametrize(("patchray", "met_loader", "met_limit"), [(50.0, False, False), (130.0, True, True)])
@@ -64,7 +100,8 @@ def test_the_best_epoch_skips_the_warm_up_and_costs_are_per_cpu_second():
 
 
 def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_its_cost():
-    result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000}, "patches_per_crop": 8, "cores": 2,
+    result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000, "median_size": [100, 200]},
+              "crop_size": [100, 200], "patches_per_crop": 8, "cores": 2,
               "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "decode_limit_per_cpu_s": 96,
               "dataloader": 60.0, "dataloader_per_cpu_s": 30, "patchray": 90.0,
               "patchray_decode_on": "trainer", "resources": "1 worker",
@@ -72,6 +109,9 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
                                      "trainer": {"patches_per_s": 90, "patches_per_cpu_s": 45}}
               } | verdict(200.0, 60.0, 90.0, 30.0, 45.0)
     text = format_markdown(result)
+    assert text.startswith("Ingest on 2 cores (x), no GPU: 1,000 crops of 100x200, K=8")
+    assert format_markdown(result | {"data": {"crops": 1000, "median_size": [300, 600]}}).startswith(
+        "Ingest on 2 cores (x), no GPU: 1,000 crops stored at 300x600 (median), fitted to 100x200, K=8")
     assert "| torch DataLoader | 60 | 30 | 0.30 |" in text
     assert "| patchray (Ray Data -> Ray Train), decoded on data | 70 | 50 | 0.35 |" in text
     assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 45 | 0.45 |" in text

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 from helpers import jpeg_bytes
 
@@ -29,3 +31,58 @@ def test_crops_of_the_training_size_decode_in_place_to_torchvisions_pixels():
     assert reasons == ["", "truncated_image", ""]
     assert np.array_equal(pixels[0], reference.permute(1, 2, 0).numpy()) and np.array_equal(pixels[2], pixels[0])
     assert pixels[1].max() == 0
+
+
+def test_which_crops_decode_at_a_reduced_scale():
+    from patchray.shards.decode import reduced_decode_size
+
+    assert reduced_decode_size(100, 200, 100, 200) is None           # the training size: decoded in place
+    assert reduced_decode_size(120, 240, 100, 200) is None           # 6/8 of it would not cover 100 x 200
+    assert reduced_decode_size(134, 267, 100, 200) == (100, 200)     # 6/8 of it does
+    assert reduced_decode_size(300, 600, 100, 200) == (100, 200)
+    assert reduced_decode_size(37, 500, 100, 200) == (15, 200)       # a thin box: its own fitted width
+    assert reduced_decode_size(37, 500, 100, 200, "stretch") is None  # stretched, 37 columns must become 100
+    assert reduced_decode_size(400, 300, 100, 200) == (267, 200)     # a wide box keeps its aspect, then is cut
+    assert reduced_decode_size(0, 0, 100, 200) is None               # a header claiming no pixels: left to PIL
+
+
+def _person(width: int, height: int, index: int = 0) -> bytes:
+    from patchray.shards.synthetic.crops import render_scene, sample_scene
+
+    buffer = io.BytesIO()
+    render_scene(sample_scene(0, index, width, height))[0].save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_large_crops_decode_at_a_reduced_scale_to_the_same_fit():
+    """A detector's crop well above the training size is decoded at libjpeg's smallest reduced scale that covers
+    the fitted size (3/8 of a 300 x 600 crop for 100 x 200); fitted, it is the full decode's fit within two grey
+    levels on average (two resize filters differ that much), with the same geometry: the same zero bands, nothing
+    shifted."""
+    from PIL import Image
+
+    from patchray.shards.decode import _jpeg_rgb, _resize, fit_geometry, reduced_decode_size
+
+    big = _person(300, 600)
+    assert _jpeg_rgb(big, at_least=reduced_decode_size(300, 600, 100, 200)).shape == (225, 113, 3)
+    for (width, height, fit) in [(300, 600, "aspect"), (150, 300, "aspect"), (90, 540, "aspect"),
+                                 (420, 300, "aspect"), (260, 520, "stretch"), (420, 300, "stretch")]:
+        images = [_person(width, height, i) for i in range(4)]
+        pixels, reasons = decode_crops(images, 100, 200, fit)
+        assert reasons == [""] * 4
+        full = np.stack([_resize(np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), 100, 200, fit) for d in images])
+        difference = np.abs(pixels.astype(int) - full.astype(int))
+        assert 0 < difference.mean() < 2.0, (width, height, fit, difference.mean())
+        _, _, offset = fit_geometry(width, height, 100, 200, fit)
+        if offset > 0:  # a thin box: the zero bands are where the full decode puts them, to the column
+            content = slice(offset, 100 - offset)
+            assert pixels[:, :, :offset].max() == 0 and pixels[:, :, 100 - offset + 1:].max() == 0
+            assert pixels[:, :, content].reshape(4, -1).max(axis=1).min() > 0
+            assert (full[:, :, :offset].max(), full[:, :, 100 - offset + 1:].max()) == (0, 0)
+
+
+def test_a_large_crop_cut_short_is_skipped_not_half_decoded():
+    big = _person(300, 600)
+    pixels, reasons = decode_crops([big[: len(big) // 2], big], 100, 200)
+    assert reasons == ["truncated_image", ""]
+    assert pixels[0].max() == 0 and pixels[1].max() > 0
