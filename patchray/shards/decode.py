@@ -13,7 +13,7 @@ allocates it.
 A JPEG well above the training size (a detector's box of a near person) is decoded at one of libjpeg's reduced
 scales (M/8 of each side, its inverse DCT taking only the low frequencies), the smallest that still covers the
 fitted size: less to decode and far less for the bilinear resize that follows (a 300 x 600 crop to 100 x 200 in
-0.7 ms instead of 1.6, ``docs/performance.md``). The result differs from a full decode then resize by one to two
+0.73 ms instead of 1.49, ``docs/performance.md``). The result differs from a full decode then resize by one to two
 grey levels on average, as two resize filters do; the fitted geometry is the same.
 """
 from __future__ import annotations
