@@ -214,18 +214,35 @@ def test_a_second_job_on_a_busy_cluster_is_refused_instead_of_starving_ray_data(
                                                       ("data", "data", True)])
 def test_corrupt_rows_are_skipped_and_counted(ray_cluster, synthetic_small, tmp_path, decode_on, cut_on, cache):
     """Wherever crops are decoded (Ray Data's tasks, or the training worker) and patches cut, each bad row is
-    counted once an epoch; with cache_decoded also in the epochs streamed from the cache."""
+    counted once an epoch; with cache_decoded also in the epochs streamed from the cache. Among the good rows,
+    crops stored at a detector's sizes (300x600, decoded at a reduced scale; a thin 90x540, zero-padded) train
+    like the others; a large crop cut short is skipped like a small one."""
+    import io
+
+    from PIL import Image
+
+    def stored_at(image: bytes, width: int, height: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(image)).resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG")
+        return buffer.getvalue()
+
     source = sorted((synthetic_small / "unlabeled").glob("*.parquet"))[0]
     rows = pq.read_table(source).slice(0, 300).to_pylist()
     good = rows[0]["image"]
+    big = stored_at(good, 300, 600)
     data = tmp_path / "mixed"
     with ShardWriter(data, DatasetMeta("mixed", AttributeSet()), rows_per_shard=1000) as writer:
         for i, row in enumerate(rows):
             image = row["image"]
-            if i % 50 == 7:
-                image = good[: len(good) // 2]  # truncated JPEG
+            if i % 50 == 7:  # truncated JPEGs, every other one a large crop's
+                whole = big if i % 100 == 7 else good
+                image = whole[: len(whole) // 2]
             elif i % 50 == 31:
                 image = b"definitely not an image"
+            elif i % 50 == 19:
+                image = stored_at(image, 300, 600)
+            elif i % 50 == 43:
+                image = stored_at(image, 90, 540)
             writer.add(CropRecord(image=image, crop_id=row["crop_id"]))
     # validation takes the first 100 good rows; the bad rows among them stay in the training stream
     epochs = 2 if cache else 1
