@@ -16,6 +16,16 @@ def jpeg_bytes(width=20, height=40, color=(200, 30, 30), mode="RGB", fmt="JPEG",
     return buffer.getvalue()
 
 
+def person_jpeg(width=100, height=200, index=0):
+    """A synthetic person crop (seed 0, ``index``) rendered at ``width x height``, as a detector's crop of that
+    size would be stored (JPEG quality 90)."""
+    from patchray.shards.synthetic.crops import render_scene, sample_scene
+
+    buffer = io.BytesIO()
+    render_scene(sample_scene(0, index, width, height))[0].save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def gradient_frame(width=64, height=48):
     """Frame whose pixels encode their own position: R = x, G = y."""
     y, x = np.mgrid[0:height, 0:width]

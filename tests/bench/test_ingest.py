@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import person_jpeg
 from PIL import Image
 
 from patchray.bench.ingest import UserPatchDataset, _user_collate, decode_rate, format_markdown, verdict
@@ -38,14 +39,6 @@ def test_decode_rate_counts_crops_per_second():
     assert 100 < rate < 1e6
 
 
-def _person_jpeg(width: int, height: int, index: int = 0) -> bytes:
-    from patchray.shards.synthetic.crops import render_scene, sample_scene
-
-    buffer = io.BytesIO()
-    render_scene(sample_scene(0, index, width, height))[0].save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("fit", ["aspect", "stretch"])
 def test_the_baseline_fits_a_detectors_crop_as_patchray_does(fit):
     """Crops of another size cost the baseline a fit too, and the same fit: torchvision's resize and centre crop
@@ -55,7 +48,7 @@ def test_the_baseline_fits_a_detectors_crop_as_patchray_does(fit):
     from patchray.shards.decode import decode_crops
 
     for width, height in [(300, 600), (90, 540), (420, 300)]:
-        image = _person_jpeg(width, height)
+        image = person_jpeg(width, height)
         ours = decode_crops([image], 100, 200, fit)[0][0].astype(int)
         decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(image)).convert("RGB")))
         theirs = fit_like_torchvision(decoded, 100, 200, fit).numpy().astype(int)
@@ -69,7 +62,7 @@ def test_the_baseline_fits_a_detectors_crop_as_patchray_does(fit):
 
 def test_the_baseline_cuts_from_the_fitted_crop():
     task = PatchTaskConfig()
-    dataset = UserPatchDataset([_person_jpeg(300, 600)] * 2, task)
+    dataset = UserPatchDataset([person_jpeg(300, 600)] * 2, task)
     patches, labels = _user_collate([dataset[i] for i in range(2)])
     assert patches.shape == (2 * task.patches_per_crop, task.patch_size, task.patch_size, 3)
 

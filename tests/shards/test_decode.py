@@ -1,7 +1,7 @@
 import io
 
 import numpy as np
-from helpers import jpeg_bytes
+from helpers import jpeg_bytes, person_jpeg
 
 from patchray.shards.decode import decode_crops
 
@@ -46,14 +46,6 @@ def test_which_crops_decode_at_a_reduced_scale():
     assert reduced_decode_size(0, 0, 100, 200) is None               # a header claiming no pixels: left to PIL
 
 
-def _person(width: int, height: int, index: int = 0) -> bytes:
-    from patchray.shards.synthetic.crops import render_scene, sample_scene
-
-    buffer = io.BytesIO()
-    render_scene(sample_scene(0, index, width, height))[0].save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def test_large_crops_decode_at_a_reduced_scale_to_the_same_fit():
     """A detector's crop well above the training size is decoded at libjpeg's smallest reduced scale that covers
     the fitted size (3/8 of a 300 x 600 crop for 100 x 200); fitted, it is the full decode's fit within two grey
@@ -63,11 +55,11 @@ def test_large_crops_decode_at_a_reduced_scale_to_the_same_fit():
 
     from patchray.shards.decode import _jpeg_rgb, _resize, fit_geometry, reduced_decode_size
 
-    big = _person(300, 600)
+    big = person_jpeg(300, 600)
     assert _jpeg_rgb(big, at_least=reduced_decode_size(300, 600, 100, 200)).shape == (225, 113, 3)
     for (width, height, fit) in [(300, 600, "aspect"), (150, 300, "aspect"), (90, 540, "aspect"),
                                  (420, 300, "aspect"), (260, 520, "stretch"), (420, 300, "stretch")]:
-        images = [_person(width, height, i) for i in range(4)]
+        images = [person_jpeg(width, height, i) for i in range(4)]
         pixels, reasons = decode_crops(images, 100, 200, fit)
         assert reasons == [""] * 4
         full = np.stack([_resize(np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), 100, 200, fit) for d in images])
@@ -82,7 +74,7 @@ def test_large_crops_decode_at_a_reduced_scale_to_the_same_fit():
 
 
 def test_a_large_crop_cut_short_is_skipped_not_half_decoded():
-    big = _person(300, 600)
+    big = person_jpeg(300, 600)
     pixels, reasons = decode_crops([big[: len(big) // 2], big], 100, 200)
     assert reasons == ["truncated_image", ""]
     assert pixels[0].max() == 0 and pixels[1].max() > 0
