@@ -10,22 +10,27 @@ corrupt crop must not end an epoch. An image whose header claims more than
 ``MAX_IMAGE_PIXELS`` is skipped as ``image_too_large`` before any decoder
 allocates it.
 
-A JPEG well above the training size (a detector's box of a near person) is decoded at one of libjpeg's reduced
-scales (M/8 of each side, its inverse DCT taking only the low frequencies), the smallest that still covers the
-fitted size: less to decode and far less for the bilinear resize that follows (a 300 x 600 crop to 100 x 200 in
-0.73 ms instead of 1.49, ``docs/performance.md``). The result differs from a full decode then resize by one to two
-grey levels on average, as two resize filters do; the fitted geometry is the same.
+A JPEG well above the training size (a detector's box of a near person) is decoded at one of libjpeg-turbo's
+reduced scales with a SIMD inverse DCT (1/8, 2/8 or 4/8 of each side: only the low frequencies are transformed),
+the smallest that still covers the fitted size. Every crop of another size is then fitted with OpenCV's
+vectorised resize, 4-7x PIL's: a 300 x 600 crop fits 100 x 200 in 0.53 ms where a 3/8 decode and PIL's resize took
+0.94, and closer to a Lanczos fit of the full image (``docs/performance.md``). The fitted geometry is the full
+image's.
 """
 from __future__ import annotations
 
 import typing
 from typing import Literal
 
+import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image
 
 from patchray.shards.images import MAX_IMAGE_PIXELS, BadImage, jpeg_size, open_image, to_rgb
+
+# patchray decodes one crop per core, in as many data tasks (or trainer threads) as there are cores; OpenCV's own
+# thread pool would only contend with them for a resize of a few hundred microseconds.
+cv2.setNumThreads(1)
 
 _JPEG_MAGIC = b"\xff\xd8"
 
@@ -35,7 +40,7 @@ def _jpeg_rgb(data: bytes, into: np.ndarray | None = None, at_least: tuple[int, 
     """RGB [H, W, 3] of a JPEG, written into ``into`` when given (its shape must be the image's); None when
     libjpeg fails or warns (``strict``: corrupt or truncated data), so that PIL decides whether the image is
     usable and why not. ``into`` may then hold a partial image. ``at_least`` (width, height): decode at
-    libjpeg's smallest reduced scale that keeps both sides at least that large."""
+    libjpeg's smallest scale that keeps both sides at least that large (``reduced_decode_size``)."""
     min_width, min_height = at_least or (0, 0)
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, buffer=into, min_width=min_width,
@@ -76,23 +81,40 @@ def place(scaled: np.ndarray, width: int, offset: int) -> np.ndarray:
     return out
 
 
-# libjpeg's reduced scales between 7/8 and 1 decode no faster than the full image (measured: 7/8 slower, 6/8
-# faster), so a reduced decode is asked for only where 6/8 of each side still covers the fitted size.
-REDUCED_DECODE_MAX_SCALE = 6 / 8
+# The reduced scales, in eighths of each side, that libjpeg-turbo runs a SIMD inverse DCT for (4x4, 2x2, 1x1 per
+# block). The others (3/8, 5/8 to 7/8) run plain C transforms at odd sizes, the chroma's at up to twice the luma's:
+# measured slower than the next of these scales above them, and 6/8 and 7/8 slower than a full decode.
+REDUCED_DECODE_EIGHTHS = (1, 2, 4)
 
 
 def reduced_decode_size(src_width: int, src_height: int, width: int, height: int, fit: str = "aspect"
                         ) -> tuple[int, int] | None:
-    """(width, height) that a ``src_width x src_height`` JPEG is decoded to at least, at a reduced libjpeg
-    scale, before it is fitted to ``width x height``; None when it is decoded whole (too small to gain, or a
-    header that claims no pixels: the decoders then name what is wrong)."""
+    """(width, height) that a ``src_width x src_height`` JPEG is decoded to at a reduced libjpeg scale (the
+    smallest of ``REDUCED_DECODE_EIGHTHS`` that covers its fit to ``width x height``) before it is fitted; None
+    when it is decoded whole (no such scale covers it, or a header claims no pixels: the decoders then name what
+    is wrong)."""
     if src_width < 1 or src_height < 1:
         return None
     scaled_w, scaled_h, _ = fit_geometry(src_width, src_height, width, height, fit)
-    if (scaled_w <= REDUCED_DECODE_MAX_SCALE * src_width
-            and scaled_h <= REDUCED_DECODE_MAX_SCALE * src_height):
-        return scaled_w, scaled_h
+    for eighths in REDUCED_DECODE_EIGHTHS:
+        # libjpeg rounds a scaled side up, and picks the smallest scale that gives at least the size asked for
+        decoded_w, decoded_h = -(-src_width * eighths // 8), -(-src_height * eighths // 8)
+        if decoded_w >= scaled_w and decoded_h >= scaled_h:
+            return decoded_w, decoded_h
     return None
+
+
+# OpenCV's bilinear resize samples two pixels a side, which is a proper filter while a side shrinks by at most 2:
+# every reduced decode leaves less than that (the next smaller scale did not cover), as do crops near the training
+# size. Beyond it (a large crop decoded whole: a PNG, or past 16x the training size) its area average keeps the
+# skipped pixels from aliasing.
+MAX_BILINEAR_SHRINK = 2.0
+
+
+def _scale(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrink = max(pixels.shape[1] / width, pixels.shape[0] / height)
+    interpolation = cv2.INTER_AREA if shrink > MAX_BILINEAR_SHRINK else cv2.INTER_LINEAR
+    return cv2.resize(pixels, (width, height), interpolation=interpolation)
 
 
 def _resize(pixels: np.ndarray, width: int, height: int, fit: str = "aspect",
@@ -104,7 +126,7 @@ def _resize(pixels: np.ndarray, width: int, height: int, fit: str = "aspect",
     src_w, src_h = source or (pixels.shape[1], pixels.shape[0])
     scaled_w, scaled_h, offset = fit_geometry(src_w, src_h, width, height, fit)
     if (scaled_h, scaled_w) != pixels.shape[:2]:
-        pixels = np.asarray(Image.fromarray(pixels).resize((scaled_w, scaled_h), Image.Resampling.BILINEAR))
+        pixels = _scale(pixels, scaled_w, scaled_h)
     return place(pixels, width, offset)
 
 

@@ -35,8 +35,8 @@ def is_whole_jpeg(data) -> bool:
 
 
 def _fit(image: torch.Tensor, width: int, height: int, fit: str = "aspect") -> torch.Tensor:
-    """uint8 [3, h, w] -> [3, height, width] (bilinear with antialiasing, as PIL's resize; ``fit`` as
-    :func:`patchray.shards.decode.fit_geometry`)."""
+    """uint8 [3, h, w] -> [3, height, width] (bilinear with antialiasing, PIL's filter: within a grey level or two
+    of the CPU decoder's fit; ``fit`` as :func:`patchray.shards.decode.fit_geometry`)."""
     if image.shape[1:] == (height, width):
         return image
     scaled_w, scaled_h, offset = fit_geometry(image.shape[2], image.shape[1], width, height, fit)

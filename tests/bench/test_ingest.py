@@ -6,7 +6,14 @@ import torch
 from helpers import person_jpeg
 from PIL import Image
 
-from patchray.bench.ingest import UserPatchDataset, _user_collate, decode_rate, format_markdown, verdict
+from patchray.bench.ingest import (
+    UserPatchDataset,
+    _user_collate,
+    decode_rate,
+    fitted_decode_rate,
+    format_markdown,
+    verdict,
+)
 from patchray.patches import PatchTaskConfig
 
 
@@ -37,6 +44,8 @@ def test_the_dataloader_baseline_cuts_the_same_task_as_patchray(decoder):
 def test_decode_rate_counts_crops_per_second():
     rate = decode_rate([_position_jpeg()] * 200, 100, 200)
     assert 100 < rate < 1e6
+    big = [person_jpeg(300, 600, i) for i in range(20)] * 10
+    assert 20 < fitted_decode_rate(big, 100, 200) < 1e5
 
 
 @pytest.mark.parametrize("fit", ["aspect", "stretch"])
@@ -96,6 +105,7 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
     result = {"machine": {"cores": 2, "cpu": "x"}, "data": {"crops": 1000, "median_size": [100, 200]},
               "crop_size": [100, 200], "patches_per_crop": 8, "cores": 2,
               "decode_limit": 200.0, "decode_crops_per_s_per_core": 12, "decode_limit_per_cpu_s": 96,
+              "fitted_decode_crops_per_s_per_core": 9,
               "dataloader": 60.0, "dataloader_per_cpu_s": 30, "patchray": 90.0,
               "patchray_decode_on": "trainer", "resources": "1 worker",
               "patchray_by_decode": {"data": {"patches_per_s": 70, "patches_per_cpu_s": 50},
@@ -105,6 +115,7 @@ def test_markdown_table_names_every_contender_with_its_share_of_the_limit_and_it
     assert text.startswith("Ingest on 2 cores (x), no GPU: 1,000 crops of 100x200, K=8")
     assert format_markdown(result | {"data": {"crops": 1000, "median_size": [300, 600]}}).startswith(
         "Ingest on 2 cores (x), no GPU: 1,000 crops stored at 300x600 (median), fitted to 100x200, K=8")
+    assert "| decode limit | 200 | 96 | 1.00 | 12 crops/s on one core x 2; decoded and fitted: 9 crops/s |" in text
     assert "| torch DataLoader | 60 | 30 | 0.30 |" in text
     assert "| patchray (Ray Data -> Ray Train), decoded on data | 70 | 50 | 0.35 |" in text
     assert "| patchray (Ray Data -> Ray Train), decoded on trainer | 90 | 45 | 0.45 |" in text

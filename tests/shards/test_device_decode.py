@@ -70,7 +70,7 @@ def test_bad_rows_get_the_cpu_decoders_reasons_and_good_rows_survive(device):
     assert np.abs(pixels[[0, 7]].astype(int) - expected[[0, 7]].astype(int)).mean() < 1.5
 
 
-def test_other_sizes_are_resized_like_pil():
+def test_other_sizes_are_resized_like_the_cpu_decoder():
     images = [jpeg_bytes(50, 100, (200, 40, 40)), textured_jpeg(3, width=150, height=300)]
     expected, _ = decode_crops(images, 100, 200)
     pixels, reasons = decode_crops_on(images, 100, 200, "cpu")
