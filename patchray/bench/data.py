@@ -71,13 +71,13 @@ def shard_summary(files: list[str], images: list[bytes]) -> dict:
     """Files, crops (every file's schema checked), the mean encoded size of ``images`` and their median stored
     size, [width, height] from the JPEG headers (a detector's crops come in every size; the synthetic default's
     are all the training size)."""
-    from patchray.shards.images import jpeg_size
+    from patchray.shards.images import median_size
 
     shards = open_shards(files)
-    sizes = [size for size in map(jpeg_size, images) if size is not None]
-    median = [sorted(side)[len(side) // 2] for side in zip(*sizes)] if sizes else None
+    median = median_size(images)
     return {"files": len(files), "crops": shards.num_rows,
-            "mean_jpeg_bytes": round(sum(map(len, images)) / max(len(images), 1)), "median_size": median}
+            "mean_jpeg_bytes": round(sum(map(len, images)) / max(len(images), 1)),
+            "median_size": list(median) if median else None}
 
 
 def start_bench(cfg, log=print) -> tuple[Path, list[str]]:

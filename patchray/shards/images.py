@@ -93,6 +93,16 @@ def header_size(data) -> tuple[int, int] | None:
     return None
 
 
+def median_size(images) -> tuple[int, int] | None:
+    """Median (width, height) of the encoded ``images`` whose header gives a size, each side's median on its own;
+    None when none does."""
+    sizes = [size for size in map(header_size, images) if size is not None]
+    if not sizes:
+        return None
+    widths, heights = sorted(w for w, _ in sizes), sorted(h for _, h in sizes)
+    return widths[len(sizes) // 2], heights[len(sizes) // 2]
+
+
 def check_pixels(width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise BadImage("image_too_large", f"{width}x{height} is over the limit of {MAX_IMAGE_PIXELS:,} pixels")

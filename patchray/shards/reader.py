@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from patchray.shards.schema import DatasetMeta, ShardSchemaError, validate_schema
+from patchray.shards.images import median_size
+from patchray.shards.schema import IMAGE, DatasetMeta, ShardSchemaError, validate_schema
 
 
 class NoShardsError(FileNotFoundError):
@@ -168,3 +169,13 @@ def open_shards(specs: str | list[str], require_attributes: bool = False) -> Sha
 
 def read_table(path: str, columns: list[str] | None = None, filesystem: pafs.FileSystem | None = None):
     return pq.read_table(path, columns=columns, filesystem=filesystem)
+
+
+def stored_size(shards: ShardSet, sample: int = 256) -> tuple[int, int] | None:
+    """Median stored (width, height) of the first ``sample`` crops of the first shard, from their image headers
+    (nothing is decoded): a detector's crops are stored at their own size, the synthetic default's at the
+    training size."""
+    parquet = pq.ParquetFile(shards.files[0], filesystem=shards.filesystem)
+    for batch in parquet.iter_batches(batch_size=sample, columns=[IMAGE]):
+        return median_size(batch.column(IMAGE).to_pylist())
+    return None

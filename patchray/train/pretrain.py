@@ -21,7 +21,7 @@ from patchray.models.init import NORMALIZATION_FILE
 from patchray.patches import STATS_EPOCH, PixelStatistics, crop_seed, statistics_patches
 from patchray.shards.decode import decode_crops
 from patchray.shards.default_data import ensure_synthetic
-from patchray.shards.reader import ShardSet, open_shards
+from patchray.shards.reader import ShardSet, open_shards, stored_size
 from patchray.shards.schema import CROP_ID, IMAGE
 from patchray.train.checkpoint import (
     RUN_FILE,
@@ -65,6 +65,22 @@ def resolve_data(cfg: PretrainConfig, log=print) -> list[str]:
     if cfg.data:
         return list(cfg.data)
     return [os.path.join(ensure_synthetic(cfg.synthetic, log, tag="pretrain"), "unlabeled")]
+
+
+# Crops stored with this many times the training size's pixels or more make every epoch decode a larger JPEG and
+# fit it: on 2 cores a detector's 300x600 crops streamed 2.9x slower than 100x200 ones (docs/performance.md).
+LARGE_CROP_AREA = 2.0
+
+
+def large_crops_note(stored: tuple[int, int] | None, width: int, height: int, cache_decoded: bool) -> str | None:
+    """A note for the start of a run whose crops are stored well above the training size and are decoded every
+    epoch, saying what would stream them faster; None otherwise."""
+    if stored is None or cache_decoded or stored[0] * stored[1] < LARGE_CROP_AREA * width * height:
+        return None
+    return (f"note: the crops are stored at about {stored[0]}x{stored[1]} (a median), "
+            f"{stored[0] * stored[1] / (width * height):.1f}x the pixels of the {width}x{height} trained on: every "
+            f"epoch decodes and fits them again. Stored at the training height (make_shards.py ... --height "
+            f"{height}) they stream up to 3x faster; cache_decoded=true fits them once")
 
 
 def read_validation_crops(shards: ShardSet, count: int, width: int, height: int, crop_fit: str = "aspect"):
@@ -202,6 +218,8 @@ def run_pretrain(cfg: PretrainConfig, log=print, prepared: PreparedRun | None = 
     out.mkdir(parents=True, exist_ok=True)
     configlib.dump_yaml(cfg, out / "config.yaml")
     log(f"[pretrain] {shards.num_rows} crops in {len(shards.files)} shard(s); output -> {out}")
+    if note := large_crops_note(stored_size(shards), cfg.task.crop_width, cfg.task.crop_height, cfg.cache_decoded):
+        log(f"[pretrain] {note}")
     log(f"[pretrain] {plan.describe()}")
     if resumes_after is not None:
         log(f"[pretrain] resuming after epoch {resumes_after + 1} from {location_path(location)}")

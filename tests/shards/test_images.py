@@ -45,3 +45,13 @@ def test_alpha_is_composited_on_black():
 def test_rgb_jpeg_is_kept_byte_for_byte():
     data = jpeg_bytes()
     assert normalise_encoded(data) == (data, None)
+
+
+def test_median_size_reads_headers_and_skips_what_has_none():
+    from patchray.shards.images import median_size
+
+    large, small = jpeg_bytes(300, 600), jpeg_bytes(100, 200)
+    png = jpeg_bytes(40, 80, fmt="PNG")
+    assert median_size([large, small, large, png, b"junk", b"", large, small]) == (300, 600)
+    assert median_size([small, jpeg_bytes(90, 540), large]) == (100, 540)  # each side's median on its own
+    assert median_size([b"junk"]) is None and median_size([]) is None

@@ -111,3 +111,15 @@ def test_resolve_paths_errors_and_uris(tmp_path):
         w.add(CropRecord(image=jpeg_bytes(), crop_id="a"))
     # a file:// URI and a plain folder name the same shards
     assert resolve_paths(f"file://{tmp_path}")[0] == resolve_paths(str(tmp_path))[0]
+
+
+def test_stored_size_is_the_median_of_the_first_crops_headers(tmp_path):
+    from patchray.shards.reader import stored_size
+
+    sizes = [(100, 200), (100, 200)] + [(300, 600)] * 5
+    with ShardWriter(tmp_path, DatasetMeta("s", PARSE27K), "crops") as w:
+        for i, (width, height) in enumerate(sizes):
+            w.add(CropRecord(image=jpeg_bytes(width, height), crop_id=f"c{i}", labels={a.name: 0 for a in PARSE27K}))
+    shards = open_shards(str(tmp_path))
+    assert stored_size(shards) == (300, 600)
+    assert stored_size(shards, sample=2) == (100, 200)  # only the first crops are looked at

@@ -1,5 +1,5 @@
 """Time to the first step (patchray.train.pretrain.StartupClock): the driver's laps, then the workers' part."""
-from patchray.train.pretrain import StartupClock, startup_lines
+from patchray.train.pretrain import StartupClock, large_crops_note, startup_lines
 
 
 def test_the_phases_add_up_to_the_first_step_of_this_process():
@@ -33,3 +33,14 @@ def test_a_resumed_run_reports_no_first_step_it_did_not_take():
     clock = StartupClock(100.0)
     clock.first_step([{"epoch": 0, "first_step_at": 50.0}], first_epoch=None)
     assert "total" not in clock.phases and startup_lines(clock.phases) == []
+
+
+def test_crops_stored_well_above_the_training_size_get_a_note_unless_cached():
+    note = large_crops_note((300, 600), 100, 200, cache_decoded=False)
+    assert "300x600" in note and "9.0x the pixels of the 100x200" in note and "--height 200" in note
+    assert "cache_decoded=true" in note
+    assert large_crops_note((300, 600), 100, 200, cache_decoded=True) is None  # fitted once already
+    assert "2.2x" in large_crops_note((150, 300), 100, 200, cache_decoded=False)
+    assert large_crops_note((120, 240), 100, 200, cache_decoded=False) is None  # 1.4x: little to gain
+    assert large_crops_note((100, 200), 100, 200, cache_decoded=False) is None
+    assert large_crops_note(None, 100, 200, cache_decoded=False) is None  # no header gave a size
