@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats a shard may store; anything else is re-encoded as JPEG.
 STORED_FORMATS = ("JPEG", "PNG")
@@ -178,15 +178,42 @@ def encode_image(image: Image.Image, fmt: str = "JPEG", quality: int = JPEG_QUAL
     return buffer.getvalue()
 
 
-def normalise_encoded(data: bytes) -> tuple[bytes, str | None]:
-    """Bytes fit for a shard (JPEG/PNG, RGB), and the mode converted from (None if kept).
+# The EXIF tag in which a camera says how a photo stored sideways or mirrored is to be shown (2 to 8; 1 is as stored).
+EXIF_ORIENTATION = 0x0112
 
-    Keeps the original bytes when they already are an RGB JPEG or PNG, so ingest
-    does not lose quality to a needless re-encode.
+
+def upright(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """``image`` turned as its EXIF orientation tag says, so that a person stands as a viewer shows them, and what
+    was done ("EXIF orientation 6->upright"); the image itself and None when it has no such tag, or one that says
+    "as stored" or cannot be read (the pixels are then kept as they are)."""
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: the pixels themselves may be fine
+        return image, None
+    if not isinstance(orientation, int) or not 2 <= orientation <= 8:
+        return image, None
+    try:
+        return ImageOps.exif_transpose(image), f"EXIF orientation {orientation}->upright"
+    except Exception as e:  # PIL's decoders raise many types on damaged files
+        raise BadImage("unreadable_image", f"{type(e).__name__}: {e}") from None
+
+
+def normalise_encoded(data: bytes, turn_upright: bool = False) -> tuple[bytes, list[str]]:
+    """Bytes fit for a shard (JPEG/PNG, RGB; with ``turn_upright`` turned as its EXIF orientation says, see
+    ``upright``), and what was converted ("CMYK->RGB", "EXIF orientation 6->upright"; empty if kept).
+
+    Keeps the original bytes when they already are an RGB JPEG or PNG shown as stored, so ingest does not lose
+    quality to a needless re-encode.
     """
     image = open_image(data)
     fmt = image.format
+    conversions = []
+    if turn_upright:
+        image, turned = upright(image)
+        conversions += [turned] if turned else []
     rgb, converted = to_rgb(image)
-    if not converted and fmt in STORED_FORMATS:
-        return data, None
-    return encode_image(rgb, "PNG" if fmt == "PNG" else "JPEG"), (image.mode if converted else None)
+    if converted:
+        conversions.insert(0, f"{image.mode}->RGB")
+    if not conversions and fmt in STORED_FORMATS:
+        return data, []
+    return encode_image(rgb, "PNG" if fmt == "PNG" else "JPEG"), conversions

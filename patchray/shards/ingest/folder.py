@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from patchray.shards.attributes import PARSE27K, Attribute, AttributeSet
-from patchray.shards.images import BadImage, encode_image, normalise_encoded, open_image, to_rgb
+from patchray.shards.images import BadImage, encode_image, normalise_encoded, open_image, to_rgb, upright
 from patchray.shards.ingest.boxes import CropOptions, rescaled_size, size_reason
 from patchray.shards.ingest.common import IMAGE_SUFFIXES, brief, read_image_file
 from patchray.shards.report import RunReport
@@ -269,12 +269,15 @@ def ingest_folder(crops: str | os.PathLike, writer_factory, report: RunReport, o
             used.add(crop_id)
         try:
             data = read_image_file(path)
+            # A folder's crops may be photos a camera stored sideways (its EXIF tag says how to turn them): they
+            # are stored upright, as a viewer shows them. Frames of mot/coco stay as stored: their boxes are
+            # in the stored pixels' coordinates.
             if options.height is None:
-                data, converted_from = normalise_encoded(data)
+                data, conversions = normalise_encoded(data, turn_upright=True)
             else:
-                image = open_image(data)
+                image, turned = upright(open_image(data))
                 rgb, converted = to_rgb(image)
-                converted_from = image.mode if converted else None
+                conversions = [f"{image.mode}->RGB"] * converted + [turned] * bool(turned)
                 width, height = rescaled_size(image.width, image.height, options.height)
                 if size_reason(width, height):
                     raise BadImage("image_too_large", f"{image.width}x{image.height} rescaled to height "
@@ -292,8 +295,8 @@ def ingest_folder(crops: str | os.PathLike, writer_factory, report: RunReport, o
             report.skip(reason, where, crop_id)
         else:
             report.written += 1
-            if converted_from:
-                report.convert(f"{converted_from}->RGB")
+            for conversion in conversions:
+                report.convert(conversion)
     if labels is not None:
         report.label_rows_used += len(used)
         for crop_id in sorted(set(labels.by_id) - used):

@@ -92,3 +92,37 @@ def test_labels_csv_without_id_column_stops(tmp_path, capsys):
     labels.write_text("name,Hat\na,cap\n")
     assert main(["folder", "--crops", str(crops), "--labels", str(labels), "--out", str(tmp_path / "o")]) == 2
     assert "labels.csv: line 1: needs a crop_id or file column" in capsys.readouterr().err
+
+
+def test_photos_stored_sideways_are_written_upright_and_counted(tmp_path):
+    """A folder's crops can be photos a camera stored sideways with an EXIF orientation tag: they are written as
+    a viewer shows them (a person standing), with and without --height, and the summary counts them."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from patchray.shards.images import open_image
+
+    person = np.zeros((60, 30, 3), np.uint8)  # upright: 30 wide, 60 tall, head (green) at the top
+    person[:, :] = (200, 30, 30)
+    person[:15] = (30, 200, 30)
+    sideways = np.rot90(person, k=1)  # stored turned 90 degrees counter-clockwise: 60 wide, 30 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(sideways)).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    (crops / "phone.jpg").write_bytes(buffer.getvalue())
+    (crops / "camera.jpg").write_bytes(jpeg_bytes(30, 60))
+    for height in (None, 40):
+        out = tmp_path / f"out-{height}"
+        args = ["folder", "--crops", str(crops), "--out", str(out)] + (["--height", str(height)] if height else [])
+        assert main(args) == 0
+        rows = _rows(out)
+        image = np.asarray(open_image(rows["phone"]["image"]).convert("RGB"))
+        assert image.shape == ((60, 30, 3) if height is None else (40, 20, 3))
+        assert image[1, :, 1].mean() > 150 and image[-1, :, 0].mean() > 150  # the head on top, standing
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["converted"] == {"EXIF orientation 6->upright": 1} and summary["crops_written"] == 2

@@ -77,6 +77,12 @@ def _claiming(data: bytes, width: int, height: int) -> bytes:
     return bytes(out)
 
 
+def _sideways_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: shown turned 90 degrees clockwise
+    return exif.tobytes()
+
+
 _BASE = _gradient()
 BASES = [
     _encode(_BASE, "JPEG", quality=90),
@@ -94,6 +100,7 @@ BASES = [
     _encode(_BASE.convert("P"), "GIF"),
     _encode(_BASE, "BMP"),
     _encode(_BASE, "WEBP"),
+    _encode(_BASE, "JPEG", exif=_sideways_exif()),  # a camera's photo stored sideways: folder ingest turns it
 ]
 # claimed sizes: far over the limit, or small; never just under it (a 99 MP decode per case is no fuzzing)
 SIZES = st.one_of(st.tuples(st.integers(0, 600), st.integers(0, 600)),
@@ -460,7 +467,8 @@ def test_fuzz_labels_csv_bytes(world, raw, capsys):
 @given(data=images())
 def test_fuzz_images(data):
     CASES["images"] += 1
-    for step in (lambda: to_rgb(open_image(data)), lambda: normalise_encoded(data)):
+    for step in (lambda: to_rgb(open_image(data)), lambda: normalise_encoded(data),
+                 lambda: normalise_encoded(data, turn_upright=True)):
         try:
             step()
         except BadImage as e:
