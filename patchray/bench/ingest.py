@@ -288,8 +288,8 @@ def run_ingest_bench(cfg: IngestBenchConfig, log=print) -> dict:
     cores = cfg.cores or os.cpu_count() or 1
     k = cfg.task.patches_per_crop
     log(f"[bench_ingest] {data['crops']} crops ({data['files']} shard files, ~{data['mean_jpeg_bytes']} B JPEG each"
-        f"{stored_size(data['median_size'], [cfg.task.crop_width, cfg.task.crop_height])}), K={k} patches per crop, "
-        f"{cores} core(s)")
+        f"{stored_size_text(data['median_size'], [cfg.task.crop_width, cfg.task.crop_height])}), "
+        f"K={k} patches per crop, {cores} core(s)")
 
     per_core = decode_rate(images[:cfg.decode_sample], cfg.task.crop_width, cfg.task.crop_height, cfg.input.crop_fit)
     limit = per_core * cores * k
@@ -376,7 +376,7 @@ def format_markdown(r: dict) -> str:
     goal = lambda met: "met" if met else "not met"  # noqa: E731
     return "\n".join([
         f"Ingest on {describe_machine(r['machine'])}: {r['data']['crops']:,} crops"
-        f"{stored_size(r['data'].get('median_size'), r.get('crop_size'))}, "
+        f"{stored_size_text(r['data'].get('median_size'), r.get('crop_size'))}, "
         f"K={r['patches_per_crop']}",
         "",
         "| contender | patches/s | patches per CPU-second | of decode limit | notes |",
@@ -419,7 +419,7 @@ def format_markdown(r: dict) -> str:
     ])
 
 
-def stored_size(median: list[int] | None, crop: list[int] | None) -> str:
+def stored_size_text(median: list[int] | None, crop: list[int] | None) -> str:
     """" of WxH", or " stored at WxH (median), fitted to WxH" where the crops are not stored at the training
     size ``crop``."""
     if not median:

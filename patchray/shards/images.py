@@ -198,22 +198,25 @@ def upright(image: Image.Image) -> tuple[Image.Image, str | None]:
         raise BadImage("unreadable_image", f"{type(e).__name__}: {e}") from None
 
 
+def to_upright_rgb(image: Image.Image, turn_upright: bool = False) -> tuple[Image.Image, list[str]]:
+    """``image`` in RGB (``to_rgb``), with ``turn_upright`` turned as its EXIF orientation says (``upright``), and
+    what was converted ("CMYK->RGB", "EXIF orientation 6->upright"; empty if nothing)."""
+    turned = None
+    if turn_upright:
+        image, turned = upright(image)
+    rgb, converted = to_rgb(image)
+    return rgb, [f"{image.mode}->RGB"] * converted + [turned] * bool(turned)
+
+
 def normalise_encoded(data: bytes, turn_upright: bool = False) -> tuple[bytes, list[str]]:
-    """Bytes fit for a shard (JPEG/PNG, RGB; with ``turn_upright`` turned as its EXIF orientation says, see
-    ``upright``), and what was converted ("CMYK->RGB", "EXIF orientation 6->upright"; empty if kept).
+    """Bytes fit for a shard (JPEG/PNG, RGB; with ``turn_upright`` turned as its EXIF orientation says), and what
+    was converted (``to_upright_rgb``).
 
     Keeps the original bytes when they already are an RGB JPEG or PNG shown as stored, so ingest does not lose
     quality to a needless re-encode.
     """
     image = open_image(data)
-    fmt = image.format
-    conversions = []
-    if turn_upright:
-        image, turned = upright(image)
-        conversions += [turned] if turned else []
-    rgb, converted = to_rgb(image)
-    if converted:
-        conversions.insert(0, f"{image.mode}->RGB")
-    if not conversions and fmt in STORED_FORMATS:
+    rgb, conversions = to_upright_rgb(image, turn_upright)
+    if not conversions and image.format in STORED_FORMATS:
         return data, []
-    return encode_image(rgb, "PNG" if fmt == "PNG" else "JPEG"), conversions
+    return encode_image(rgb, "PNG" if image.format == "PNG" else "JPEG"), conversions

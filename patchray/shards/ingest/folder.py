@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from patchray.shards.attributes import PARSE27K, Attribute, AttributeSet
-from patchray.shards.images import BadImage, encode_image, normalise_encoded, open_image, to_rgb, upright
+from patchray.shards.images import BadImage, encode_image, normalise_encoded, open_image, to_upright_rgb
 from patchray.shards.ingest.boxes import CropOptions, rescaled_size, size_reason
 from patchray.shards.ingest.common import IMAGE_SUFFIXES, brief, read_image_file
 from patchray.shards.report import RunReport
@@ -275,12 +275,10 @@ def ingest_folder(crops: str | os.PathLike, writer_factory, report: RunReport, o
             if options.height is None:
                 data, conversions = normalise_encoded(data, turn_upright=True)
             else:
-                image, turned = upright(open_image(data))
-                rgb, converted = to_rgb(image)
-                conversions = [f"{image.mode}->RGB"] * converted + [turned] * bool(turned)
-                width, height = rescaled_size(image.width, image.height, options.height)
+                rgb, conversions = to_upright_rgb(open_image(data), turn_upright=True)
+                width, height = rescaled_size(rgb.width, rgb.height, options.height)
                 if size_reason(width, height):
-                    raise BadImage("image_too_large", f"{image.width}x{image.height} rescaled to height "
+                    raise BadImage("image_too_large", f"{rgb.width}x{rgb.height} rescaled to height "
                                                       f"{options.height} is over the crop budget")
                 data = encode_image(_rescaled(rgb, options.height))
         except FileNotFoundError as e:  # gone since it was listed
