@@ -1,8 +1,9 @@
 """Accelerator settings shared by the training loops and the training benchmark: channels-last memory
 format, bf16 autocast and an optional ``torch.compile``. Free of Ray, so GPU benchmarks run without it.
 
-Channels-last lets cuDNN pick its fastest (tensor-core) convolutions; it is on by default on GPUs only, where
-it pays. ``torch.compile`` costs a minute of compilation before the first step and is off unless asked for.
+Channels-last lets cuDNN pick its fastest (tensor-core) convolutions; it is on by default, as it also pays on
+the CPU (docs/performance.md, Channels-last on the CPU). ``torch.compile`` costs a minute of compilation before
+the first step and is off unless asked for.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import torch
 from torch import nn
 
 # "": no compilation; "reduce-overhead": inductor replaying CUDA graphs of the step's kernels (one launch for many:
-# for nets bound by kernel launches; the batches must keep one shape, which pretraining's do)
+# for nets bound by kernel launches; the batches must keep one shape, which pretraining's do). Under DDP dynamo
+# splits the graph at the gradient buckets, so the all-reduces run between the captured graphs, never inside one:
+# Ray's TORCH_NCCL_ASYNC_ERROR_HANDLING (NCCL's watchdog) can stay on. A hand capture of the whole step, all-reduce
+# included, would need it off; patchray does not make one.
 CompileBackend = Literal["", "inductor", "reduce-overhead", "aot_eager", "eager", "cudagraphs"]
 COMPILE_BACKENDS = typing.get_args(CompileBackend)
 # DDP's all-reduce of gradients in float32 ("none") or halved (``patchray.train.epoch.compress_gradients``)

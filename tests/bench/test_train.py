@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from patchray import config as configlib
-from patchray.bench.train import TrainBenchConfig, compare, format_markdown, steady_rate, train_epochs
+from patchray.bench.train import TrainBenchConfig, against_plain, compare, format_markdown, steady_rate, train_epochs
 
 
 def _history(rates, patches=1000):
@@ -25,6 +25,21 @@ def test_compare_reports_ratio_overhead_and_goal():
                             "amp": False, "channels_last": False, "compile": "", "goal_overhead": 0.1,
                             "runs": [row, slow]})
     assert "| 2 | 100 | 95 | 0.950 | <= 10%: met | 10% |" in text and "not met" in text
+
+
+def test_the_pipeline_is_held_against_the_fastest_plain_loop():
+    runs = [compare(threads, _history([50, rate, rate]), 30.0, _history([40, 95, 95]), 50.0)
+            for threads, rate in ((2, 100), (1, 80))]
+    pipeline = {"epochs": 2, "decode_on": "trainer", "patches_per_s_per_worker": 92, "data_wait_frac": 0.04,
+                "resources": "1 worker", "output": "x"}
+    fed = against_plain(pipeline, runs)
+    assert fed["plain_patches_per_s"] == 100 and fed["vs_plain"] == 0.92 and fed["overhead"] == 0.08 and fed["met"]
+    assert not against_plain(pipeline | {"patches_per_s_per_worker": 85}, runs)["met"]
+    text = format_markdown({"machine": {"cores": 2, "cpu": "x"}, "model": "tiny", "device": "cuda",
+                            "patches_per_step": 1024, "amp": True, "channels_last": True, "compile": "",
+                            "goal_overhead": 0.1, "runs": runs, "pipeline": fed})
+    assert "waiting for data 4% of the time" in text
+    assert "(100 patches/s): 0.920, Ray Train and Ray Data together cost 8% (goal <= 10%: met)" in text
 
 
 def test_train_epochs_learns_and_checkpoints_every_epoch():

@@ -9,6 +9,7 @@ import pytest
 import tomllib
 import yaml
 
+from patchray.bench.cost import PIPELINE_PATCHES_PER_CPU_S, cost_table
 from patchray.ray_compat import FREE_OBJECTS_PERIOD_MS, RAY_FREE_OBJECTS_ENV, validate_cluster_config
 
 ROOT = Path(__file__).parents[2]
@@ -45,6 +46,34 @@ def test_cluster_yaml_passes_ray_s_schema_with_the_intended_node_types(cloud):
         # every raylet deletes freed objects as promptly as a job's local cluster does
         assert any(f"export {RAY_FREE_OBJECTS_ENV}={FREE_OBJECTS_PERIOD_MS};" in c for c in commands)
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
+
+
+def _thousands(patches_per_s: float) -> str:
+    return f"~{round(patches_per_s, -3):,.0f} patches/s"
+
+
+@pytest.mark.parametrize("cloud", sorted(FILES))
+def test_node_shapes_and_their_comments_follow_the_cost_model(cloud):
+    """A GPU node holds the cores the cost model asks for one GPU training resnet18 at batch 1024 from the
+    default pipeline; the node comments quote the model's current rates, so a new measurement that moves them
+    fails here until the YAMLs are read again."""
+    text = FILES[cloud].read_text()
+    types = yaml.safe_load(text)["available_node_types"]
+    need = {(row["net"], row["pipeline"]): row for row in cost_table()}
+    for node in types.values():
+        cpus = node["resources"].get("CPU", 0)
+        if "trainer_node" in node["resources"]:
+            per_gpu = cpus / node["resources"]["GPU"]
+            assert per_gpu >= need[("resnet18, batch 1024", "data")]["cores"]
+            assert _thousands((per_gpu - 1) * PIPELINE_PATCHES_PER_CPU_S["data"]) in text
+        if "data_node" in node["resources"]:
+            tiny = need[("tiny, batch 1024", "data")]
+            delivers = cpus * PIPELINE_PATCHES_PER_CPU_S["data"]
+            assert delivers >= tiny["gpu_patches_per_s"]  # a data node feeds at least one H200 of the tiny net
+            assert _thousands(delivers) in text
+            assert _thousands(cpus * PIPELINE_PATCHES_PER_CPU_S["data+cut"]).removesuffix(" patches/s") in text
+            assert f"{delivers / tiny['gpu_patches_per_s']:.1f} H200s" in text
+            assert f"{tiny['cpus_per_gpu']} CPUs per GPU" in text
 
 
 def _typo_key(config):

@@ -10,6 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from patchray.train.epoch import compress_gradients, ddp_options, sync_buffers
 
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 def _net() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -29,6 +31,20 @@ def _train(rank: int, options: dict, compression: str) -> torch.nn.Module:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     return net
+
+
+def _first_gradients(rank: int, compression: str) -> list[torch.Tensor]:
+    """The gradients one all-reduced backward leaves in the parameters."""
+    model = DistributedDataParallel(_net(), **ddp_options())
+    compress_gradients(model, compression)
+    generator = torch.Generator().manual_seed(100 + rank)
+    x, y = torch.randn(6, 3, 10, 10, generator=generator), torch.randint(0, 4, (6,), generator=generator)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def _held_in(grads: list[torch.Tensor], dtype: torch.dtype) -> bool:
+    return all(torch.equal(g, g.to(dtype).float()) for g in grads)
 
 
 def _gathered(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -63,6 +79,10 @@ def _worker(rank: int, port: int) -> None:
                 assert torch.allclose(mine, theirs, atol=2e-2)   # rounded, not another rule
                 first, second = _gathered(mine.detach())
                 assert torch.equal(first, second)
+            # the all-reduce really ran in half precision: every reduced gradient is a value that format holds,
+            # which float32 gradients of this net are not
+            assert _held_in(_first_gradients(rank, compression), HALF[compression])
+            assert not _held_in(_first_gradients(rank, "none"), HALF[compression])
     finally:
         dist.destroy_process_group()
 
