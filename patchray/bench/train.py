@@ -218,8 +218,9 @@ def pipeline_pretraining(cfg: TrainBenchConfig, out: Path, log) -> dict:
 def against_plain(pipeline: dict, runs: list[dict]) -> dict:
     """The pretraining fed by Ray Data against the fastest plain loop on crops already in memory: Ray's whole
     overhead (Train and Data together, the wait for data included), the figure that matters on a GPU, where the
-    step, not the host, should set the pace. On a CPU the pipeline's data tasks take cores from its worker, so
-    there the ratio also counts the decoding."""
+    step, not the host, should set the pace. The plain loop decodes nothing, so with ``decode_on=trainer`` the
+    ratio also counts nvJPEG's decode beside the step; on a CPU the data tasks take cores from the worker, and
+    it counts the decoding there too."""
     plain = max(run["plain_patches_per_s"] for run in runs)
     ratio = pipeline["patches_per_s_per_worker"] / plain
     return pipeline | {"plain_patches_per_s": plain, "vs_plain": round(ratio, 3), "overhead": round(1 - ratio, 3),

@@ -36,3 +36,25 @@ def test_streaming_10x_the_shards_keeps_memory_flat(ray_cluster, synthetic_small
     # 187 MiB against 467 in one full-suite run, so its ratio says nothing about the data.)
     for measure in ("driver_rss_mib", "train_worker_rss_mib"):
         assert large["peaks"][measure] <= 1.3 * small["peaks"][measure] + 64, (measure, small["peaks"], large["peaks"])
+
+
+def test_bench_train_s_ray_side_steps_the_same_work_as_its_plain_loop(ray_cluster, synthetic_small, tmp_path):
+    """bench_train's Ray Train contender (what `.ci/gpu.sh` runs on a GPU) on the session cluster: the same
+    patches, steps and per-epoch checkpoints as the plain loop, so that their ratio is Ray Train's cost alone."""
+    from patchray import config as configlib
+    from patchray.bench.data import load_jpegs
+    from patchray.bench.train import TrainBenchConfig, compare, plain_loop, ray_train
+    from patchray.shards.decode import decode_crops
+
+    cfg = configlib.to_dict(TrainBenchConfig(crops=48, epochs=2, patches_per_step=64, threads=[1], device="cpu"))
+    images, crop_ids = load_jpegs(list(open_shards(str(synthetic_small / "unlabeled")).files), cfg["crops"])
+    crops, _ = decode_crops(images, 100, 200)
+    plain, plain_wall = plain_loop(cfg, crops, crop_ids, threads=1)
+    ray_history, ray_wall = ray_train(cfg, crops, crop_ids, threads=1, storage=tmp_path / "ray")
+    # 48 crops in steps of 8 crops: 6 steps of 64 patches an epoch, on both sides
+    assert [h["patches"] for h in ray_history] == [h["patches"] for h in plain] == [48 * 8] * 2
+    # the same seed, the same patches, the same net: the same first epoch, to float noise across processes
+    assert ray_history[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4)
+    row = compare(1, plain, plain_wall, ray_history, ray_wall)
+    assert row["plain_patches_per_s"] > 0 and row["ray_train_patches_per_s"] > 0
+    assert 0 <= row["ray_data_wait_frac"] < 1
