@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one prepared run on a lent GPU machine (the device tool; CI never runs this):
-#   1. the CUDA cases of the tests (nvJPEG, cutting on the GPU, the collate threads' hand-over, the pinned copy);
+#   1. the CUDA cases of the tests (nvJPEG, cutting on the GPU, the collate threads' hand-over, the pinned copy,
+#      steps that never sync with the host);
 #   2. bench_gpu: the ladder (fp32, bf16, channels-last, compile) and the ablations of pretraining's defaults
 #      (fused SGD, the deferred loss read) and CUDA graphs, for tiny and resnet18 at batch 128 and 1024;
 #   3. where Ray imports (its wheels carried in .whl/, see docs/performance.md, "When a GPU is lent"):

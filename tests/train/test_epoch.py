@@ -183,3 +183,28 @@ def test_the_benchmarks_time_pretraining_s_own_step():
 
     assert train.pretext_step is gpu.pretext_step is pretrain_loop.pretext_step is epoch.pretext_step
     assert train.train_epoch is pretrain_loop.train_epoch is epoch.train_epoch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by .ci/gpu.sh)")
+@pytest.mark.parametrize("model", ["tiny", "resnet18"])
+def test_cuda_steps_between_checks_never_wait_on_the_host(model):
+    """Between the deferred checks a pretraining step, short batch and running sums included, queues its work and
+    returns: torch's sync debug mode turns any host sync (an ``.item()``, a tensor ``if``, a pageable copy)
+    into an error. The first two steps are left out: cuDNN's search and the optimiser's first state."""
+    device = torch.device("cuda")
+    task = PatchTaskConfig()
+    step = pretext_step(model, task, OptimConfig(), seed=0, device=device, rows=128)
+    batches = [{key: value.to(device) for key, value in _batch(n, task).items()} for n in (128, 128, 128, 96, 0)]
+    step(batches[0], epoch=0, step=1)
+    step(batches[1], epoch=0, step=2)
+    torch.cuda.synchronize()
+    totals = EpochTotals()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for n, batch in enumerate(batches[2:], start=3):
+            assert n % DEVICE_CHECK_EVERY   # no check falls in here
+            totals.add(step(batch, epoch=0, step=n))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert totals.count == 128 + 96 and math.isfinite(totals.loss)
+    step.check()
