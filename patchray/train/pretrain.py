@@ -398,7 +398,7 @@ def write_outputs(out: Path, cfg: PretrainConfig, state: dict, history: list[dic
         "data_wait_frac": last["data_wait_frac"],
         "skipped_rows": skipped,
         "rows_per_epoch": rows,
-        "resources": plan.describe(),
+        "resources": plan.describe(), "torch_threads_per_worker": plan.torch_threads,
         "checkpoint": str(pretext_path),
         "trunk_checkpoint": str(trunk_path),
         "last_checkpoint": str(last_path),
