@@ -244,6 +244,7 @@ class FinetuneConfig:
     evaluate_test: bool = True
     amp: bool = True                  # bf16 autocast, on GPU only
     channels_last: bool | None = None  # channels-last memory format (None: on; faster on GPUs and CPUs alike)
+    grad_compression: GradCompression = "none"  # as in pretraining: the all-reduce in fp16 or bf16
     max_failures: int = 1
     # Experiment tracking (patchray.tracking): the resolved config, each epoch's metrics and the summary plots
     # go to MLflow (tracking_uri: a server or database; null: mlflow.db + mlruns/ in the output folder) or to

@@ -152,7 +152,7 @@ def finetune_loop(loop_config: dict) -> None:
     net, _ = build_attribute_net(cfg, attributes, initialise=False)
     net.load_state_dict(ray.get(loop_config["initial_ref"]))
     model, base = accelerate(net, device, channels_last=channels_last_for(cfg.channels_last, device),
-                             prepare=prepare_ddp())
+                             prepare=prepare_ddp(cfg.grad_compression))
     trunk_params = [p for p in net.trunk.parameters() if p.requires_grad]
     head_params = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk_params, "lr_mult": cfg.trunk_lr_mult}, {"params": head_params, "lr_mult": 1.0}]

@@ -142,3 +142,8 @@ def test_keys_added_later_are_left_out_at_their_old_behaviour_so_older_runs_stil
     assert not [k for k in fresh if k.startswith("probe")]
     changed = finetune_identity(label_seed=0, init="patchtask:/p", transfer_blocks=2, evaluate_test=False)
     assert (changed["label_seed"], changed["transfer_blocks"], changed["evaluate_test"]) == (0, 2, False)
+    # fine-tuning's grad_compression (added after runs were made): left out at none, a key of the run otherwise
+    assert "grad_compression" not in fresh
+    assert finetune_identity(grad_compression="bf16")["grad_compression"] == "bf16"
+    with pytest.raises(configlib.ConfigError, match="grad_compression"):
+        configlib.load(FinetuneConfig, None, ["grad_compression=int8"])
